@@ -1,0 +1,49 @@
+"""The ``gstalk`` command: one subcommand per config dataclass, each a thin call into the library."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tyro
+
+from .config import BenchConfig
+from .errors import GstalkError
+
+
+def _bench(config: BenchConfig) -> Any:
+    from .bench import run_bench
+
+    return run_bench(config)
+
+
+#: subcommand name -> (config dataclass, function that runs it)
+COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
+    "bench": (BenchConfig, _bench),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = tyro.extras.subcommand_cli_from_dict(
+        {name: cls for name, (cls, _) in COMMANDS.items()},
+        prog="gstalk",
+        description="Audio-driven 3D Gaussian Splatting talking heads: prepare, train, render, evaluate.",
+        args=argv,
+    )
+    runner = next(fn for cls, fn in COMMANDS.values() if isinstance(config, cls))
+    try:
+        runner(config)
+    except GstalkError as err:
+        print(f"gstalk: error: {err.problem}", file=sys.stderr)
+        if err.fix:
+            print(f"  fix: {err.fix}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gstalk: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""``rasterize()``: one differentiable Gaussian renderer, two backends (pure PyTorch, gsplat on CUDA)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .camera import Camera
+from .gsplat_backend import gsplat_available, rasterize_gsplat
+from .projection import covariance_3d, project_gaussians
+from .torch_backend import DEFAULT_MAX_PAIRS, rasterize_pixels
+
+Backend = Literal["auto", "torch", "gsplat"]
+
+
+@dataclass
+class RenderOutput:
+    """What one call renders for C cameras and N Gaussians.
+
+    image: (C, H, W, D) colour composited over the background.
+    alpha: (C, H, W, 1) accumulated opacity.
+    depth: (C, H, W, 1) expected camera-space z of the visible Gaussians (0 where alpha is 0).
+    means2d: (C, N, 2) screen-space centres in pixels. When the inputs need gradients it retains its
+        gradient after ``backward()``: the signal densification uses.
+    radii: (C, N, 2) int32 half extents of each Gaussian's screen box; 0 when culled.
+    visible: (C, N) bool, the Gaussians that touched the image.
+    backend: which backend produced it.
+    """
+
+    image: Tensor
+    alpha: Tensor
+    depth: Tensor
+    means2d: Tensor
+    radii: Tensor
+    visible: Tensor
+    backend: str
+
+
+def resolve_backend(backend: Backend, device: torch.device) -> str:
+    """``auto`` picks gsplat for CUDA tensors when it is installed, the torch backend otherwise."""
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+    if backend == "gsplat" and not (device.type == "cuda" and gsplat_available()):
+        raise RuntimeError(
+            "backend='gsplat' needs CUDA tensors, a CUDA GPU and `pip install gsplat` (the [cuda] extra)"
+        )
+    if backend not in ("torch", "gsplat"):
+        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'gsplat'")
+    return backend
+
+
+def rasterize(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    cameras: Camera,
+    background: Tensor | float | None = None,
+    backend: Backend = "auto",
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+) -> RenderOutput:
+    """Render N Gaussians into C cameras.
+
+    means (N, 3) world positions; quats (N, 4) rotations ``w, x, y, z`` (need not be unit);
+    scales (N, 3) standard deviations along the rotated axes (linear, not log); opacities (N,) in [0, 1];
+    colors (N, D) or per camera (C, N, D), any number of channels D.
+    background: a colour (D,) or (C, D), an image (H, W, D) or (C, H, W, D), a scalar, or None (black).
+    max_pairs: memory bound of the torch backend, in pixel–Gaussian pairs held at once.
+    """
+    n_cams = len(cameras)
+    colors = _check_inputs(means, quats, scales, opacities, colors, n_cams)
+    cameras = cameras.to(device=means.device, dtype=means.dtype)
+    chosen = resolve_backend(backend, means.device)
+    if chosen == "gsplat":
+        color, alpha, depth, means2d, radii = rasterize_gsplat(
+            means, quats, scales, opacities, colors, cameras
+        )
+    else:
+        covars = covariance_3d(quats, scales)
+        proj = project_gaussians(
+            means, covars, opacities, cameras.world_to_cam, cameras.intrinsics, cameras.width, cameras.height
+        )
+        color, alpha, depth_sum = rasterize_pixels(
+            proj, opacities, colors, cameras.width, cameras.height, max_pairs=max_pairs
+        )
+        depth = depth_sum / alpha.clamp(min=1e-10)
+        means2d, radii = proj.means2d, proj.radii
+    if means2d.requires_grad:
+        means2d.retain_grad()
+    image = color + (1.0 - alpha) * _background(background, color)
+    return RenderOutput(image, alpha, depth, means2d, radii, (radii > 0).all(-1), chosen)
+
+
+def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tensor:
+    n = means.shape[0]
+    expected = {"means": (means, (n, 3)), "quats": (quats, (n, 4)), "scales": (scales, (n, 3))}
+    for name, (t, shape) in expected.items():
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if tuple(opacities.shape) != (n,):
+        raise ValueError(f"opacities must have shape ({n},), got {tuple(opacities.shape)}")
+    if colors.ndim == 2:
+        colors = colors.expand(n_cams, *colors.shape)
+    if colors.ndim != 3 or colors.shape[:2] != (n_cams, n):
+        raise ValueError(
+            f"colors must be (N, D) or (C, N, D) with N={n}, C={n_cams}; got {tuple(colors.shape)}"
+        )
+    for name, t in (
+        ("means", means),
+        ("quats", quats),
+        ("scales", scales),
+        ("opacities", opacities),
+        ("colors", colors),
+    ):
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            per_gaussian = (
+                bad.movedim(-2, 0).reshape(n, -1).any(1) if name == "colors" else bad.reshape(n, -1).any(1)
+            )
+            raise ValueError(
+                f"{name} contains NaN or Inf (first at Gaussian {int(per_gaussian.nonzero()[0, 0])}); "
+                "the model diverged or its input is corrupt"
+            )
+    if bool((scales < 0).any()):
+        raise ValueError("scales must be non-negative standard deviations (pass exp(log_scales))")
+    return colors
+
+
+def _background(background: Tensor | float | None, color: Tensor) -> Tensor:
+    if background is None:
+        return torch.zeros((), dtype=color.dtype, device=color.device)
+    bg = torch.as_tensor(background, dtype=color.dtype, device=color.device)
+    n_cams, h, w, d = color.shape
+    if bg.ndim == 0:
+        return bg
+    if bg.ndim == 1:
+        return bg.reshape(1, 1, 1, d)
+    if bg.ndim == 2:
+        return bg.reshape(n_cams, 1, 1, d)
+    if bg.ndim in (3, 4) and tuple(bg.shape[-3:]) == (h, w, d):
+        return bg if bg.ndim == 4 else bg[None]
+    raise ValueError(
+        f"background must be a colour (D,), (C, D) or an image (H, W, D), (C, H, W, D); "
+        f"got {tuple(bg.shape)} for images of {(n_cams, h, w, d)}"
+    )
