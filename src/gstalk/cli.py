@@ -8,7 +8,7 @@ from typing import Any
 
 import tyro
 
-from .config import BenchConfig
+from .config import BenchConfig, PrepareConfig
 from .errors import GstalkError
 
 
@@ -18,8 +18,15 @@ def _bench(config: BenchConfig) -> Any:
     return run_bench(config)
 
 
+def _prepare(config: PrepareConfig) -> Any:
+    from .prepare import prepare
+
+    return prepare(config)
+
+
 #: subcommand name -> (config dataclass, function that runs it)
 COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
+    "prepare": (PrepareConfig, _prepare),
     "bench": (BenchConfig, _bench),
 }
 
