@@ -8,7 +8,14 @@ from typing import Any
 
 import tyro
 
-from .config import BenchConfig, PrepareConfig
+from .config import (
+    BenchConfig,
+    ExportErnerfConfig,
+    ImportErnerfConfig,
+    PrepareConfig,
+    TrainConfig,
+    save_config,
+)
 from .errors import GstalkError
 
 
@@ -24,9 +31,41 @@ def _prepare(config: PrepareConfig) -> Any:
     return prepare(config)
 
 
+def _train(config: TrainConfig) -> Any:
+    from .train import train
+
+    return train(config)
+
+
+def _export_ernerf(config: ExportErnerfConfig) -> Any:
+    from .data.ernerf import export_ernerf
+
+    out = export_ernerf(config.dataset, config.out)
+    save_config(config, out, name="gstalk_export_config.json")
+    print(f"gstalk export-ernerf: wrote {out}")
+    return out
+
+
+def _import_ernerf(config: ImportErnerfConfig) -> Any:
+    from .data.ernerf import import_ernerf
+
+    return import_ernerf(
+        config.folder,
+        config.out,
+        fps=config.fps,
+        audio_features=config.audio_features,
+        speech_model=config.speech_model,
+        overwrite=config.overwrite,
+        progress=config.progress,
+    )
+
+
 #: subcommand name -> (config dataclass, function that runs it)
 COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "prepare": (PrepareConfig, _prepare),
+    "train": (TrainConfig, _train),
+    "export-ernerf": (ExportErnerfConfig, _export_ernerf),
+    "import-ernerf": (ImportErnerfConfig, _import_ernerf),
     "bench": (BenchConfig, _bench),
 }
 

@@ -80,6 +80,119 @@ class PrepareConfig:
     """Show a progress bar for each step."""
 
 
+@dataclass
+class ExportErnerfConfig:
+    """Write a gstalk dataset in the ER-NeRF / TalkingGaussian layout, to train it in those tools."""
+
+    dataset: Path
+    """A dataset folder made by `gstalk prepare`."""
+    out: Path
+    """The folder to write (transforms_*.json, ori_imgs/, parsing/, gt_imgs/, torso_imgs/, bc.jpg, ...)."""
+
+
+@dataclass
+class ImportErnerfConfig:
+    """Make a gstalk dataset from an ER-NeRF / TalkingGaussian folder, keeping its frames and cameras."""
+
+    folder: Path
+    """The folder holding transforms_train.json, transforms_val.json, ori_imgs/ and aud.wav."""
+    out: Path
+    """The gstalk dataset folder to write."""
+    fps: float = 25.0
+    """Frame rate of their frames."""
+    audio_features: Literal["logmel", "hubert", "wav2vec2"] = "logmel"
+    """Audio features, as in `gstalk prepare`."""
+    speech_model: Path | None = None
+    """Folder of the HuBERT / wav2vec 2.0 model."""
+    overwrite: bool = False
+    """Replace an existing dataset at --out."""
+    progress: bool = True
+    """Show a progress bar for each step."""
+
+
+@dataclass
+class StageConfig:
+    """One training stage; the Trainer runs a list of these with one loop."""
+
+    name: str
+    iterations: int
+    deform: bool
+    """Drive the Gaussians with the deformation networks (False: the canonical, static head)."""
+    masked: bool
+    """Compute the image losses on the head regions only (else on the full frame)."""
+    train: tuple[Literal["gaussians", "networks", "colors"], ...]
+    """Parameter groups this stage updates."""
+    dssim_weight: float = 0.2
+    lpips_weight: float = 0.0
+    """Used only when LPIPS weights are given (--lpips-weights)."""
+    mouth_weight: float = 0.0
+    """Mouth-opening consistency loss weight (the papers' jaw loss role)."""
+    densify: bool = False
+    lr_scale: float = 1.0
+    """Multiplies every learning rate of the stage."""
+
+
+@dataclass
+class TrainConfig:
+    """Train the audio-driven Gaussian talking head on a prepared dataset, in three stages."""
+
+    dataset: Path
+    """A dataset folder made by `gstalk prepare`."""
+    out: Path
+    """The run folder: checkpoints, logs, loss curves and the config."""
+    preset: Literal["cpu", "gpu"] = "cpu"
+    """cpu: 256², at most ~10k Gaussians, ~30 min on 2 cores; gpu: 512², the papers' iteration counts."""
+    size: int | None = None
+    """Training image size (default: the preset's)."""
+    max_gaussians: int | None = None
+    """Top-k cap on the head's Gaussians (default: the preset's)."""
+    iterations: tuple[int, int, int] | None = None
+    """Iterations of the static, motion and fusion stages (default: the preset's)."""
+    lpips_weights: Path | None = None
+    """Folder with LPIPS weights (see gstalk.eval.lpips); without it the fusion stage skips LPIPS."""
+    device: Device = "auto"
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    seed: int = 0
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint."""
+    checkpoint_every: int = 500
+    log_every: int = 25
+    progress: bool = True
+
+
+PRESETS = {
+    "cpu": {"size": 256, "max_gaussians": 10_000, "iterations": (1500, 4000, 800)},
+    "gpu": {"size": 512, "max_gaussians": 100_000, "iterations": (3000, 47_000, 10_000)},
+}
+
+
+def resolve_train(config: TrainConfig) -> TrainConfig:
+    """Fill the preset's defaults into the fields left unset."""
+    preset = PRESETS[config.preset]
+    values = {k: getattr(config, k) if getattr(config, k) is not None else v for k, v in preset.items()}
+    return dataclasses.replace(config, **values)
+
+
+def stages(config: TrainConfig) -> list[StageConfig]:
+    static, motion, fusion = resolve_train(config).iterations
+    return [
+        StageConfig("static", static, deform=False, masked=True, train=("gaussians",), densify=True),
+        StageConfig(
+            "motion",
+            motion,
+            deform=True,
+            masked=True,
+            train=("gaussians", "networks"),
+            mouth_weight=0.1,
+            densify=True,
+            lr_scale=0.5,
+        ),
+        StageConfig(
+            "fusion", fusion, deform=True, masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5
+        ),
+    ]
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     return {
         "kind": type(config).__name__,
@@ -104,4 +217,16 @@ def save_config(config: Any, folder: str | Path, name: str = "config.json") -> P
     return path
 
 
-__all__ = ["BenchConfig", "PrepareConfig", "config_hash", "config_to_dict", "save_config"]
+__all__ = [
+    "BenchConfig",
+    "ExportErnerfConfig",
+    "ImportErnerfConfig",
+    "PrepareConfig",
+    "StageConfig",
+    "TrainConfig",
+    "config_hash",
+    "config_to_dict",
+    "resolve_train",
+    "save_config",
+    "stages",
+]

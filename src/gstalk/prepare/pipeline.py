@@ -25,7 +25,7 @@ from ..config import PrepareConfig, config_hash, save_config
 from ..data.dataset import FORMAT, frame_name
 from ..errors import GstalkError
 from ..fileio import write_json_atomic
-from ..media import AUDIO_RATE, probe_video, read_audio, read_frames
+from ..media import AUDIO_RATE
 from ..media.audio import is_silent
 from ..regions import Region
 from .audio_features import audio_features
@@ -33,8 +33,9 @@ from .background import BackgroundAccumulator, sample_indices
 from .crop import Crop, choose_crop
 from .expression import EXPLICIT, expression_features
 from .landmarks import N_LANDMARKS
-from .pose import estimate_poses, normalise_landmarks
+from .pose import estimate_poses, known_poses, normalise_landmarks
 from .regions import PersonSegmenter, segment_regions
+from .sources import Source, VideoSource
 from .track import N_BLENDSHAPES, FaceTracker
 
 
@@ -88,29 +89,30 @@ def _is_complete(config: PrepareConfig, digest: str) -> bool:
         return False
 
 
-def prepare(config: PrepareConfig) -> Path:
-    """Build the dataset at ``config.out``; returns its path."""
+def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
+    """Build the dataset at ``config.out`` from ``config.video`` (or another ``source``); returns its path."""
     digest = config_hash(config, ignore=("overwrite", "progress"))
     if not config.overwrite and _is_complete(config, digest):
         _say(config, f"{config.out} is already prepared with this config; nothing to do")
         return config.out
     _check_output(config)
-    info = probe_video(config.video)
+    source = source or VideoSource(config.video)
+    info = source.info
     if not info.has_audio:
         raise GstalkError(
-            f"{config.video} has no audio track",
+            f"{source.name} has no audio track",
             "gstalk learns lip motion from the speech: use the clip with its sound",
         )
     n_frames = info.frames_at(config.fps)
     if n_frames < config.min_seconds * config.fps:
         raise GstalkError(
-            f"{config.video} is {info.duration:.1f} s long; at least {config.min_seconds:g} s is needed "
+            f"{source.name} is {info.duration:.1f} s long; at least {config.min_seconds:g} s is needed "
             "(a few minutes trains best)",
             "use a longer clip of the person talking",
         )
     work = _Work(config.out, digest)
     try:
-        _run_steps(config, info, n_frames, work)
+        _run_steps(config, source, n_frames, work)
     except GstalkError:
         shutil.rmtree(work.dir, ignore_errors=True)
         raise
@@ -131,7 +133,7 @@ def _bar(config: PrepareConfig, total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=f"{desc:<10}", unit="frame", disable=not config.progress, leave=True)
 
 
-def _run_steps(config: PrepareConfig, info, n_frames: int, work: _Work) -> None:
+def _run_steps(config: PrepareConfig, source: Source, n_frames: int, work: _Work) -> None:
     ds = work.dir / "dataset"
     ds.mkdir(exist_ok=True)
     for step, run in STEPS.items():
@@ -139,16 +141,16 @@ def _run_steps(config: PrepareConfig, info, n_frames: int, work: _Work) -> None:
             _say(config, f"{step}: done in an earlier run, skipped")
             continue
         start = time.perf_counter()
-        run(config, info, n_frames, work.dir, ds)
+        run(config, source, n_frames, work.dir, ds)
         work.finish(step, time.perf_counter() - start)
 
 
 # --- steps ------------------------------------------------------------------------------------------
-def _step_track(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) -> None:
-    audio = read_audio(config.video)
+def _step_track(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
+    audio = source.audio()
     if is_silent(audio):
         raise GstalkError(
-            f"the audio track of {config.video} is silent",
+            f"the audio track of {source.name} is silent",
             "gstalk learns lip motion from the speech: use a clip where the person is heard",
         )
     landmarks = np.zeros((n_frames, N_LANDMARKS, 3), np.float32)
@@ -156,7 +158,7 @@ def _step_track(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) 
     n_faces = np.zeros(n_frames, np.int16)
     blend = np.zeros((n_frames, N_BLENDSHAPES), np.float32) if config.landmarker else None
     with FaceTracker(config.landmarker, fps=config.fps) as tracker, _bar(config, n_frames, "track") as bar:
-        for i, rgb in read_frames(config.video, config.fps):
+        for i, rgb in source.frames(config.fps):
             if i >= n_frames:
                 break
             obs = tracker.track(rgb)
@@ -166,7 +168,9 @@ def _step_track(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) 
                     blend[i] = obs.blendshapes
             bar.update()
         names = tracker.blendshape_names
-    _check_tracking(config, valid)
+    if source.cameras is not None:
+        valid &= source.cameras.valid[:n_frames]
+    _check_tracking(config, source.name, valid)
     extra = {"blendshapes": blend} if blend is not None else {}
     np.savez(wd / "track.npz", landmarks=landmarks, valid=valid, n_faces=n_faces, **extra)
     np.save(wd / "audio.npy", audio)
@@ -184,10 +188,10 @@ def _lost_runs(valid: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def _check_tracking(config: PrepareConfig, valid: np.ndarray) -> None:
+def _check_tracking(config: PrepareConfig, name: str, valid: np.ndarray) -> None:
     if not valid.any():
         raise GstalkError(
-            f"no face was found in {config.video}",
+            f"no face was found in {name}",
             "use a video where the person's face is visible and turned toward the camera",
         )
     lost = 1 - valid.mean()
@@ -199,7 +203,7 @@ def _check_tracking(config: PrepareConfig, valid: np.ndarray) -> None:
             for a, b in sorted(runs, key=lambda r: r[0] - r[1])[:5]
         )
         raise GstalkError(
-            f"the face is lost in {lost:.0%} of the frames of {config.video} "
+            f"the face is lost in {lost:.0%} of the frames of {name} "
             f"(longest stretch {longest:.1f} s; "
             f"lost at {spans})",
             "cut the video to the part where the face is visible, or raise --max-lost-fraction / "
@@ -207,12 +211,16 @@ def _check_tracking(config: PrepareConfig, valid: np.ndarray) -> None:
         )
 
 
-def _step_pose(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) -> None:
+def _step_pose(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
     with np.load(wd / "track.npz") as t:
         landmarks, valid = t["landmarks"], t["valid"]
-    crop = choose_crop(landmarks, valid, info.width, info.height, config.size, config.crop_scale)
+    width, height = source.info.width, source.info.height
+    if source.cameras is not None:  # cameras come with the input: keep its framing and its poses
+        crop = Crop(0, 0, width, config.size)
+    else:
+        crop = choose_crop(landmarks, valid, width, height, config.size, config.crop_scale)
     lm = crop.points(landmarks)
-    principal = crop.points(np.array([[info.width / 2, info.height / 2]]))[0]
+    principal = crop.points(np.array([[width / 2, height / 2]]))[0]
     focal = None
     if config.fov_deg is not None:
         focal = 0.5 * config.size / np.tan(np.radians(config.fov_deg) / 2)
@@ -224,6 +232,11 @@ def _step_pose(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) -
         smoothing_sigma=config.pose_smoothing,
         focal=focal,
     )
+    if source.cameras is not None:
+        known = source.cameras
+        poses = known_poses(
+            poses, known.world_to_cam[:n_frames], known.valid[:n_frames], known.intrinsics * crop.scale
+        )
     np.savez(
         wd / "pose.npz",
         landmarks=lm,
@@ -238,7 +251,7 @@ def _step_pose(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) -
     )
 
 
-def _step_frames(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) -> None:
+def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
     crop = Crop(**json.loads((wd / "pose.json").read_text())["crop"])
     with np.load(wd / "pose.npz") as p:
         landmarks = p["landmarks"]
@@ -271,7 +284,7 @@ def _step_frames(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path)
                 plate.add(rgb, labels)
             bar.update()
 
-        for i, full in read_frames(config.video, config.fps):
+        for i, full in source.frames(config.fps):
             if i >= n_frames:
                 break
             rgb = crop.apply(full)
@@ -293,7 +306,7 @@ def _step_frames(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path)
     )
 
 
-def _step_audio(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) -> None:
+def _step_audio(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
     audio = np.load(wd / "audio.npy")
     soundfile.write(ds / "audio.wav", audio, AUDIO_RATE, subtype="PCM_16")
     device = "cuda" if config.device == "cuda" else "cpu"
@@ -326,7 +339,7 @@ def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np
     return train[valid[train]], test[valid[test]]
 
 
-def _step_expression(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) -> None:
+def _step_expression(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
     with np.load(wd / "track.npz") as t:
         valid = t["valid"]
         blend = t["blendshapes"] if "blendshapes" in t.files else None
@@ -365,7 +378,7 @@ def _step_expression(config: PrepareConfig, info, n_frames: int, wd: Path, ds: P
     )
 
 
-def _step_report(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path) -> None:
+def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
     from .report import contact_sheet, timeline
 
     pose_info = json.loads((wd / "pose.json").read_text())
@@ -405,7 +418,11 @@ def _step_report(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path)
         "intrinsics": intrinsics.tolist(),
         "fov_deg": float(np.degrees(2 * np.arctan(0.5 * config.size / intrinsics[0]))),
         "pose_jitter": pose_info["jitter"],
-        "reprojection_px_median": float(np.nanmedian(tracks["reprojection_px"])),
+        "reprojection_px_median": (
+            float(np.nanmedian(tracks["reprojection_px"]))
+            if np.isfinite(tracks["reprojection_px"]).any()
+            else "not computed: cameras came with the input"
+        ),
         "background_seen_fraction": frames_info["background_seen_fraction"],
         "region_fractions": frames_info["region_fractions"],
         "warnings": warnings,
@@ -436,12 +453,12 @@ def _step_report(config: PrepareConfig, info, n_frames: int, wd: Path, ds: Path)
         },
         "regions": {int(r): r.name.lower() for r in Region},
         "source": {
-            "path": str(config.video),
-            "width": info.width,
-            "height": info.height,
-            "fps": info.fps,
-            "duration": info.duration,
-            "codec": info.codec,
+            "path": source.name,
+            "width": source.info.width,
+            "height": source.info.height,
+            "fps": source.info.fps,
+            "duration": source.info.duration,
+            "codec": source.info.codec,
         },
     }
     with _bar(config, 2, "report") as bar:

@@ -185,6 +185,27 @@ def estimate_poses(
     )
 
 
+def known_poses(
+    estimated: PoseTrack, world_to_cam: np.ndarray, valid: np.ndarray, intrinsics: np.ndarray
+) -> PoseTrack:
+    """Replace the estimated cameras by ones supplied with the input (their head frame, their focal).
+
+    The canonical shape stays ours (it normalises expression); reprojection errors are not comparable
+    across head frames and are left as NaN.
+    """
+    w2c = world_to_cam.astype(np.float64)
+    rots = Rotation.from_matrix(w2c[:, :3, :3])
+    return PoseTrack(
+        world_to_cam=world_to_cam.astype(np.float32),
+        world_to_cam_raw=world_to_cam.astype(np.float32),
+        intrinsics=np.asarray(intrinsics, np.float32),
+        canonical=estimated.canonical,
+        reprojection_px=np.full(len(w2c), np.nan, np.float32),
+        jitter=pose_jitter(rots, w2c[:, :3, 3], rots, w2c[:, :3, 3], valid),
+        focal_search={},
+    )
+
+
 def pose_jitter(rots_raw: Rotation, t_raw, rots: Rotation, t_smooth, valid) -> dict[str, float]:
     """Frame-to-frame motion and high-frequency noise of the head pose, in degrees and millimetres.
 

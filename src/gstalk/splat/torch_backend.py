@@ -175,14 +175,14 @@ def _composite(pix: Tensor, gid: Tensor, table: Tensor, width: int, height: int,
 
 def _runs(pix: Tensor) -> tuple[Tensor, Tensor]:
     """For pairs sorted by pixel: index of the first and of the last pair of each pair's pixel."""
-    idx = torch.arange(pix.numel(), device=pix.device)
     start = torch.ones_like(pix, dtype=torch.bool)
     start[1:] = pix[1:] != pix[:-1]
-    end = torch.ones_like(start)
-    end[:-1] = start[1:]
-    first = torch.cummax(idx * start, 0).values
-    last = torch.cummin(torch.where(end, idx, pix.numel()).flip(0), 0).values.flip(0)
-    return first, last
+    run_id = torch.cumsum(start, 0) - 1
+    starts = start.nonzero().squeeze(1)
+    ends = torch.empty_like(starts)
+    ends[:-1] = starts[1:] - 1
+    ends[-1] = pix.numel() - 1
+    return starts.index_select(0, run_id), ends.index_select(0, run_id)
 
 
 class _Composite(torch.autograd.Function):

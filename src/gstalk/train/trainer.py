@@ -1,0 +1,320 @@
+"""One training loop driven by a list of stage configs: static → motion → fusion.
+
+The run folder holds ``config.json`` (the TrainConfig), ``log.csv`` and ``loss.png`` (curves),
+``checkpoint/`` (the latest state, for ``--resume``; written atomically) and, when training ends,
+``model/`` (the final weights that render and evaluate read).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..config import StageConfig, TrainConfig, config_to_dict, resolve_train, save_config, stages
+from ..data.dataset import load_dataset
+from ..errors import GstalkError
+from ..model.init import init_talking_head
+from ..model.talking_head import TalkingHead, render_portrait
+from ..regions import Region
+from .checkpoint import load_model, load_training_state, read_meta, save_checkpoint
+from .frames import FrameData
+from .losses import dssim, l1, masked, mouth_opening_loss, psnr
+from .strategy import DensifyConfig, DensifyStrategy, scene_extent
+
+LOG_FIELDS = ["stage", "step", "loss", "l1", "dssim", "lpips", "mouth", "psnr", "gaussians", "seconds"]
+
+
+class Diverged(GstalkError):
+    pass
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GstalkError("--device cuda was asked for, but no CUDA GPU is available", "use --device cpu")
+    return torch.device(name)
+
+
+def build_optimizer(model: TalkingHead, stage: StageConfig, extent: float) -> torch.optim.Adam:
+    """Adam with 3DGS-style learning rates per parameter kind, scaled by the stage's ``lr_scale``."""
+    s = stage.lr_scale
+    groups: list[dict[str, Any]] = []
+    if "gaussians" in stage.train:
+        for gs in (model.head, model.mouth):
+            p = gs.params
+            groups += [
+                {"params": [p["means"]], "lr": 1.6e-4 * max(extent, 1e-3) * 10 * s, "name": "means"},
+                {"params": [p["log_scales"]], "lr": 5e-3 * s, "name": "log_scales"},
+                {"params": [p["quats"]], "lr": 1e-3 * s, "name": "quats"},
+                {"params": [p["opacity_logits"]], "lr": 5e-2 * s, "name": "opacity"},
+                {"params": [p["color_logits"]], "lr": 1e-2 * s, "name": "colors"},
+                {"params": [p["embedding"]], "lr": 1e-3 * s, "name": "embedding"},
+            ]
+    elif "colors" in stage.train:
+        groups.append({"params": model.color_parameters(), "lr": 5e-3 * s, "name": "colors"})
+    if "networks" in stage.train:
+        groups += [
+            {"params": [model.encoder.tables], "lr": 1e-2 * s, "name": "hash"},
+            {
+                "params": [p for p in model.network_parameters() if p is not model.encoder.tables],
+                "lr": 1e-3 * s,
+                "name": "networks",
+            },
+        ]
+    return torch.optim.Adam(groups, eps=1e-15)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = resolve_train(config)
+        self.out = Path(config.out)
+        self.device = pick_device(config.device)
+        self.ds = load_dataset(config.dataset)
+        if len(self.ds.train_ids) < 10:
+            raise GstalkError(
+                f"{config.dataset} has only {len(self.ds.train_ids)} usable training frames",
+                "prepare a longer clip (a few minutes trains best)",
+            )
+        self.data = FrameData(self.ds, self.config.size, self.device)
+        self.stages = stages(self.config)
+        self.lpips = None
+        if self.config.lpips_weights is not None:
+            from ..eval.lpips import LPIPS
+
+            self.lpips = LPIPS.from_folder(self.config.lpips_weights).to(self.device)
+        self._stop = False
+
+    # --- the run ----------------------------------------------------------------------------------
+    def run(self) -> Path:
+        start_stage, start_step = 0, 0
+        if self.config.resume and (self.out / "checkpoint").is_dir():
+            model, meta = load_model(self.out / "checkpoint", self.device)
+            start_stage, start_step = meta["stage_index"], meta["step"]
+            self._say(f"resuming stage {self.stages[start_stage].name} at step {start_step}")
+        else:
+            if (self.out / "checkpoint").exists() or (self.out / "model").exists():
+                raise GstalkError(
+                    f"{self.out} already holds a training run",
+                    "pass --resume to continue it, or choose another --out",
+                )
+            model = init_talking_head(self.ds, self.config.max_gaussians, seed=self.config.seed).to(
+                self.device
+            )
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.out)
+            with open(self.out / "log.csv", "w", newline="") as f:
+                csv.writer(f).writerow(LOG_FIELDS)
+        self.model = model
+        gen = torch.Generator().manual_seed(self.config.seed)
+        previous = signal.signal(signal.SIGINT, self._interrupt)
+        try:
+            for index in range(start_stage, len(self.stages)):
+                first = start_step if index == start_stage else 0
+                resume_from = self.out / "checkpoint" if (index == start_stage and start_step > 0) else None
+                self._run_stage(index, first, gen, resume_from)
+                if self._stop:
+                    self._say(
+                        f"interrupted: checkpoint saved in {self.out / 'checkpoint'}; "
+                        "continue with the same command and --resume"
+                    )
+                    raise KeyboardInterrupt
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        save_checkpoint(
+            self.out / "model",
+            model,
+            {
+                "stage_index": len(self.stages),
+                "step": 0,
+                "dataset": str(Path(self.config.dataset).resolve()),
+                "train_size": self.config.size,
+            },
+        )
+        self.plot()
+        self._say(f"done: model in {self.out / 'model'}")
+        return self.out
+
+    def _interrupt(self, signum, frame) -> None:  # Ctrl-C: finish the step, save, exit cleanly
+        self._stop = True
+
+    def _say(self, text: str) -> None:
+        if self.config.progress:
+            tqdm.write(f"gstalk train: {text}")
+
+    def _run_stage(self, index: int, first_step: int, gen: torch.Generator, resume_from: Path | None) -> None:
+        stage = self.stages[index]
+        model = self.model
+        extent = scene_extent(model)
+        optimizer = build_optimizer(model, stage, extent)
+        if resume_from is not None:
+            rng = load_training_state(resume_from, optimizer)
+            if rng is not None:
+                gen.set_state(rng)
+        strategy = None
+        if stage.densify:
+            densify = DensifyConfig(
+                max_gaussians=self.config.max_gaussians,
+                stop=int(stage.iterations * 0.8),
+                reset_every=0 if stage.iterations < 4000 else 3000,
+            )
+            strategy = DensifyStrategy(densify, {"head": model.head, "mouth": model.mouth}, extent)
+        train_ids = torch.from_numpy(self.ds.train_ids)
+        bar = tqdm(
+            total=stage.iterations,
+            initial=first_step,
+            desc=f"{stage.name:<7}",
+            unit="it",
+            disable=not self.config.progress,
+        )
+        for step in range(first_step, stage.iterations):
+            t0 = time.perf_counter()
+            i = int(train_ids[torch.randint(len(train_ids), (1,), generator=gen)])
+            terms = self._step(stage, i, optimizer)
+            if not math.isfinite(terms["loss"]):
+                bar.close()
+                raise Diverged(
+                    f"training diverged at stage {stage.name}, step {step} (loss {terms['loss']})",
+                    f"the last good checkpoint is in {self.out / 'checkpoint'}; resume with a lower learning "
+                    "rate or report the dataset",
+                )
+            if strategy is not None:
+                strategy.step_post_backward(step, self._renders, optimizer)
+            bar.update()
+            if step % self.config.log_every == 0 or step == stage.iterations - 1:
+                row = {
+                    "stage": stage.name,
+                    "step": step,
+                    **terms,
+                    "gaussians": len(model.head) + len(model.mouth),
+                    "seconds": round(time.perf_counter() - t0, 4),
+                }
+                self._log(row)
+                bar.set_postfix(loss=f"{terms['loss']:.4f}", psnr=f"{terms['psnr']:.2f}", n=row["gaussians"])
+            done = step + 1
+            if self._stop or done % self.config.checkpoint_every == 0 or done == stage.iterations:
+                state = {
+                    "stage_index": index if done < stage.iterations else index + 1,
+                    "step": done if done < stage.iterations else 0,
+                    "dataset": str(Path(self.config.dataset).resolve()),
+                    "train_size": self.config.size,
+                    "config": config_to_dict(self.config),
+                }
+                save_checkpoint(
+                    self.out / "checkpoint",
+                    model,
+                    state,
+                    optimizer if done < stage.iterations else None,
+                    gen.get_state(),
+                )
+            if self._stop:
+                break
+        bar.close()
+
+    def _step(self, stage: StageConfig, i: int, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        model = self.model
+        target = self.data.target(i)
+        cond = self.data.condition(i) if stage.deform else None
+        frame = model(cond)
+        comp = render_portrait(frame, self.data.camera(i), target.layer, backend=self.config.backend)
+        self._renders = {"head": comp.head, "mouth": comp.mouth}
+        if stage.masked:
+            # losses on the head regions only (averaged over them, not diluted by the rest of the frame),
+            # and no head Gaussians where the frame shows hair, neck, torso or background
+            inside = target.head_mask
+            share = inside.float().mean().clamp(min=1e-3)
+            pred = masked(comp.image, target.image, inside)
+            loss_l1 = l1(pred, target.image) / share
+            loss_ssim = dssim(pred, target.image) / share
+            stray = (comp.head_alpha * (~inside).float()).mean() / (1 - share).clamp(min=1e-3)
+            loss = loss_l1 + stage.dssim_weight * loss_ssim + stray
+        else:
+            pred = comp.image
+            loss_l1 = l1(pred, target.image)
+            loss_ssim = dssim(pred, target.image)
+            loss = loss_l1 + stage.dssim_weight * loss_ssim
+        loss_mouth = torch.zeros(())
+        if stage.mouth_weight > 0:
+            loss_mouth = mouth_opening_loss(
+                comp.mouth_visible, target.labels == Region.MOUTH_INTERIOR, self.data.mouth_area_scale
+            )
+            loss = loss + stage.mouth_weight * loss_mouth
+        loss_lpips = torch.zeros(())
+        if stage.lpips_weight > 0 and self.lpips is not None:
+            loss_lpips = self.lpips(pred, target.image)
+            loss = loss + stage.lpips_weight * loss_lpips
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        values = {"loss": loss, "l1": loss_l1, "dssim": loss_ssim, "lpips": loss_lpips, "mouth": loss_mouth}
+        return {
+            **{k: float(v.detach()) for k, v in values.items()},
+            "psnr": psnr(comp.image.detach(), target.image),
+        }
+
+    def _log(self, row: dict[str, Any]) -> None:
+        with open(self.out / "log.csv", "a", newline="") as f:
+            csv.DictWriter(f, LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+    def plot(self) -> None:
+        plot_losses(self.out / "log.csv", self.out / "loss.png")
+
+
+def plot_losses(log: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import atomic_path
+
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    offset, x, names = 0, [], []
+    last_stage, last_step = None, 0
+    for r in rows:
+        if r["stage"] != last_stage:
+            offset += last_step if last_stage is not None else 0
+            names.append((offset, r["stage"]))
+            last_stage = r["stage"]
+        last_step = int(r["step"]) + 1
+        x.append(offset + int(r["step"]))
+    for key in ("loss", "l1", "dssim", "mouth"):
+        axes[0].plot(x, [float(r[key] or 0) for r in rows], label=key, lw=0.8)
+    axes[0].set_yscale("log")
+    axes[0].set_title("losses")
+    axes[1].plot(x, [float(r["psnr"]) for r in rows], color="k", lw=0.8)
+    axes[1].set_title("training PSNR (dB)")
+    for ax in axes:
+        for start, name in names:
+            ax.axvline(start, color="grey", ls=":", lw=0.8)
+            ax.text(start, ax.get_ylim()[1], name, fontsize=7, va="top")
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def train(config: TrainConfig) -> Path:
+    return Trainer(config).run()
+
+
+def run_info(run: Path) -> dict[str, Any]:
+    """The final model's metadata (dataset path, training size, ...) of a run folder."""
+    return read_meta(Path(run) / "model")
+
+
+__all__ = ["Trainer", "run_info", "train"]

@@ -1,0 +1,87 @@
+"""Audio features: alignment to frames, loudness normalisation, and the real HuBERT / wav2vec 2.0 loading
+code exercised with tiny randomly initialised models saved to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gstalk.errors import GstalkError
+from gstalk.prepare.audio_features import audio_features, frame_windows, normalise_loudness
+
+
+def test_windows_are_centred_on_each_video_frame():
+    frames = np.arange(100, dtype=np.float32)[:, None]  # feature m carries the value m, at 100 Hz
+    win = frame_windows(frames, 100.0, n_video=10, fps=25, window=16)
+    assert win.shape == (10, 16, 1)
+    # video frame 5 is at 0.2 s = feature 20: the window covers 12..27
+    assert win[5, :, 0].tolist() == list(range(12, 28))
+    assert win[0, :, 0].tolist() == [0] * 8 + list(range(8))  # edge frames repeat at the start
+
+
+def test_an_onset_lands_on_the_right_frame():
+    audio = np.zeros(16000 * 2, np.float32)
+    audio[16000:] = np.sin(2 * np.pi * 300 * np.arange(16000) / 16000)  # sound starts at 1.0 s = frame 25
+    feats = audio_features(audio, n_video=50, fps=25).features.astype(np.float32)
+    centre = feats[:, 7:9].mean((1, 2))  # the middle of each window
+    onset = int(np.argmax(np.diff(centre))) + 1
+    assert onset in (25, 26)
+
+
+def test_loudness_is_normalised():
+    rng = np.random.default_rng(0)
+    speech = rng.standard_normal(16000).astype(np.float32) * 0.1
+    quiet, loud = normalise_loudness(0.01 * speech), normalise_loudness(3 * speech)
+    assert np.allclose(quiet, loud, rtol=1e-4, atol=1e-6)
+    a = audio_features(0.02 * speech, 25, 25).features
+    b = audio_features(speech, 25, 25).features
+    assert np.allclose(a.astype(np.float32), b.astype(np.float32), atol=0.05)
+
+
+@pytest.fixture(scope="module", params=["hubert", "wav2vec2"])
+def tiny_speech_model(request, tmp_path_factory) -> tuple[str, Path]:
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    common = dict(
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(16, 16, 16),
+        conv_stride=(5, 4, 16),
+        conv_kernel=(10, 4, 16),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
+    if request.param == "hubert":
+        model = transformers.HubertModel(transformers.HubertConfig(**common))
+    else:
+        model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**common))
+    path = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(path)
+    return request.param, path
+
+
+def test_speech_model_features_from_a_local_folder(tiny_speech_model):
+    kind, path = tiny_speech_model
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(16000 * 3).astype(np.float32) * 0.1
+    feats = audio_features(audio, n_video=75, fps=25, kind=kind, model_path=path)
+    assert feats.kind == kind and feats.rate_hz == 50.0  # stride 5 * 4 * 16 = 320 samples
+    assert feats.features.shape == (75, 8, 24)  # 160 ms of 20 ms frames, hidden size 24
+    assert np.isfinite(feats.features.astype(np.float32)).all()
+    # the same audio gives the same features; different audio does not
+    again = audio_features(audio, 75, 25, kind=kind, model_path=path).features
+    other = audio_features(audio[::-1].copy(), 75, 25, kind=kind, model_path=path).features
+    assert np.array_equal(feats.features, again) and not np.array_equal(feats.features, other)
+
+
+def test_speech_model_errors_name_the_fix(tmp_path: Path):
+    with pytest.raises(GstalkError, match="needs --speech-model"):
+        audio_features(np.zeros(16000, np.float32), 25, 25, kind="hubert")
+    with pytest.raises(GstalkError, match=r"config.json missing"):
+        audio_features(np.zeros(16000, np.float32), 25, 25, kind="hubert", model_path=tmp_path)

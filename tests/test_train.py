@@ -1,0 +1,224 @@
+"""Training: recovery of known audio-driven motion, region routing, checkpoints, resume, divergence."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gstalk.config import TrainConfig
+from gstalk.data import load_dataset
+from gstalk.errors import GstalkError
+from gstalk.model.gaussians import ModelRegion
+from gstalk.model.init import init_talking_head, model_regions
+from gstalk.model.talking_head import render_portrait
+from gstalk.regions import Region
+from gstalk.train import trainer as trainer_module
+from gstalk.train.checkpoint import load_model, save_checkpoint
+from gstalk.train.frames import FrameData
+from gstalk.train.trainer import Trainer
+
+from .synthetic import write_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "ds")
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic, tmp_path_factory) -> Trainer:
+    root, _ = synthetic
+    cfg = TrainConfig(
+        dataset=root,
+        out=tmp_path_factory.mktemp("runs") / "syn",
+        size=64,
+        max_gaussians=1500,
+        iterations=(150, 450, 30),
+        progress=False,
+        log_every=10,
+    )
+    tr = Trainer(cfg)
+    tr.run()
+    return tr
+
+
+def _evaluate(tr: Trainer, zero_audio=False, static=False) -> tuple[float, float]:
+    """Held-out PSNR of the full frame and of the mouth (lips and interior)."""
+    full, mouth = [], []
+    for i in tr.ds.test_ids.tolist():
+        with torch.no_grad():
+            frame = tr.model(None if static else tr.data.condition(i, zero_audio=zero_audio))
+            comp = render_portrait(frame, tr.data.camera(i), tr.data.target(i).layer)
+        t = tr.data.target(i)
+        err = (comp.image - t.image) ** 2
+        full.append(float(err.mean()))
+        region = (t.labels == Region.MOUTH_INTERIOR) | (t.labels == Region.LIPS)
+        mouth.append(float(err[region].mean()))
+    return -10 * np.log10(np.mean(full)), -10 * np.log10(np.mean(mouth))
+
+
+def test_training_recovers_audio_driven_lip_motion(trained: Trainer):
+    with open(trained.out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    static = [float(r["loss"]) for r in rows if r["stage"] == "static"]
+    assert static[-1] < 0.3 * static[0]
+    full_psnr, full_mouth = _evaluate(trained)
+    _, zero_mouth = _evaluate(trained, zero_audio=True)
+    assert full_psnr > 30.0
+    assert full_mouth > zero_mouth + 3.0  # the sound, not the pose or the canonical head, opens the mouth
+    assert (trained.out / "model" / "model.safetensors").is_file() and (trained.out / "loss.png").is_file()
+    assert json.loads((trained.out / "config.json").read_text())["config"]["size"] == 64
+
+
+def test_deformation_networks_move_only_their_regions(demo_dataset: Path):
+    ds = load_dataset(demo_dataset)
+    model = init_talking_head(ds, 600, seed=1)
+    region = model.head.region
+    assert {int(r) for r in region.unique()} == {ModelRegion.FACE, ModelRegion.EYES, ModelRegion.MOUTH}
+    cond = FrameData(ds, 64).condition(5)
+    base = model(cond)
+    with torch.no_grad():
+        model.lips.deform[-1].bias.fill_(0.01)
+    moved = (model(cond).head.means - base.head.means).norm(dim=-1) > 1e-6
+    assert moved.any() and (region[moved] == ModelRegion.MOUTH).all()
+    assert (model(cond).mouth.means - base.mouth.means).norm(dim=-1).min() > 1e-6  # the interior moves too
+    with torch.no_grad():
+        model.lips.deform[-1].bias.zero_()
+        model.eyes.deform[-1].bias.fill_(0.01)
+    moved = (model(cond).head.means - base.head.means).norm(dim=-1) > 1e-6
+    assert moved.any() and (region[moved] == ModelRegion.EYES).all()
+
+
+def test_gaussians_start_in_the_regions_they_project_to(demo_dataset: Path):
+    ds = load_dataset(demo_dataset)
+    model = init_talking_head(ds, 2000, random_fraction=0.0, seed=2)
+    pts = model.head.means.detach().numpy().astype(np.float64)
+    i = int(ds.train_ids[len(ds.train_ids) // 2])
+    w2c = ds.world_to_cam[i]
+    cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
+    fx, fy, cx, cy = ds.intrinsics
+    u = np.clip((fx * cam[:, 0] / cam[:, 2] + cx).astype(int), 0, ds.size - 1)
+    v = np.clip((fy * cam[:, 1] / cam[:, 2] + cy).astype(int), 0, ds.size - 1)
+    expected = model_regions(ds.regions(i)[v, u])
+    agree = (expected == model.head.region.numpy()).mean()
+    assert agree > 0.85
+    lips = model.head.region.numpy() == ModelRegion.MOUTH
+    assert 0.005 < lips.mean() < 0.2  # the lips are a small part of the face
+
+
+def test_checkpoint_round_trips_exactly(trained: Trainer, tmp_path: Path):
+    path = save_checkpoint(tmp_path / "ckpt", trained.model, {"stage_index": 3, "step": 0})
+    loaded, meta = load_model(path)
+    a, b = trained.model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert meta["model"]["n_head"] == len(trained.model.head)
+    i = int(trained.ds.test_ids[0])
+    with torch.no_grad():
+        x = render_portrait(
+            trained.model(trained.data.condition(i)), trained.data.camera(i), trained.data.target(i).layer
+        ).image
+        y = render_portrait(
+            loaded(trained.data.condition(i)), trained.data.camera(i), trained.data.target(i).layer
+        ).image
+    assert torch.equal(x, y)
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(trained: Trainer, tmp_path: Path):
+    path = save_checkpoint(tmp_path / "ckpt", trained.model, {"stage_index": 3, "step": 0})
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(GstalkError, match="corrupt or unreadable"):
+        load_model(path)
+    meta = json.loads((path / "checkpoint.json").read_text())
+    meta["schema_version"] = 99
+    (path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(GstalkError, match="schema 99"):
+        load_model(path)
+    with pytest.raises(GstalkError, match="no checkpoint"):
+        load_model(tmp_path)
+
+
+def _fusion_only(root: Path, out: Path) -> TrainConfig:
+    return TrainConfig(
+        dataset=root,
+        out=out,
+        size=32,
+        max_gaussians=400,
+        iterations=(0, 0, 40),
+        progress=False,
+        log_every=5,
+        checkpoint_every=1000,
+    )
+
+
+def test_resume_continues_exactly_where_it_stopped(synthetic, tmp_path: Path, monkeypatch):
+    root, _ = synthetic
+    straight = Trainer(_fusion_only(root, tmp_path / "a"))
+    straight.run()
+
+    interrupted = Trainer(_fusion_only(root, tmp_path / "b"))
+    original_step = Trainer._step
+    calls = {"n": 0}
+
+    def step_then_stop(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 17:
+            self._stop = True  # what Ctrl-C does: finish this step, checkpoint, exit
+        return original_step(self, *args)
+
+    monkeypatch.setattr(Trainer, "_step", step_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    meta = json.loads((tmp_path / "b" / "checkpoint" / "checkpoint.json").read_text())
+    assert meta["step"] == 17 and not (tmp_path / "b" / "model").exists()
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    resumed = Trainer(_fusion_only(root, tmp_path / "b"))
+    resumed.config = resumed.config.__class__(**{**resumed.config.__dict__, "resume": True})
+    resumed.run()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(tmp_path / "b" / "log.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == sorted(steps) and steps[-1] == 39
+
+
+def test_divergence_stops_with_a_clear_message(synthetic, tmp_path: Path, monkeypatch):
+    root, _ = synthetic
+    cfg = TrainConfig(
+        dataset=root,
+        out=tmp_path / "nan",
+        size=32,
+        max_gaussians=400,
+        iterations=(12, 0, 0),
+        progress=False,
+        checkpoint_every=5,
+    )
+    tr = Trainer(cfg)
+    original = trainer_module.l1
+    calls = {"n": 0}
+
+    def poisoned(pred, target):
+        calls["n"] += 1
+        value = original(pred, target)
+        return value * float("nan") if calls["n"] > 7 else value
+
+    monkeypatch.setattr(trainer_module, "l1", poisoned)
+    with pytest.raises(GstalkError, match="diverged at stage static, step 7"):
+        tr.run()
+    meta = json.loads((tmp_path / "nan" / "checkpoint" / "checkpoint.json").read_text())
+    assert meta["step"] == 5  # the last good checkpoint is kept
+    load_model(tmp_path / "nan" / "checkpoint")
+
+
+def test_existing_run_is_not_overwritten(synthetic, tmp_path: Path):
+    root, _ = synthetic
+    cfg = _fusion_only(root, tmp_path / "r")
+    Trainer(cfg).run()
+    with pytest.raises(GstalkError, match="already holds a training run"):
+        Trainer(cfg).run()
