@@ -274,3 +274,14 @@ def test_cpu_never_imports_gsplat():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs CUDA"):
             rasterize(*iso([0, 0, 0], 0.05, 0.5, [1.0, 1, 1]), front_camera(), backend="gsplat")
+
+
+def test_inference_path_matches_the_differentiable_path():
+    scene = head_shell(800, seed=9)
+    cams = orbit_cameras(2, 48)
+    with torch.no_grad():
+        fast = rasterize(*scene.tensors(), cams, background=0.3)
+    leaves = [t.clone().requires_grad_() for t in scene.tensors()]
+    slow = rasterize(*leaves, cams, background=0.3)
+    assert torch.allclose(fast.image, slow.image.detach(), atol=1e-6)
+    assert torch.allclose(fast.depth, slow.depth.detach(), atol=1e-5)

@@ -10,9 +10,12 @@ import tyro
 
 from .config import (
     BenchConfig,
+    DemoConfig,
+    EvaluateConfig,
     ExportErnerfConfig,
     ImportErnerfConfig,
     PrepareConfig,
+    RenderConfig,
     TrainConfig,
     save_config,
 )
@@ -35,6 +38,24 @@ def _train(config: TrainConfig) -> Any:
     from .train import train
 
     return train(config)
+
+
+def _render(config: RenderConfig) -> Any:
+    from .drive import render_video
+
+    return render_video(config)
+
+
+def _evaluate(config: EvaluateConfig) -> Any:
+    from .eval.evaluate import evaluate
+
+    return evaluate(config)
+
+
+def _demo(config: DemoConfig) -> Any:
+    from .demo import run_demo
+
+    return run_demo(config)
 
 
 def _export_ernerf(config: ExportErnerfConfig) -> Any:
@@ -64,6 +85,9 @@ def _import_ernerf(config: ImportErnerfConfig) -> Any:
 COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "prepare": (PrepareConfig, _prepare),
     "train": (TrainConfig, _train),
+    "render": (RenderConfig, _render),
+    "evaluate": (EvaluateConfig, _evaluate),
+    "demo": (DemoConfig, _demo),
     "export-ernerf": (ExportErnerfConfig, _export_ernerf),
     "import-ernerf": (ImportErnerfConfig, _import_ernerf),
     "bench": (BenchConfig, _bench),

@@ -193,6 +193,93 @@ def stages(config: TrainConfig) -> list[StageConfig]:
     ]
 
 
+@dataclass
+class RenderConfig:
+    """Drive a trained run with new speech: a video of the person saying it, with the audio muxed in."""
+
+    run: Path
+    """The run folder written by `gstalk train`."""
+    audio: Path
+    """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count."""
+    out: Path
+    """The mp4 to write (H.264 + AAC). Written whole or not at all."""
+    size: int | None = None
+    """Output size in pixels (default: the training size)."""
+    pose: Literal["replay", "still"] = "replay"
+    """Head pose, torso and background: the training clip played back and forth, or one still frame."""
+    still_frame: int = 0
+    """The training frame held with --pose still."""
+    yaw_deg: float = 0.0
+    """Free-viewpoint offset: turn the head left/right by this many degrees."""
+    pitch_deg: float = 0.0
+    """Free-viewpoint offset: tilt the head up/down by this many degrees."""
+    dataset: Path | None = None
+    """The run's dataset, if it moved since training."""
+    speech_model: Path | None = None
+    """The HuBERT / wav2vec 2.0 folder, for runs trained on those features."""
+    max_audio_seconds: float = 900.0
+    """Refuse longer audio (a guard against feeding the wrong file)."""
+    device: Device = "auto"
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    progress: bool = True
+
+
+@dataclass
+class EvaluateConfig:
+    """Metrics on the test split (PSNR, SSIM, mouth PSNR, LMD, lip sync), baselines, cross-audio lip sync,
+    and a self-contained HTML report."""
+
+    run: Path
+    """The run folder written by `gstalk train`."""
+    out: Path | None = None
+    """Where metrics.json and report.html go (default: RUN/eval)."""
+    dataset: Path | None = None
+    """The run's dataset, if it moved since training."""
+    size: int | None = None
+    """Evaluation size (default: the training size). LMD is always reported in pixels at 512²."""
+    baselines: bool = True
+    """Also evaluate the static head and the model driven with silence."""
+    cross_audio: tuple[Path, ...] = ()
+    """Speech of other speakers to drive the model with; the lip-sync measure is reported for each."""
+    cross_seconds: float = 10.0
+    """Seconds of each cross-audio file used."""
+    max_frames: int | None = None
+    """Evaluate only the first N test frames."""
+    lpips_weights: Path | None = None
+    """Folder with alexnet.pth and alex.pth; without it LPIPS is "not computed"."""
+    syncnet_weights: Path | None = None
+    """SyncNet weights (syncnet_v2.model); without them LSE-C/LSE-D are "not computed"."""
+    speech_model: Path | None = None
+    """The HuBERT / wav2vec 2.0 folder, for runs trained on those features (cross-audio)."""
+    device: Device = "auto"
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    progress: bool = True
+
+
+@dataclass
+class DemoConfig:
+    """The whole pipeline in one command: prepare → train → render a second speech → evaluate.
+
+    With no arguments it runs offline on an embedded default subject (generated from a public-domain photo,
+    no media shipped) and finishes within about 15 minutes on 2 CPU cores.
+    """
+
+    video: Path | None = None
+    """Your own talking-head video (default: the generated subject)."""
+    audio: Path | None = None
+    """The speech to drive it with (default: generated speech-like audio)."""
+    out: Path = Path("gstalk-demo")
+    """Folder for the dataset, the run, the video and the report. Re-running resumes."""
+    seconds: float = 20.0
+    """Length of the generated subject clip."""
+    size: int = 256
+    iterations: tuple[int, int, int] = (500, 1500, 300)
+    """Training iterations of the static, motion and fusion stages."""
+    max_gaussians: int = 5000
+    device: Device = "auto"
+    progress: bool = True
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     return {
         "kind": type(config).__name__,
@@ -219,9 +306,12 @@ def save_config(config: Any, folder: str | Path, name: str = "config.json") -> P
 
 __all__ = [
     "BenchConfig",
+    "DemoConfig",
+    "EvaluateConfig",
     "ExportErnerfConfig",
     "ImportErnerfConfig",
     "PrepareConfig",
+    "RenderConfig",
     "StageConfig",
     "TrainConfig",
     "config_hash",

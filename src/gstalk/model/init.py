@@ -130,5 +130,28 @@ def init_talking_head(
 
 
 def expression_inputs(ds: Dataset) -> np.ndarray:
-    """(T, 6 + K) per-frame expression input: explicit measures and the implicit code."""
-    return np.concatenate([ds.tracks["expression"], ds.tracks["expression_code"]], 1).astype(np.float32)
+    """(T, E) per-frame expression input of the model: the upper face only.
+
+    Eye openness, blink and brow raise, plus the eye and brow blendshapes when the dataset has them, else
+    the leading principal components of the pose-normalised eye and brow landmarks. Nothing about the
+    mouth goes in: the mouth must follow the audio, not a replayed expression.
+    """
+    explicit = ds.tracks["expression"][:, :4]
+    names = ds.manifest["expression"].get("code_names") or []
+    if ds.manifest["expression"]["code_kind"] == "blendshapes" and names:
+        keep = [i for i, n in enumerate(names) if n.startswith(("eye", "brow"))]
+        code = ds.tracks["expression_code"][:, keep]
+    elif "landmarks3d" in ds.tracks:
+        code = _upper_face_pca(ds)
+    else:
+        code = ds.tracks["expression_code"]
+    return np.concatenate([explicit, code], 1).astype(np.float32)
+
+
+def _upper_face_pca(ds: Dataset, k: int = 8) -> np.ndarray:
+    from ..prepare.expression import pca_code
+    from ..prepare.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE
+
+    idx = sorted({*LEFT_EYE, *RIGHT_EYE, *LEFT_BROW, *RIGHT_BROW})
+    code, _, _ = pca_code(ds.tracks["landmarks3d"][:, idx], ds.valid, ds.train_ids, k)
+    return code

@@ -86,9 +86,20 @@ class TalkingHead(nn.Module):
 
     # --- forward ---------------------------------------------------------------------------------
     def spatial_features(self, gaussians: GaussianSet) -> Tensor:
+        cache = getattr(self, "_spatial_cache", None)
+        if cache is not None and not torch.is_grad_enabled():
+            return cache[id(gaussians)]
         lo, hi = self.bounds[0], self.bounds[1]
         x = (gaussians.means - lo) / (hi - lo)
         return torch.cat([self.encoder(x), gaussians.embedding], dim=-1)  # H(μ) ⊕ z
+
+    @torch.no_grad()
+    def freeze(self) -> TalkingHead:
+        """For rendering: cache what does not change from frame to frame (H(μ) ⊕ z of both sets, the
+        region index lists). Call again after changing the Gaussians; training never uses the cache."""
+        self._spatial_cache = None
+        self._spatial_cache = {id(g): self.spatial_features(g) for g in (self.head, self.mouth)}
+        return self
 
     def encode_condition(self, cond: Condition) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Audio tokens (T, A) and the smoothed current audio feature (A,); expression tokens and current."""

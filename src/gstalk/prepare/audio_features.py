@@ -28,14 +28,19 @@ class AudioFeatures:
     rate_hz: float  # feature frames per second
 
 
-def normalise_loudness(audio: np.ndarray, target_rms: float = 0.05) -> np.ndarray:
-    """Scale so that the loud (90th percentile) 50 ms windows have RMS ``target_rms``."""
+def loudness_level(audio: np.ndarray) -> float:
+    """RMS of the loud (90th percentile) 50 ms windows."""
     win = AUDIO_RATE // 20
     n = audio.size // win
     if n == 0:
-        return audio
+        return 0.0
     rms = np.sqrt(np.mean(audio[: n * win].reshape(n, win).astype(np.float64) ** 2, axis=1))
-    level = np.percentile(rms, 90)
+    return float(np.percentile(rms, 90))
+
+
+def normalise_loudness(audio: np.ndarray, target_rms: float = 0.05) -> np.ndarray:
+    """Scale so that the loud (90th percentile) 50 ms windows have RMS ``target_rms``."""
+    level = loudness_level(audio)
     return (audio * (target_rms / level)).astype(np.float32) if level > 1e-6 else audio
 
 
@@ -131,9 +136,12 @@ def audio_features(
     model_path: str | Path | None = None,
     window_ms: float = 160.0,
     device: str = "cpu",
+    normalise: bool = True,
 ) -> AudioFeatures:
-    """Per-video-frame audio features from 16 kHz mono ``audio``."""
-    audio = normalise_loudness(audio)
+    """Per-video-frame audio features from 16 kHz mono ``audio`` (loudness-normalised unless the caller
+    already scaled it, as streaming does)."""
+    if normalise:
+        audio = normalise_loudness(audio)
     if kind == "logmel":
         frames, rate = log_mel(audio), AUDIO_RATE / MEL_HOP
     elif kind in ("hubert", "wav2vec2"):

@@ -72,19 +72,22 @@ def rasterize_pixels(
         depth_rank = torch.empty_like(flat)
         depth_rank[torch.argsort(table[:, 7].detach())] = torch.arange(flat.numel(), device=device)
         needs_grad = torch.is_grad_enabled() and table.requires_grad
+        geometry = table[:, :6].detach().contiguous()  # mean2d, conic, opacity: all the filter reads
         bands = _row_bands(boxes, height, max_pairs)
         for row_lo, row_hi in bands:
             pix, gid = _pairs(boxes, row_lo, row_hi, width, height)
             if pix.numel() == 0:
                 continue
-            pix, gid = _drop_faint_and_sort(pix, gid, table.detach(), depth_rank, width, height)
+            pix, gid, pair_alpha = _drop_faint_and_sort(pix, gid, geometry, depth_rank, width, height)
             if pix.numel() == 0:
                 continue
-            args = (pix, gid, table, width, height, n_pix)
-            if needs_grad and len(bands) > 1:
+            if not needs_grad:  # inference: reuse the alphas the filter computed
+                color, alpha, depth = _composite_values(pix, gid, pair_alpha, table[:, 6:].detach(), n_pix)
+            elif len(bands) > 1:
+                args = (pix, gid, table, width, height, n_pix)
                 color, alpha, depth = checkpoint(_composite, *args, use_reentrant=False)
             else:
-                color, alpha, depth = _composite(*args)
+                color, alpha, depth = _composite(pix, gid, table, width, height, n_pix)
             out_color = out_color + color
             out_alpha = out_alpha + alpha
             out_depth = out_depth + depth
@@ -135,15 +138,14 @@ def _pairs(boxes: Tensor, row_lo: int, row_hi: int, width: int, height: int) -> 
     if total == 0:
         empty = torch.empty(0, dtype=torch.int64, device=boxes.device)
         return empty, empty
-    gid = torch.repeat_interleave(
-        torch.arange(boxes.shape[0], device=boxes.device), counts, output_size=total
-    )
-    starts = torch.cumsum(counts, 0) - counts
-    local = torch.arange(total, device=boxes.device) - starts.index_select(0, gid)
-    wg = w.index_select(0, gid)
-    px = x0.index_select(0, gid) + local % wg
-    py = y0.index_select(0, gid) + local // wg
-    pix = (cam.index_select(0, gid) * height + py) * width + px
+    def spread(values: Tensor) -> Tensor:  # each box's value, repeated for each of its pixels
+        return torch.repeat_interleave(values, counts, output_size=total)
+
+    gid = spread(torch.arange(boxes.shape[0], device=boxes.device))
+    local = torch.arange(total, device=boxes.device) - spread(torch.cumsum(counts, 0) - counts)
+    wg = spread(w)
+    row = local // wg
+    pix = spread((cam * height + y0) * width + x0) + row * width + (local - row * wg)
     return pix, gid
 
 
@@ -158,14 +160,33 @@ def _pair_alpha(pix: Tensor, packed: Tensor, width: int, height: int) -> tuple[T
 
 
 @torch.no_grad()
-def _drop_faint_and_sort(
-    pix: Tensor, gid: Tensor, table: Tensor, depth_rank: Tensor, width: int, height: int
-):
-    alpha, sigma = _pair_alpha(pix, table.index_select(0, gid), width, height)
+def _drop_faint_and_sort(pix: Tensor, gid: Tensor, geometry: Tensor, depth_rank: Tensor, width: int, height: int):
+    """Keep the pairs with alpha >= 1/255, sorted by (pixel, depth); returns their alphas too."""
+    alpha, sigma = _pair_alpha(pix, geometry.index_select(0, gid), width, height)
     keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero().squeeze(1)
-    pix, gid = pix.index_select(0, keep), gid.index_select(0, keep)
+    pix, gid, alpha = pix.index_select(0, keep), gid.index_select(0, keep), alpha.index_select(0, keep)
     order = torch.argsort(pix * depth_rank.numel() + depth_rank.index_select(0, gid))
-    return pix.index_select(0, order), gid.index_select(0, order)
+    return pix.index_select(0, order), gid.index_select(0, order), alpha.index_select(0, order)
+
+
+def _transmittance(pix: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+    """Per pair: transmittance in front of it (zero once its pixel is done, T < 1e-4), and each pair's
+    index of the last pair of its pixel. Pairs sorted by (pixel, depth)."""
+    log_keep = torch.log1p(-alpha).to(torch.float64)
+    exclusive = torch.cumsum(log_keep, 0) - log_keep
+    first, last = _runs(pix)
+    log_t = exclusive - exclusive.index_select(0, first)
+    alive = (log_t + log_keep) >= torch.log(torch.tensor(T_MIN, dtype=torch.float64))
+    return torch.exp(log_t).to(alpha.dtype) * alive, last
+
+
+@torch.no_grad()
+def _composite_values(pix: Tensor, gid: Tensor, alpha: Tensor, values: Tensor, n_pix: int):
+    """Forward-only compositing from known pair alphas; ``values`` rows: 1, depth, colour (D)."""
+    trans, _ = _transmittance(pix, alpha)
+    acc = torch.zeros(n_pix, values.shape[1], dtype=values.dtype, device=values.device)
+    acc.index_add_(0, pix, values.index_select(0, gid) * (alpha * trans)[:, None])
+    return acc[:, 2:], acc[:, 0], acc[:, 1]
 
 
 def _composite(pix: Tensor, gid: Tensor, table: Tensor, width: int, height: int, n_pix: int):
@@ -202,12 +223,7 @@ class _Composite(torch.autograd.Function):
         sigma = 0.5 * (packed[:, 2] * dx * dx + packed[:, 4] * dy * dy) + packed[:, 3] * dx * dy
         raw = packed[:, 5] * torch.exp(-sigma)
         alpha = raw.clamp(max=ALPHA_MAX)
-        log_keep = torch.log1p(-alpha).to(torch.float64)
-        exclusive = torch.cumsum(log_keep, 0) - log_keep
-        first, last = _runs(pix)
-        log_t = exclusive - exclusive.index_select(0, first)
-        alive = (log_t + log_keep) >= torch.log(torch.tensor(T_MIN, dtype=torch.float64))
-        trans = torch.exp(log_t).to(table.dtype) * alive
+        trans, last = _transmittance(pix, alpha)
         weight = alpha * trans
         acc = torch.zeros(n_pix, table.shape[1] - 6, dtype=table.dtype, device=table.device)
         acc.index_add_(0, pix, packed[:, 6:] * weight[:, None])

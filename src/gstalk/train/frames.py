@@ -47,6 +47,10 @@ class FrameData:
             return img
         return cv2.resize(img, (self.size, self.size), interpolation=interp)
 
+    def image(self, i: int) -> np.ndarray:
+        """Frame i as uint8 at the training size."""
+        return self._resize(self.ds.image(i), cv2.INTER_AREA)
+
     def camera(self, i: int) -> Camera:
         w2c = torch.from_numpy(self.ds.world_to_cam[i]).float()
         k = torch.from_numpy(self.ds.intrinsics * self.scale).float()

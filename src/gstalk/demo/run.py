@@ -1,0 +1,77 @@
+"""``gstalk demo``: the whole pipeline on the embedded subject (or your video), resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import soundfile
+from tqdm import tqdm
+
+from ..config import DemoConfig, EvaluateConfig, PrepareConfig, RenderConfig, TrainConfig, save_config
+from ..media.audio import AUDIO_RATE
+from .subject import make_demo_subject, speech_like_audio
+
+
+def run_demo(config: DemoConfig) -> dict[str, Path]:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out)
+
+    def say(text: str) -> None:
+        if config.progress:
+            tqdm.write(f"gstalk demo: {text}")
+
+    video = config.video
+    if video is None:
+        video = out / "subject.mp4"
+        if not video.is_file():
+            say(
+                "generating the default subject (a talking photo of the public-domain NASA astronaut portrait)"
+            )
+            make_demo_subject(video, seconds=config.seconds)
+    audio = config.audio
+    if audio is None:
+        audio = out / "second_speech.wav"
+        if not audio.is_file():
+            soundfile.write(audio, speech_like_audio(8.0, seed=7).audio, AUDIO_RATE)
+    dataset = out / "dataset"
+    from ..prepare import prepare
+
+    say("1/4 prepare")
+    prepare(PrepareConfig(video=video, out=dataset, size=config.size, progress=config.progress))
+    run = out / "run"
+    say("2/4 train")
+    if not (run / "model" / "model.safetensors").is_file():
+        from ..train import train
+
+        train(
+            TrainConfig(
+                dataset=dataset,
+                out=run,
+                size=config.size,
+                max_gaussians=config.max_gaussians,
+                iterations=config.iterations,
+                device=config.device,
+                progress=config.progress,
+                resume=(run / "checkpoint").is_dir(),
+            )
+        )
+    say("3/4 render the second speech")
+    from ..drive import render_video
+
+    talking = out / "talking.mp4"
+    render_video(
+        RenderConfig(run=run, audio=audio, out=talking, device=config.device, progress=config.progress)
+    )
+    say("4/4 evaluate")
+    from ..eval.evaluate import evaluate
+
+    evaluate(EvaluateConfig(run=run, cross_audio=(audio,), device=config.device, progress=config.progress))
+    paths = {
+        "video": talking,
+        "report": run / "eval" / "report.html",
+        "metrics": run / "eval" / "metrics.json",
+    }
+    print(f"gstalk demo: video  {paths['video']}")
+    print(f"gstalk demo: report {paths['report']}")
+    return paths

@@ -1,0 +1,125 @@
+"""A self-contained HTML report: side-by-side video (real | rendered, with sound), per-frame metric plots,
+the loss curves and the dataset's contact sheet, all embedded (one file to send or archive)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..fileio import atomic_path, write_text_atomic
+from ..media.encode import write_video
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _png(path: Path) -> str | None:
+    return _b64(path.read_bytes()) if path.is_file() else None
+
+
+def _plots(results, ids, fps, energy, real_open, rendered_open) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(ids) / fps
+    fig, axes = plt.subplots(4, 1, figsize=(10, 9), sharex=True)
+    for mode, rows in results.items():
+        axes[0].plot(t, [r["psnr"] for r in rows], lw=0.9, label=mode)
+        axes[1].plot(t, [r["mouth_psnr"] for r in rows], lw=0.9, label=mode)
+        axes[2].plot(t, [np.nan if r["lmd"] is None else r["lmd"] for r in rows], lw=0.9, label=mode)
+    axes[0].set_ylabel("PSNR (dB)")
+    axes[1].set_ylabel("mouth PSNR (dB)")
+    axes[2].set_ylabel("LMD (px @512²)")
+    axes[3].plot(t, real_open, color="k", lw=0.9, label="real mouth opening")
+    axes[3].plot(t, rendered_open, color="crimson", lw=0.9, label="rendered mouth opening")
+    ax2 = axes[3].twinx()
+    ax2.plot(t, energy, color="grey", lw=0.6, alpha=0.6, label="audio energy (dB)")
+    ax2.set_ylabel("audio dB", color="grey")
+    axes[3].set_ylabel("mouth opening")
+    axes[3].set_xlabel("time in the clip (s)")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=85)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(metrics: dict[str, Any]) -> str:
+    modes = [m for m in ("full", "zero_audio", "static") if m in metrics]
+    keys = ["psnr", "ssim", "mouth_psnr", "lmd", "lpips", "lse_c", "lse_d"]
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in modes)
+    rows = []
+    for k in keys:
+        cells = "".join(f"<td>{html.escape(str(metrics[m].get(k, '—')))}</td>" for m in modes)
+        rows.append(f"<tr><th>{k}</th>{cells}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+
+
+def write_report(
+    out: Path,
+    driver,
+    metrics,
+    results,
+    ids,
+    real_frames,
+    rendered_frames,
+    energy,
+    real_open,
+    rendered_open,
+    speech,
+) -> Path:
+    fps = driver.fps
+    video = out / "side_by_side.mp4"
+    pairs = (np.concatenate([r, f], axis=1) for r, f in zip(real_frames, rendered_frames))
+    seg = speech[int(ids[0] / fps * 16_000) : int((ids[-1] + 1) / fps * 16_000)]
+    with atomic_path(video) as tmp:
+        write_video(tmp, pairs, fps, seg, 16_000)
+    plots = _b64(_plots(results, ids, fps, energy, real_open, rendered_open))
+    loss = _png(Path(driver.run) / "loss.png")
+    sheet = _png(driver.ds.root / "contact_sheet.png")
+    sync = metrics["lip_sync"]
+    cross = (
+        "".join(
+            f"<tr><td>{html.escape(c['audio'])}</td><td>{c['seconds']}</td><td>{c['correlation']}</td>"
+            f"<td>{c['offset_frames']}</td></tr>"
+            for c in metrics["cross_audio"]
+        )
+        or "<tr><td colspan=4>none given (--cross-audio FILE ...)</td></tr>"
+    )
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>gstalk report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
+img,video{{max-width:100%}}h2{{margin-top:1.6em}}</style></head><body>
+<h1>gstalk evaluation</h1>
+<p>Run <code>{html.escape(str(driver.run))}</code>, dataset <code>{html.escape(str(driver.ds.root))}</code>,
+{metrics["test_frames"]} held-out frames at {metrics["size"]}². LMD in pixels at {metrics["lmd_pixels_at"]}².</p>
+<h2>Metrics (test split)</h2>{_table(metrics)}
+<p><b>zero_audio</b>: the full model driven with silence; <b>static</b>: the canonical head, no deformation.</p>
+<h2>Lip sync</h2><p>{html.escape(sync["measure"])}.</p>
+<table><tr><th></th><th>correlation</th><th>best offset (frames)</th><th>at offset 0</th></tr>
+<tr><th>real video</th><td>{sync["real"]["correlation"]}</td><td>{sync["real"]["offset_frames"]}</td>
+<td>{sync["real"]["correlation_at_zero"]}</td></tr>
+<tr><th>rendered</th><td>{sync["rendered"]["correlation"]}</td><td>{sync["rendered"]["offset_frames"]}</td>
+<td>{sync["rendered"]["correlation_at_zero"]}</td></tr></table>
+<h3>Driven by other speakers</h3><table><tr><th>audio</th><th>seconds</th><th>correlation</th>
+<th>best offset</th></tr>{cross}</table>
+<h2>Side by side: real | rendered</h2>
+<video controls src="data:video/mp4;base64,{_b64(video.read_bytes())}"></video>
+<h2>Per-frame metrics</h2><img src="data:image/png;base64,{plots}">
+<h2>Training losses</h2>{f'<img src="data:image/png;base64,{loss}">' if loss else "<p>no loss.png in the run</p>"}
+<h2>Dataset contact sheet</h2>{f'<img src="data:image/png;base64,{sheet}">' if sheet else "<p>none</p>"}
+</body></html>"""
+    path = out / "report.html"
+    write_text_atomic(path, body)
+    return path
