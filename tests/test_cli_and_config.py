@@ -25,6 +25,8 @@ def test_bench_writes_json_and_its_config(tmp_path: Path, capsys):
     code = cli.main(
         [
             "bench",
+            "--what",
+            "rasterizer",
             "--sizes",
             "32",
             "--gaussians",
@@ -40,8 +42,8 @@ def test_bench_writes_json_and_its_config(tmp_path: Path, capsys):
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads(out.read_text())
-    assert printed["results"] == saved["results"]
-    row = saved["results"][0]
+    assert printed["rasterizer"]["results"] == saved["rasterizer"]["results"]
+    row = saved["rasterizer"]["results"][0]
     assert row["backend"] == "torch" and row["gaussians"] == 200 and row["size"] == 32
     assert row["forward_ms_per_frame"] > 0 and row["forward_backward_ms_per_frame"] > 0
     config = json.loads((tmp_path / "bench.config.json").read_text())
@@ -63,6 +65,17 @@ def test_save_config_round_trips(tmp_path: Path):
     path = save_config(BenchConfig(sizes=(64,), out=tmp_path / "x.json"), tmp_path)
     data = json.loads(path.read_text())
     assert data["config"]["sizes"] == [64] and data["config"]["out"] == str(tmp_path / "x.json")
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path: Path):
+    import os
+    import stat
+
+    write_json_atomic(tmp_path / "m.json", {})
+    mode = stat.S_IMODE(os.stat(tmp_path / "m.json").st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask  # not mkstemp's private 0600
 
 
 def test_atomic_writes_leave_nothing_half_written(tmp_path: Path):

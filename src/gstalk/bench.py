@@ -9,6 +9,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,8 +105,103 @@ def render_speed(config: BenchConfig) -> dict[str, Any]:
     }
 
 
+def pipeline_speed(config: BenchConfig) -> dict[str, Any]:
+    """Prepare throughput, training step time and end-to-end render frames/s (audio features →
+    deformation → rasterize → composite), on the generated demo subject or a given run."""
+    import tempfile
+
+    from .config import PrepareConfig, StageConfig
+    from .data import load_dataset
+    from .demo.subject import make_demo_subject, speech_like_audio
+    from .drive import Driver, PoseSource
+    from .model.init import init_talking_head
+    from .prepare import prepare
+    from .train.checkpoint import save_checkpoint
+    from .train.strategy import scene_extent
+    from .train.trainer import Trainer, build_optimizer, pick_device
+
+    device = pick_device(config.device)
+    rows: dict[str, Any] = {"device": str(device)}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        run = config.run
+        if run is None:
+            clip = make_demo_subject(work / "subject.mp4", seconds=8.0)
+            start = time.perf_counter()
+            ds_path = prepare(PrepareConfig(video=clip, out=work / "dataset", size=512, progress=False))
+            seconds = time.perf_counter() - start
+            rows["prepare"] = {
+                "input": "512² generated subject, 8 s",
+                "frames": 200,
+                "seconds": round(seconds, 1),
+                "frames_per_s": round(200 / seconds, 1),
+            }
+            ds = load_dataset(ds_path)
+            model = init_talking_head(ds, 10_000).to(device)
+            run = work / "run"
+            save_checkpoint(
+                run / "model",
+                model,
+                {"stage_index": 3, "step": 0, "dataset": str(ds_path), "train_size": 256},
+            )
+            # one training step of the motion stage (deformation + both renders + backward + Adam)
+            from .config import TrainConfig
+
+            trainer = Trainer(
+                TrainConfig(
+                    dataset=ds_path, out=work / "t", size=256, progress=False, device=str(device.type)
+                )
+            )
+            trainer.model = model
+            stage = StageConfig(
+                "motion", 1, deform=True, masked=True, train=("gaussians", "networks"), mouth_weight=0.1
+            )
+            opt = build_optimizer(model, stage, scene_extent(model))
+            ids = ds.train_ids.tolist()
+            step = _timed(lambda: trainer._step(stage, ids[len(ids) // 2], opt), device, config.repeats)
+            rows["train_step"] = {
+                "size": 256,
+                "gaussians": len(model.head) + len(model.mouth),
+                "ms": round(1000 * step, 1),
+            }
+        speech = speech_like_audio(4.0, seed=11).audio
+        rows["render"] = []
+        for size in config.sizes:
+            driver = Driver(run, size=size, device=device)
+            feats = driver.features(speech)
+            frames = driver.render(feats, PoseSource())
+            for _ in range(10):  # warm-up, and the layer cache of the first source frames
+                next(frames)
+            n = min(60, len(feats) - 10)
+            start = time.perf_counter()
+            for _ in range(n):
+                next(frames)
+            seconds = time.perf_counter() - start
+            rows["render"].append(
+                {
+                    "size": size,
+                    "frames": n,
+                    "ms_per_frame": round(1000 * seconds / n, 1),
+                    "frames_per_s": round(n / seconds, 1),
+                    "gaussians": len(driver.model.head) + len(driver.model.mouth),
+                }
+            )
+            print(json.dumps(rows["render"][-1]), file=sys.stderr, flush=True)
+    return {
+        "benchmark": "pipeline_speed",
+        "date": dt.date.today().isoformat(),
+        "hardware": hardware(),
+        "run": str(config.run) if config.run else "untrained model, 10k Gaussians, on the generated subject",
+        "results": rows,
+    }
+
+
 def run_bench(config: BenchConfig) -> dict[str, Any]:
-    result = render_speed(config)
+    result: dict[str, Any] = {}
+    if "pipeline" in config.what:
+        result["pipeline"] = pipeline_speed(config)
+    if "rasterizer" in config.what:
+        result["rasterizer"] = render_speed(config)
     result["config"] = config_to_dict(config)
     print(json.dumps(result, indent=2))
     if config.out is not None:

@@ -16,22 +16,27 @@ Device = Literal["auto", "cpu", "cuda"]
 
 @dataclass
 class BenchConfig:
-    """Measure rendering speed (and, as they land, training and preparation speed); prints JSON."""
+    """Speed, as JSON: the whole pipeline (prepare, training step, end-to-end render) and the rasterizer."""
 
+    what: tuple[Literal["pipeline", "rasterizer"], ...] = ("pipeline",)
+    """pipeline: prepare throughput, training step time and end-to-end render frames/s on a generated
+    subject (or --run); rasterizer: forward/backward ms per frame of each backend on synthetic scenes."""
+    run: Path | None = None
+    """Benchmark rendering with this trained run instead of an untrained model of the preset's size."""
     sizes: tuple[int, ...] = (256, 512)
     """Square image sizes in pixels."""
     gaussians: tuple[int, ...] = (5_000, 20_000, 50_000)
-    """Numbers of Gaussians in the synthetic head scene."""
+    """Numbers of Gaussians in the rasterizer's synthetic head scene."""
     backends: tuple[Literal["torch", "gsplat"], ...] = ("torch", "gsplat")
     """Backends to measure; ones not usable on this machine are reported as skipped."""
     device: Device = "auto"
     """Where the torch backend runs: auto picks CUDA when present."""
     camera_batch: int = 1
-    """Cameras rendered per call (frames/s counts every camera)."""
+    """Rasterizer: cameras rendered per call (frames/s counts every camera)."""
     repeats: int = 5
     """Timed repetitions after one warm-up; the median is reported."""
     backward: bool = True
-    """Also time forward+backward."""
+    """Rasterizer: also time forward+backward."""
     out: Path | None = None
     """Also write the JSON here (its config is saved beside it)."""
 

@@ -25,9 +25,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     if video is None:
         video = out / "subject.mp4"
         if not video.is_file():
-            say(
-                "generating the default subject (a talking photo of the public-domain NASA astronaut portrait)"
-            )
+            say("generating the default subject: a talking version of a public-domain NASA portrait")
             make_demo_subject(video, seconds=config.seconds)
     audio = config.audio
     if audio is None:

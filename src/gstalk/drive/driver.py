@@ -131,7 +131,7 @@ class Driver:
         from ..prepare.audio_features import audio_features
 
         kind = self.ds.manifest["audio"]["features"]
-        n = n_frames if n_frames is not None else int(math.floor(len(audio) / 16_000 * self.fps))
+        n = n_frames if n_frames is not None else math.floor(len(audio) / 16_000 * self.fps)
         if kind not in ("logmel", "hubert", "wav2vec2"):
             raise GstalkError(
                 f"this run was trained on {kind!r} audio features, which new audio cannot be turned into",

@@ -63,12 +63,12 @@ def stream_frames(
             if arrived < 1.0 and not ended:
                 continue
             level = loudness_level(buffer)
-        last = int(math.floor(arrived * fps)) - 1 if ended else int(math.floor((arrived - ahead) * fps))
+        last = math.floor(arrived * fps) - 1 if ended else math.floor((arrived - ahead) * fps)
         if last < next_frame:
             continue
         # features for frames k_a .. last + CONTEXT // 2, from audio starting exactly at frame k_a's time
         k_a = max(0, next_frame - CONTEXT // 2 - margin)
-        start = int(round(k_a / fps * RATE)) - offset
+        start = round(k_a / fps * RATE) - offset
         segment = buffer[start:]
         if ended:
             segment = np.pad(segment, (0, int(ahead * RATE) + RATE // 10))
@@ -79,7 +79,7 @@ def stream_frames(
         for k in range(next_frame, last + 1):
             yield k, _render_one(driver, feats, k - k_a, k, pose)
         next_frame = last + 1
-        keep = int(round(max(0, next_frame - CONTEXT // 2 - margin) / fps * RATE)) - offset
+        keep = round(max(0, next_frame - CONTEXT // 2 - margin) / fps * RATE) - offset
         buffer, offset = buffer[keep:], offset + keep
 
 

@@ -41,9 +41,7 @@ def render_video(config: RenderConfig) -> dict:
     start = time.perf_counter()
     out = Path(config.out)
     with atomic_path(out) as tmp:
-        written = write_video(
-            tmp, frames(), driver.fps, mux[: int(round(n / driver.fps * MUX_RATE))], MUX_RATE
-        )
+        written = write_video(tmp, frames(), driver.fps, mux[: round(n / driver.fps * MUX_RATE)], MUX_RATE)
     seconds = time.perf_counter() - start
     bar.close()
     save_config(config, out.parent, name=out.stem + ".config.json")

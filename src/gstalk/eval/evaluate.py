@@ -28,6 +28,7 @@ from .metrics import (
     LMD_SIZE,
     MouthTracker,
     audio_energy,
+    face_box,
     lip_sync,
     lmd,
     mouth_box,
@@ -142,18 +143,13 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         from .syncnet import SyncNet, lse
 
         syncnet = SyncNet.from_file(config.syncnet_weights).to(device)
-        seg = speech[int(ids[0] / ds.fps * 16000) : int((ids[-1] + 1) / ds.fps * 16000)]
-        scores = lse(
-            syncnet,
-            rendered_frames,
-            seg,
-            ds.fps,
-            [mouth_box(ds.tracks["landmarks2d"][i], driver.size, scale) for i in ids],
-        )
+        seg = speech[round(ids[0] / ds.fps * 16_000) :]
+        boxes = [face_box(ds.tracks["landmarks2d"][i], driver.size, scale) for i in ids.tolist()]
+        scores = lse(syncnet, rendered_frames, seg, ds.fps, boxes)
         metrics["full"]["lse_c"], metrics["full"]["lse_d"] = scores["lse_c"], scores["lse_d"]
     metrics["lip_sync"] = {
-        "measure": "Pearson correlation of per-frame audio energy (dB) and MediaPipe mouth opening, best offset "
-        "within ±5 frames",
+        "measure": "Pearson correlation of per-frame audio energy (dB) and MediaPipe mouth opening, "
+        "at the best offset within ±5 frames",
         "real": lip_sync(energy, np.array(real_open)).as_dict(),
         "rendered": lip_sync(energy, np.array(rendered_open)).as_dict(),
     }

@@ -36,6 +36,15 @@ def mouth_box(landmarks: np.ndarray, size: int, scale: float, margin: float = 0.
     return x0, y0, min(side, size)
 
 
+def face_box(landmarks: np.ndarray, size: int, scale: float, margin: float = 0.1) -> tuple[int, int, int]:
+    """Square (x0, y0, side) around the whole face (all landmarks), for SyncNet's face crops."""
+    pts = landmarks[:, :2] * scale
+    lo, hi = pts.min(0), pts.max(0)
+    side = int(np.ceil(max(hi - lo) * (1 + 2 * margin)))
+    cx, cy = (lo + hi) / 2
+    return round(cx - side / 2), round(cy - side / 2), side
+
+
 def mouth_psnr(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int]) -> float:
     x0, y0, s = box
     return psnr(a[y0 : y0 + s, x0 : x0 + s], b[y0 : y0 + s, x0 : x0 + s])

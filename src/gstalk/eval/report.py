@@ -23,6 +23,10 @@ def _png(path: Path) -> str | None:
     return _b64(path.read_bytes()) if path.is_file() else None
 
 
+def _img(b64: str | None, missing: str) -> str:
+    return f'<img src="data:image/png;base64,{b64}">' if b64 else f"<p>{html.escape(missing)}</p>"
+
+
 def _plots(results, ids, fps, energy, real_open, rendered_open) -> bytes:
     import matplotlib
 
@@ -103,9 +107,11 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 img,video{{max-width:100%}}h2{{margin-top:1.6em}}</style></head><body>
 <h1>gstalk evaluation</h1>
 <p>Run <code>{html.escape(str(driver.run))}</code>, dataset <code>{html.escape(str(driver.ds.root))}</code>,
-{metrics["test_frames"]} held-out frames at {metrics["size"]}². LMD in pixels at {metrics["lmd_pixels_at"]}².</p>
+{metrics["test_frames"]} held-out frames at {metrics["size"]}².
+LMD in pixels at {metrics["lmd_pixels_at"]}².</p>
 <h2>Metrics (test split)</h2>{_table(metrics)}
-<p><b>zero_audio</b>: the full model driven with silence; <b>static</b>: the canonical head, no deformation.</p>
+<p><b>zero_audio</b>: the full model driven with silence;
+<b>static</b>: the canonical head, no deformation.</p>
 <h2>Lip sync</h2><p>{html.escape(sync["measure"])}.</p>
 <table><tr><th></th><th>correlation</th><th>best offset (frames)</th><th>at offset 0</th></tr>
 <tr><th>real video</th><td>{sync["real"]["correlation"]}</td><td>{sync["real"]["offset_frames"]}</td>
@@ -117,8 +123,8 @@ img,video{{max-width:100%}}h2{{margin-top:1.6em}}</style></head><body>
 <h2>Side by side: real | rendered</h2>
 <video controls src="data:video/mp4;base64,{_b64(video.read_bytes())}"></video>
 <h2>Per-frame metrics</h2><img src="data:image/png;base64,{plots}">
-<h2>Training losses</h2>{f'<img src="data:image/png;base64,{loss}">' if loss else "<p>no loss.png in the run</p>"}
-<h2>Dataset contact sheet</h2>{f'<img src="data:image/png;base64,{sheet}">' if sheet else "<p>none</p>"}
+<h2>Training losses</h2>{_img(loss, "no loss.png in the run")}
+<h2>Dataset contact sheet</h2>{_img(sheet, "no contact sheet in the dataset")}
 </body></html>"""
     path = out / "report.html"
     write_text_atomic(path, body)

@@ -138,6 +138,7 @@ def _pairs(boxes: Tensor, row_lo: int, row_hi: int, width: int, height: int) -> 
     if total == 0:
         empty = torch.empty(0, dtype=torch.int64, device=boxes.device)
         return empty, empty
+
     def spread(values: Tensor) -> Tensor:  # each box's value, repeated for each of its pixels
         return torch.repeat_interleave(values, counts, output_size=total)
 
@@ -160,7 +161,9 @@ def _pair_alpha(pix: Tensor, packed: Tensor, width: int, height: int) -> tuple[T
 
 
 @torch.no_grad()
-def _drop_faint_and_sort(pix: Tensor, gid: Tensor, geometry: Tensor, depth_rank: Tensor, width: int, height: int):
+def _drop_faint_and_sort(
+    pix: Tensor, gid: Tensor, geometry: Tensor, depth_rank: Tensor, width: int, height: int
+):
     """Keep the pairs with alpha >= 1/255, sorted by (pixel, depth); returns their alphas too."""
     alpha, sigma = _pair_alpha(pix, geometry.index_select(0, gid), width, height)
     keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero().squeeze(1)

@@ -1,0 +1,211 @@
+"""Render, streaming, evaluation, LPIPS and SyncNet loaders, and their error paths."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from gstalk.config import EvaluateConfig, RenderConfig, TrainConfig
+from gstalk.demo import speech_like_audio
+from gstalk.drive import Driver, PoseSource, pingpong, render_video, stream_frames
+from gstalk.drive.stream import lookahead_seconds
+from gstalk.errors import GstalkError
+from gstalk.eval.evaluate import evaluate
+from gstalk.eval.lpips import CHANNELS, LPIPS, alexnet_features
+from gstalk.eval.metrics import lip_sync
+from gstalk.eval.syncnet import SyncNet, lse
+from gstalk.media import probe_video, read_audio, read_frames
+from gstalk.train import train
+
+
+@pytest.fixture(scope="module")
+def run(demo_dataset: Path, tmp_path_factory) -> Path:
+    """A briefly trained model of the generated subject (enough to drive; not a quality test)."""
+    out = tmp_path_factory.mktemp("runs") / "astronaut"
+    return train(
+        TrainConfig(
+            dataset=demo_dataset, out=out, size=64, max_gaussians=800, iterations=(40, 60, 10), progress=False
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "speech_44k_stereo.wav"
+    mono = speech_like_audio(3.0, seed=21).audio
+    import librosa
+
+    up = librosa.resample(mono, orig_sr=16_000, target_sr=44_100)
+    soundfile.write(path, np.stack([up, 0.5 * up], 1), 44_100)  # another rate, two channels
+    return path
+
+
+def test_pingpong_plays_back_and_forth_without_jumps():
+    ids = np.array([3, 4, 5, 6])
+    seq = [pingpong(k, ids) for k in range(12)]
+    assert seq == [3, 4, 5, 6, 5, 4, 3, 4, 5, 6, 5, 4]
+    assert max(abs(a - b) for a, b in itertools.pairwise(seq)) == 1
+
+
+def test_render_follows_the_audio_length_and_muxes_it(run: Path, speech: Path, tmp_path: Path):
+    out = tmp_path / "talk.mp4"
+    figures = render_video(RenderConfig(run=run, audio=speech, out=out, progress=False))
+    info = probe_video(out)
+    # 3 s of speech on a 4 s clip: the video lasts as long as the speech, and carries it
+    assert figures["frames"] == 75 and abs(info.duration - 3.0) < 0.1
+    assert info.has_audio and info.codec == "h264"
+    back = read_audio(out)
+    assert abs(len(back) / 16_000 - 3.0) < 0.1
+    assert np.corrcoef(np.abs(back[:40_000]), np.abs(read_audio(speech)[:40_000]))[0, 1] > 0.5
+    assert (tmp_path / "talk.config.json").is_file()
+    assert not list(tmp_path.glob(".talk.mp4*"))
+
+
+def test_long_audio_on_a_short_clip_and_still_pose(run: Path, tmp_path: Path):
+    long = tmp_path / "long.wav"
+    soundfile.write(long, speech_like_audio(9.0, seed=4).audio, 16_000)  # 9 s on a 4 s training clip
+    out = tmp_path / "long.mp4"
+    figures = render_video(
+        RenderConfig(
+            run=run, audio=long, out=out, pose="still", still_frame=10, yaw_deg=10.0, size=48, progress=False
+        )
+    )
+    assert figures["frames"] == 225
+    frames = [f for _, f in read_frames(out, 25)]
+    assert frames[0].shape == (48, 48, 3)
+
+
+def test_free_viewpoint_turns_the_head(run: Path):
+    driver = Driver(run, size=64)
+    feats = driver.features(speech_like_audio(1.0).audio)
+    straight = next(driver.render(feats, PoseSource("still", 5)))
+    turned = next(driver.render(feats, PoseSource("still", 5, yaw_deg=20)))
+    assert np.abs(straight.astype(int) - turned.astype(int)).mean() > 1.0
+
+
+def test_render_bad_inputs(run: Path, tmp_path: Path, speech: Path):
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(32_000, np.float32), 16_000)
+    with pytest.raises(GstalkError, match="silent"):
+        render_video(RenderConfig(run=run, audio=silent, out=tmp_path / "a.mp4", progress=False))
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all")
+    with pytest.raises(GstalkError, match="not readable audio"):
+        render_video(
+            RenderConfig(run=run, audio=tmp_path / "junk.wav", out=tmp_path / "b.mp4", progress=False)
+        )
+    with pytest.raises(GstalkError, match="longer than the limit"):
+        render_video(
+            RenderConfig(run=run, audio=speech, out=tmp_path / "c.mp4", max_audio_seconds=1.0, progress=False)
+        )
+    with pytest.raises(GstalkError, match="no checkpoint"):
+        render_video(RenderConfig(run=tmp_path, audio=speech, out=tmp_path / "d.mp4", progress=False))
+    assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".*.mp4*"))
+
+
+def test_incompatible_run_is_refused(run: Path, tmp_path: Path, speech: Path):
+    import shutil
+
+    copy = tmp_path / "old_run"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "model" / "checkpoint.json").read_text())
+    meta["schema_version"] = 0
+    meta["gstalk_version"] = "0.0.1"
+    (copy / "model" / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(GstalkError, match=r"gstalk 0\.0\.1 with schema 0"):
+        render_video(RenderConfig(run=copy, audio=speech, out=tmp_path / "x.mp4", progress=False))
+
+
+def test_streaming_matches_offline_rendering_with_bounded_lookahead(run: Path):
+    driver = Driver(run, size=64)
+    audio = speech_like_audio(3.0, seed=8).audio
+    offline = list(driver.render(driver.features(audio)))
+    chunk = 320  # 20 ms
+    arrived, emitted = [], []
+
+    def chunks():
+        for start in range(0, len(audio), chunk):
+            arrived.append((start + chunk) / 16_000)
+            yield audio[start : start + chunk]
+
+    for k, frame in stream_frames(driver, chunks()):
+        emitted.append((k, arrived[-1], frame))
+    assert [k for k, _, _ in emitted] == list(range(len(offline)))
+    ahead = lookahead_seconds(driver)
+    assert ahead == pytest.approx(3 / 25 + 0.08)
+    # after the first second (loudness reference), every frame appears once its lookahead has arrived
+    late = [t - k / 25 for k, t, _ in emitted if k / 25 > 1.2 and t < 2.9]
+    assert max(late) <= ahead + 0.02 + 1e-9
+    diffs = [np.abs(f.astype(int) - offline[k].astype(int)).mean() for k, _, f in emitted if 30 <= k < 70]
+    assert np.mean(diffs) < 2.0  # same frames up to the streaming loudness estimate
+
+
+def test_evaluate_writes_metrics_and_a_report(run: Path, speech: Path):
+    metrics = evaluate(EvaluateConfig(run=run, cross_audio=(speech,), cross_seconds=2.0, progress=False))
+    out = run / "eval"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for mode in ("full", "zero_audio", "static"):
+        assert 10 < saved[mode]["psnr"] < 60 and 0 < saved[mode]["ssim"] <= 1
+        assert saved[mode]["mouth_psnr"] is not None
+    assert saved["full"]["lmd"] is not None and saved["full"]["lmd_frames"] > 0
+    assert saved["full"]["lpips"] == "not computed: weights missing"
+    assert saved["full"]["lse_c"] == saved["full"]["lse_d"] == "not computed: weights missing"
+    assert set(saved["lip_sync"]) >= {"real", "rendered", "measure"}
+    assert saved["cross_audio"][0]["audio"] == speech.name
+    html = (out / "report.html").read_text()
+    assert "data:video/mp4;base64," in html and html.count("data:image/png;base64,") >= 2
+    assert probe_video(out / "side_by_side.mp4").width == 128
+
+
+def test_lip_sync_measure_finds_the_offset():
+    rng = np.random.default_rng(0)
+    energy = np.convolve(rng.standard_normal(200), np.ones(5) / 5, mode="same")
+    mouth = np.roll(energy, 2) + 0.05 * rng.standard_normal(200)  # the mouth follows 2 frames later
+    m = lip_sync(energy, mouth)
+    assert m.offset_frames == 2 and m.correlation > 0.9 and m.correlation > m.correlation_at_zero
+
+
+def _tiny_lpips_folder(folder: Path) -> Path:
+    torch.manual_seed(0)
+    feats = alexnet_features()
+    torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, folder / "alexnet.pth")
+    torch.save(
+        {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(CHANNELS)},
+        folder / "alex.pth",
+    )
+    return folder
+
+
+def test_lpips_loads_real_format_weights_and_behaves(tmp_path: Path):
+    model = LPIPS.from_folder(_tiny_lpips_folder(tmp_path))
+    a = torch.rand(64, 64, 3)
+    b = (a + 0.2 * torch.rand(64, 64, 3)).clamp(0, 1)
+    assert float(model(a, a)) == pytest.approx(0.0, abs=1e-7)
+    assert float(model(a, b)) > 0
+    x = a.clone().requires_grad_()
+    model(x, b).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    (tmp_path / "alex.pth").unlink()
+    with pytest.raises(GstalkError, match="LPIPS weights missing"):
+        LPIPS.from_folder(tmp_path)
+
+
+def test_syncnet_loads_a_state_dict_and_scores_a_clip(tmp_path: Path):
+    torch.manual_seed(0)
+    net = SyncNet()
+    torch.save(net.state_dict(), tmp_path / "syncnet_v2.model")
+    loaded = SyncNet.from_file(tmp_path / "syncnet_v2.model")
+    assert loaded.audio_embedding(torch.rand(2, 1, 13, 20)).shape == (2, 1024)
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(36)]
+    audio = speech_like_audio(36 / 25 + 0.3).audio
+    scores = lse(loaded, frames, audio, 25.0, [(8, 8, 48)] * 36)
+    assert np.isfinite(scores["lse_c"]) and scores["lse_d"] > 0 and scores["lse_c"] >= 0
+    torch.save({"something": torch.zeros(3)}, tmp_path / "other.model")
+    with pytest.raises(GstalkError, match="does not hold SyncNet"):
+        SyncNet.from_file(tmp_path / "other.model")
