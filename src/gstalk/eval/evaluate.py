@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..errors import GstalkError
 from ..fileio import write_json_atomic
 from ..media import read_audio
 from ..model.talking_head import render_portrait
+from ..train.checkpoint import load_model
 from ..train.trainer import pick_device
 from .metrics import (
     LMD_SIZE,
@@ -42,13 +44,29 @@ NOT_COMPUTED = "not computed: weights missing"
 
 
 @torch.no_grad()
-def render_test_frame(driver: Driver, i: int, mode: str = "full") -> np.ndarray:
-    """Frame i of the dataset re-rendered: ``full``, ``zero_audio`` or ``static``."""
+def render_test_frame(driver: Driver, i: int, mode: str = "full", static_model=None) -> np.ndarray:
+    """Frame i of the dataset re-rendered: ``full``, ``zero_audio`` or ``static`` (the model saved after
+    the static stage when given, else the final model's canonical head)."""
     data = driver.frames
-    cond = None if mode == "static" else data.condition(i, zero_audio=mode == "zero_audio")
-    frame = driver.model(cond)
+    if mode == "static":
+        frame = (static_model or driver.model)(None)
+    else:
+        frame = driver.model(data.condition(i, zero_audio=mode == "zero_audio"))
     comp = render_portrait(frame, data.camera(i), data.target(i).layer, backend=driver.backend)
     return (comp.image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+@dataclass
+class TestSequence:
+    """The test frames as evaluated: what the report shows."""
+
+    ids: np.ndarray
+    real: list[np.ndarray]
+    rendered: list[np.ndarray]
+    energy: np.ndarray  # audio dB per frame
+    real_open: list[float]
+    rendered_open: list[float]
+    speech: np.ndarray  # the whole clip's 16 kHz audio
 
 
 def track_sequence(frames: list[np.ndarray]) -> list[np.ndarray | None]:
@@ -84,6 +102,10 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
         lpips_model = LPIPS.from_folder(config.lpips_weights).to(device)
     modes = ("full", "zero_audio", "static") if config.baselines else ("full",)
+    static_model, static_source = None, "the final model's canonical head (no run/stages/static)"
+    if config.baselines and (Path(config.run) / "stages" / "static" / "checkpoint.json").is_file():
+        static_model = load_model(Path(config.run) / "stages" / "static", device)[0].eval()
+        static_source = "the model saved after the static stage"
     real_frames = [driver.frames.image(i) for i in ids.tolist()]
     real_lms = track_sequence(real_frames)
     real_open = [mouth_opening(lm) for lm in real_lms]
@@ -94,7 +116,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     for mode in modes:
         fakes = []
         for i in ids.tolist():
-            fakes.append(render_test_frame(driver, i, mode))
+            fakes.append(render_test_frame(driver, i, mode, static_model))
             bar.update()
         fake_lms = track_sequence(fakes)
         rows = []
@@ -131,6 +153,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     for mode in modes:
         rows = results[mode]
         metrics[mode] = {
+            **({"model": static_source} if mode == "static" else {}),
             "psnr": _summary(rows, "psnr"),
             "ssim": _summary(rows, "ssim"),
             "mouth_psnr": _summary(rows, "mouth_psnr"),
@@ -159,19 +182,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     save_config(config, out)
     from .report import write_report
 
-    write_report(
-        out,
-        driver,
-        metrics,
-        results,
-        ids,
-        real_frames,
-        rendered_frames,
-        energy,
-        real_open,
-        rendered_open,
-        speech,
-    )
+    sequence = TestSequence(ids, real_frames, rendered_frames, energy, real_open, rendered_open, speech)
+    write_report(out, driver, metrics, results, sequence)
     if config.progress:
         tqdm.write(f"gstalk evaluate: metrics in {out / 'metrics.json'}, report in {out / 'report.html'}")
     return metrics

@@ -70,26 +70,16 @@ def _table(metrics: dict[str, Any]) -> str:
     return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 
 
-def write_report(
-    out: Path,
-    driver,
-    metrics,
-    results,
-    ids,
-    real_frames,
-    rendered_frames,
-    energy,
-    real_open,
-    rendered_open,
-    speech,
-) -> Path:
+def write_report(out: Path, driver, metrics: dict[str, Any], results: dict[str, list], seq) -> Path:
+    """``seq``: the evaluated test sequence (``evaluate.TestSequence``)."""
     fps = driver.fps
+    ids = seq.ids
     video = out / "side_by_side.mp4"
-    pairs = (np.concatenate([r, f], axis=1) for r, f in zip(real_frames, rendered_frames))
-    seg = speech[int(ids[0] / fps * 16_000) : int((ids[-1] + 1) / fps * 16_000)]
+    pairs = (np.concatenate([r, f], axis=1) for r, f in zip(seq.real, seq.rendered))
+    seg = seq.speech[int(ids[0] / fps * 16_000) : int((ids[-1] + 1) / fps * 16_000)]
     with atomic_path(video) as tmp:
         write_video(tmp, pairs, fps, seg, 16_000)
-    plots = _b64(_plots(results, ids, fps, energy, real_open, rendered_open))
+    plots = _b64(_plots(results, ids, fps, seq.energy, seq.real_open, seq.rendered_open))
     loss = _png(Path(driver.run) / "loss.png")
     sheet = _png(driver.ds.root / "contact_sheet.png")
     sync = metrics["lip_sync"]

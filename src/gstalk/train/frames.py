@@ -33,7 +33,7 @@ class FrameData:
         self.ds, self.size, self.device = ds, size, torch.device(device)
         self.scale = size / ds.size
         self.cache_enabled = size <= 256 if cache is None else cache
-        self._cache: dict[int, Target] = {}
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         bg = self._resize(ds.background(), cv2.INTER_AREA)
         self.background = torch.from_numpy(bg).to(self.device).float() / 255
         self.audio = ds.audio_features  # (T, W, C) float16, memory-mapped
@@ -57,14 +57,16 @@ class FrameData:
         return Camera(w2c, k, self.size, self.size).to(self.device)
 
     def target(self, i: int) -> Target:
+        # the cache holds the resized uint8 frame and labels (a few hundred kB a frame at 256²); the float
+        # tensors are made per call
         if i in self._cache:
-            return self._cache[i]
-        image = self._resize(self.ds.image(i), cv2.INTER_AREA)
-        labels = self._resize(self.ds.regions(i), cv2.INTER_NEAREST)
-        t = self._target(image, labels)
-        if self.cache_enabled:
-            self._cache[i] = t
-        return t
+            image, labels = self._cache[i]
+        else:
+            image = self._resize(self.ds.image(i), cv2.INTER_AREA)
+            labels = self._resize(self.ds.regions(i), cv2.INTER_NEAREST)
+            if self.cache_enabled:
+                self._cache[i] = (image, labels)
+        return self._target(image, labels)
 
     def _target(self, image: np.ndarray, labels: np.ndarray) -> Target:
         img = torch.from_numpy(image).to(self.device).float() / 255

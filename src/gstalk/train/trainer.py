@@ -120,6 +120,8 @@ class Trainer:
                 first = start_step if index == start_stage else 0
                 resume_from = self.out / "checkpoint" if (index == start_stage and start_step > 0) else None
                 self._run_stage(index, first, gen, resume_from)
+                if not self._stop:  # each finished stage's model, e.g. the static baseline of evaluate
+                    save_checkpoint(self.out / "stages" / self.stages[index].name, model, self._final_state())
                 if self._stop:
                     self._say(
                         f"interrupted: checkpoint saved in {self.out / 'checkpoint'}; "
@@ -131,16 +133,19 @@ class Trainer:
         save_checkpoint(
             self.out / "model",
             model,
-            {
-                "stage_index": len(self.stages),
-                "step": 0,
-                "dataset": str(Path(self.config.dataset).resolve()),
-                "train_size": self.config.size,
-            },
+            self._final_state(),
         )
         self.plot()
         self._say(f"done: model in {self.out / 'model'}")
         return self.out
+
+    def _final_state(self) -> dict[str, Any]:
+        return {
+            "stage_index": len(self.stages),
+            "step": 0,
+            "dataset": str(Path(self.config.dataset).resolve()),
+            "train_size": self.config.size,
+        }
 
     def _interrupt(self, signum, frame) -> None:  # Ctrl-C: finish the step, save, exit cleanly
         self._stop = True
