@@ -124,11 +124,10 @@ def test_rerun_skips_and_resume_continues(tmp_path: Path, demo_clip: Path, monke
     assert calls == []
 
 
-def _clip_with(tmp_path: Path, name: str, frames, seconds: float, audio: np.ndarray | None) -> Path:
+def _clip_with(tmp_path: Path, name: str, frames, audio: np.ndarray | None) -> Path:
     path = tmp_path / name
     write_video(path, frames, 25, audio)
     assert path.is_file()
-    del seconds
     return path
 
 
@@ -152,13 +151,13 @@ def test_bad_inputs_name_the_problem_and_leave_nothing(tmp_path: Path, demo_clip
     data = demo_clip.read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 3])
     expect(tmp_path / "truncated.mp4", r"corrupt|truncated|not a readable")
-    mute = _clip_with(tmp_path, "mute.mp4", solid_frames(100), 4, None)
+    mute = _clip_with(tmp_path, "mute.mp4", solid_frames(100), None)
     expect(mute, "no audio track")
-    silent = _clip_with(tmp_path, "silent.mp4", solid_frames(100), 4, np.zeros(64000, np.float32))
+    silent = _clip_with(tmp_path, "silent.mp4", solid_frames(100), np.zeros(64000, np.float32))
     expect(silent, "silent")
-    faceless = _clip_with(tmp_path, "faceless.mp4", solid_frames(100), 4, _speech(4))
+    faceless = _clip_with(tmp_path, "faceless.mp4", solid_frames(100), _speech(4))
     expect(faceless, "no face")
-    short = _clip_with(tmp_path, "short.mp4", solid_frames(25), 1, _speech(1))
+    short = _clip_with(tmp_path, "short.mp4", solid_frames(25), _speech(1))
     expect(short, "at least 3 s")
 
 
@@ -167,7 +166,7 @@ def test_face_lost_for_long_stretches(tmp_path: Path, demo_clip: Path):
 
     frames = [f for _, f in read_frames(demo_clip, 25)]
     gap = [np.full_like(frames[0], 128)] * 100  # 4 s without a face
-    video = _clip_with(tmp_path, "gap.mp4", iter(frames[:50] + gap + frames[50:]), 8, _speech(8))
+    video = _clip_with(tmp_path, "gap.mp4", iter(frames[:50] + gap + frames[50:]), _speech(8))
     with pytest.raises(GstalkError, match=r"face is lost in .* \(longest stretch 4\.0 s"):
         prepare(PrepareConfig(video=video, out=tmp_path / "o", size=64, progress=False))
 
@@ -180,7 +179,7 @@ def test_several_faces_follow_one_subject_and_warn(tmp_path: Path, demo_clip: Pa
         small = cv2.resize(f, (256, 256))
         pair = np.concatenate([small, cv2.resize(f, (256, 256))[:, ::-1]], 1)  # two people side by side
         frames.append(np.ascontiguousarray(pair))
-    video = _clip_with(tmp_path, "two.mp4", iter(frames), 4, _speech(4))
+    video = _clip_with(tmp_path, "two.mp4", iter(frames), _speech(4))
     out = prepare(PrepareConfig(video=video, out=tmp_path / "two", size=64, progress=False))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["several_faces_fraction"] > 0.5

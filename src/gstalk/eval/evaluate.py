@@ -8,7 +8,6 @@ model is driven by other speakers' speech and the lip-sync measure is taken on i
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +206,3 @@ def cross_audio(driver: Driver, config: EvaluateConfig, out: Path) -> list[dict[
             }
         )
     return rows
-
-
-def load_metrics(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

@@ -57,7 +57,7 @@ class FaceTracker:
     ROI_SIZE = 256  # pixels of the crop the landmarker sees
     ROI_SCALE = 2.0  # crop side in detector box sides
 
-    def __init__(self, landmarker: str | Path | None = None, fps: float = 25.0, max_faces: int = 4) -> None:
+    def __init__(self, landmarker: str | Path | None = None, fps: float = 25.0) -> None:
         import mediapipe as mp
 
         self.fps = fps
@@ -81,7 +81,6 @@ class FaceTracker:
             else:
                 self._mesh = None
                 self._tasks = _tasks_landmarker(Path(landmarker), 1)
-        del max_faces
 
     def __enter__(self) -> FaceTracker:
         return self
