@@ -8,16 +8,13 @@ can reproduce the held-out frames, and one driven with silence cannot.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from gstalk import SCHEMA_VERSION
-from gstalk.data.dataset import FORMAT
-from gstalk.prepare.landmarks import LIPS_INNER
+from gstalk.data import AudioSpec, DatasetWriter, ExpressionSpec, Manifest, Tracks
+from gstalk.face.landmarks import LIPS_INNER
 from gstalk.regions import Region
 from gstalk.splat import Camera, look_at, rasterize
 
@@ -81,15 +78,13 @@ def _render(points, colours, cam, scale=0.004, opacity=0.9, background=None):
 def write_synthetic_dataset(root: Path, n_frames: int = 110, seed: int = 0) -> tuple[Path, np.ndarray]:
     """Write the dataset; returns its path and the per-frame mouth opening."""
     root = Path(root)
-    (root / "frames").mkdir(parents=True)
-    (root / "regions").mkdir()
+    writer = DatasetWriter(root, jpeg_quality=98)
     face, colour, lip, lower, eyes, mouth = _scene(seed)
     opening = opening_signal(n_frames, seed)
     fx = 0.5 * SIZE / np.tan(np.radians(15))
     intr = np.array([fx, fx, SIZE / 2, SIZE / 2], np.float32)
     bg = np.full((SIZE, SIZE, 3), 0.35, np.float32)
     w2cs = []
-    labels_all = np.zeros((n_frames, SIZE, SIZE), np.uint8)
     for k in range(n_frames):
         yaw = np.radians(6 * np.sin(2 * np.pi * k / 60))
         eye_pos = torch.tensor([0.45 * np.sin(yaw), 0.0, -0.45 * np.cos(yaw)], dtype=torch.float32)
@@ -113,15 +108,9 @@ def write_synthetic_dataset(root: Path, n_frames: int = 110, seed: int = 0) -> t
         labels[
             ((1 - head_alpha) * malpha[..., 0] if malpha.ndim == 3 else (1 - head_alpha) * malpha) > 0.3
         ] = Region.MOUTH_INTERIOR
-        labels_all[k] = labels
-        cv2.imwrite(
-            str(root / "frames" / f"{k:06d}.jpg"),
-            cv2.cvtColor((img * 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
-            [cv2.IMWRITE_JPEG_QUALITY, 98],
-        )
-        cv2.imwrite(str(root / "regions" / f"{k:06d}.png"), labels)
+        writer.frame(k, (img * 255).astype(np.uint8), labels)
         w2cs.append(w2c.numpy())
-    cv2.imwrite(str(root / "background.png"), cv2.cvtColor((bg * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    writer.background((bg * 255).astype(np.uint8))
     # audio features: the opening signal around each frame, projected on 8 channels, plus noise
     rng = np.random.default_rng(seed + 1)
     proj = rng.standard_normal(8)
@@ -129,38 +118,34 @@ def write_synthetic_dataset(root: Path, n_frames: int = 110, seed: int = 0) -> t
     t = np.arange(n_frames)[:, None] + (np.arange(window) - window // 2)[None, :] / 4.0
     sig = np.interp(t, np.arange(n_frames), opening)
     feats = sig[..., None] * proj + 0.05 * rng.standard_normal((n_frames, window, 8))
-    np.save(root / "audio_features.npy", feats.astype(np.float16))
+    writer.audio_features(feats)
     canonical = np.concatenate([face[rng.choice(len(face), 478)]])
     lips_ring = np.linspace(0, 2 * np.pi, len(LIPS_INNER), endpoint=False)
     canonical[LIPS_INNER] = np.stack(
         [0.02 * np.cos(lips_ring), 0.045 + 0.004 * np.sin(lips_ring), np.full(len(lips_ring), -0.062)], 1
     )
-    np.savez(
-        root / "tracks.npz",
-        valid=np.ones(n_frames, bool),
-        world_to_cam=np.stack(w2cs).astype(np.float32),
-        canonical_shape=canonical.astype(np.float32),
-        expression=np.zeros((n_frames, 6), np.float32),
-        expression_code=np.zeros((n_frames, 2), np.float32),
-        landmarks2d=np.zeros((n_frames, 478, 2), np.float32),
+    explicit = ("eye_open_right", "eye_open_left", "blink", "brow_raise", "mouth_open", "lip_width")
+    writer.tracks(
+        Tracks(
+            valid=np.ones(n_frames, bool),
+            landmarks2d=np.zeros((n_frames, 478, 2), np.float32),
+            world_to_cam=np.stack(w2cs).astype(np.float32),
+            canonical_shape=canonical.astype(np.float32),
+            expression=np.zeros((n_frames, len(explicit)), np.float32),
+            expression_code=np.zeros((n_frames, 2), np.float32),
+        )
     )
     n_test = n_frames // 11
-    manifest = {
-        "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "n_frames": n_frames,
-        "fps": FPS,
-        "size": SIZE,
-        "intrinsics": intr.tolist(),
-        "splits": {"train": list(range(n_frames - n_test)), "test": list(range(n_frames - n_test, n_frames))},
-        "audio": {
-            "rate": 16000,
-            "features": "synthetic",
-            "feature_rate_hz": 100.0,
-            "window": window,
-            "dim": 8,
-        },
-        "expression": {"explicit": [], "code_kind": "none", "code_dim": 2, "code_names": None},
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    writer.manifest(
+        Manifest(
+            n_frames=n_frames,
+            fps=FPS,
+            size=SIZE,
+            intrinsics=tuple(intr.tolist()),
+            train=tuple(range(n_frames - n_test)),
+            test=tuple(range(n_frames - n_test, n_frames)),
+            audio=AudioSpec("synthetic", feature_rate_hz=100.0, window=window, dim=8),
+            expression=ExpressionSpec(explicit, code_kind="none", code_dim=2),
+        )
+    )
     return root, opening

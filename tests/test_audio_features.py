@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gstalk.errors import GstalkError
-from gstalk.prepare.audio_features import audio_features, frame_windows, normalise_loudness
+from gstalk.media.features import audio_features, frame_windows, normalise_loudness
 
 
 def test_windows_are_centred_on_each_video_frame():

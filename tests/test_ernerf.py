@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from gstalk.data import load_dataset
-from gstalk.data.ernerf import MP_TO_68, export_ernerf, from_ernerf_matrix, import_ernerf, to_ernerf_matrix
+from gstalk.data.ernerf import MP_TO_68, export_ernerf, from_ernerf_matrix, to_ernerf_matrix
 from gstalk.errors import GstalkError
+from gstalk.prepare import import_ernerf
 
 
 def test_matrix_conversion_is_an_involution_and_flips_axes():

@@ -52,10 +52,10 @@ def test_regions_route_face_features(demo_dataset: Path):
         assert region in present, region.name
     # the mouth interior appears exactly when the mouth is open
     mouth_px = np.array([(ds.regions(i) == Region.MOUTH_INTERIOR).sum() for i in range(100)])
-    opening = ds.tracks["expression"][:, 4]
+    opening = ds.explicit("mouth_open")
     assert np.corrcoef(mouth_px, opening)[0, 1] > 0.7
     # the eyes sit above the lips, the face surrounds both
-    lm = ds.tracks["landmarks2d"][0]
+    lm = ds.tracks.landmarks2d[0]
     eye_rows = np.nonzero(ds.regions(0) == Region.EYES)[0]
     lip_rows = np.nonzero(ds.regions(0) == Region.LIPS)[0]
     assert eye_rows.mean() < lip_rows.mean()
@@ -68,7 +68,7 @@ def test_expression_follows_the_known_mouth_motion(demo_dataset: Path, demo_clip
 
     ds = load_dataset(demo_dataset)
     per_frame = mouth_opening(speech_like_audio(4.0, seed=3), 25)
-    assert np.corrcoef(per_frame, ds.tracks["expression"][:, 4])[0, 1] > 0.8
+    assert np.corrcoef(per_frame, ds.explicit("mouth_open"))[0, 1] > 0.8
     # and the audio features carry the same envelope: mean log-mel energy rises with it
     energy = ds.audio_features.astype(np.float32)[:, 6:10].mean((1, 2))
     assert np.corrcoef(per_frame, energy)[0, 1] > 0.6
@@ -184,7 +184,7 @@ def test_several_faces_follow_one_subject_and_warn(tmp_path: Path, demo_clip: Pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["several_faces_fraction"] > 0.5
     assert any("several faces" in w for w in summary["warnings"])
-    lm = load_dataset(out).tracks["landmarks2d"]
+    lm = load_dataset(out).tracks.landmarks2d
     centres = lm.mean(1)[:, 0]
     assert np.ptp(centres) < 16  # the same face all along, not hopping between the two
 
@@ -222,11 +222,11 @@ def test_real_clip_with_blendshapes(tmp_path: Path):
     ds = load_dataset(out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tracked_fraction"] == 1.0
-    assert ds.manifest["expression"]["code_kind"] == "blendshapes"
-    assert ds.tracks["expression_code"].shape == (125, 52)
-    names = ds.manifest["expression"]["code_names"]
-    jaw = ds.tracks["expression_code"][:, names.index("jawOpen")]
-    assert np.corrcoef(jaw, ds.tracks["expression"][:, 4])[0, 1] > 0.6
+    assert ds.expression_spec.code_kind == "blendshapes"
+    assert ds.tracks.expression_code.shape == (125, 52)
+    names = ds.expression_spec.code_names
+    jaw = ds.tracks.expression_code[:, names.index("jawOpen")]
+    assert np.corrcoef(jaw, ds.explicit("mouth_open"))[0, 1] > 0.6
     assert summary["pose_jitter"]["rotation_noise_deg"] < 1.0
 
 

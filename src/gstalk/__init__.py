@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 #: Bumped whenever an on-disk format (dataset manifest, run folder, checkpoint) changes incompatibly.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2

@@ -110,15 +110,13 @@ def pipeline_speed(config: BenchConfig) -> dict[str, Any]:
     deformation → rasterize → composite), on the generated demo subject or a given run."""
     import tempfile
 
-    from .config import PrepareConfig, StageConfig
-    from .data import load_dataset
+    from .config import PrepareConfig, TrainConfig
     from .demo.subject import make_demo_subject, speech_like_audio
+    from .device import pick_device
     from .drive import Driver, PoseSource
-    from .model.init import init_talking_head
+    from .model.checkpoint import save_model
     from .prepare import prepare
-    from .train.checkpoint import save_checkpoint
-    from .train.strategy import scene_extent
-    from .train.trainer import Trainer, build_optimizer, pick_device
+    from .train.trainer import Trainer
 
     device = pick_device(config.device)
     rows: dict[str, Any] = {"device": str(device)}
@@ -136,34 +134,29 @@ def pipeline_speed(config: BenchConfig) -> dict[str, Any]:
                 "seconds": round(seconds, 1),
                 "frames_per_s": round(200 / seconds, 1),
             }
-            ds = load_dataset(ds_path)
-            model = init_talking_head(ds, 10_000).to(device)
-            run = work / "run"
-            save_checkpoint(
-                run / "model",
-                model,
-                {"stage_index": 3, "step": 0, "dataset": str(ds_path), "train_size": 256},
-            )
             # one training step of the motion stage (deformation + both renders + backward + Adam)
-            from .config import TrainConfig
-
             trainer = Trainer(
                 TrainConfig(
-                    dataset=ds_path, out=work / "t", size=256, progress=False, device=str(device.type)
+                    dataset=ds_path, out=work / "t", size=256, max_gaussians=10_000, progress=False,
+                    device=device.type,
                 )
-            )
-            trainer.model = model
-            stage = StageConfig(
-                "motion", 1, deform=True, masked=True, train=("gaussians", "networks"), mouth_weight=0.1
-            )
-            opt = build_optimizer(model, stage, scene_extent(model))
-            ids = ds.train_ids.tolist()
-            step = _timed(lambda: trainer._step(stage, ids[len(ids) // 2], opt), device, config.repeats)
+            )  # fmt: skip
+            model = trainer.init_model()
+            stage = trainer.stages[1]
+            opt = trainer.optimizer(stage)
+            ids = trainer.ds.train_ids.tolist()
+            step = _timed(lambda: trainer.step(stage, ids[len(ids) // 2], opt), device, config.repeats)
             rows["train_step"] = {
                 "size": 256,
                 "gaussians": len(model.head) + len(model.mouth),
                 "ms": round(1000 * step, 1),
             }
+            run = work / "run"
+            save_model(
+                run / "model",
+                model,
+                {"stage_index": 3, "step": 0, "dataset": str(ds_path), "train_size": 256},
+            )
         speech = speech_like_audio(4.0, seed=11).audio
         rows["render"] = []
         for size in config.sizes:

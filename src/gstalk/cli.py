@@ -68,7 +68,7 @@ def _export_ernerf(config: ExportErnerfConfig) -> Any:
 
 
 def _import_ernerf(config: ImportErnerfConfig) -> Any:
-    from .data.ernerf import import_ernerf
+    from .prepare import import_ernerf
 
     return import_ernerf(
         config.folder,

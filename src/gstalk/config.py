@@ -116,25 +116,108 @@ class ImportErnerfConfig:
 
 
 @dataclass
+class ModelConfig:
+    """Sizes of the talking head's networks; stored in every checkpoint so the model can be rebuilt."""
+
+    embedding_dim: int = 32
+    """Per-Gaussian learnable embedding z (DEGSTalk, d = 32)."""
+    hash_levels: int = 12
+    """Levels of the tri-plane hash grid."""
+    hash_log2_table: int = 14
+    """log2 of the hash table size per plane and level."""
+    hash_max_resolution: int = 512
+    """Finest grid resolution of the hash encoding."""
+    audio_dim: int = 32
+    """Width of the encoded audio feature."""
+    expression_dim: int = 32
+    """Width of the encoded expression feature."""
+    hidden: int = 64
+    """Hidden width of every MLP (encoders, gates, deformers)."""
+    context: int = 8
+    """Frames of temporal context around the current one that drive it (ER-NeRF and TalkingGaussian use 8)."""
+
+
+@dataclass
+class LearningRates:
+    """Adam learning rates per parameter kind (3DGS-style); each stage multiplies them by its lr_scale."""
+
+    means: float = 1.6e-3
+    """Gaussian centres, per metre of the head's extent."""
+    log_scales: float = 5e-3
+    quats: float = 1e-3
+    opacity: float = 5e-2
+    colors: float = 1e-2
+    embedding: float = 1e-3
+    colors_only: float = 5e-3
+    """Colours in a stage that trains colours alone (fusion)."""
+    hash: float = 1e-2
+    """The tri-plane hash tables."""
+    networks: float = 1e-3
+    """Encoders and deformation networks."""
+
+
+@dataclass
+class DensifyConfig:
+    """Adaptive density control (3DGS / gsplat's DefaultStrategy rules) plus GaussianSpeech's top-k cap."""
+
+    start: int = 300
+    """First step (within the stage) at which Gaussians are densified or pruned."""
+    stop_fraction: float = 0.8
+    """Densification stops after this fraction of the stage's iterations."""
+    every: int = 100
+    """Steps between densification and pruning rounds."""
+    grad_threshold: float = 0.0002
+    """Mean screen-space gradient (in NDC units, as in 3DGS/gsplat) above which a Gaussian grows."""
+    scale_threshold: float = 0.01
+    """Relative to the scene extent: at or below, a growing Gaussian is cloned; above, it is split."""
+    prune_opacity: float = 0.005
+    """Gaussians more transparent than this are pruned."""
+    prune_scale: float = 0.1
+    """Relative to the scene extent: larger Gaussians are pruned."""
+    reset_every: int = 3000
+    """Reset all opacities to 0.01 this often, in stages of at least reset_min_iterations (0: never)."""
+    reset_min_iterations: int = 4000
+    """Shorter stages never reset opacities (they would not recover in time)."""
+
+
+@dataclass
 class StageConfig:
     """One training stage; the Trainer runs a list of these with one loop."""
 
     name: str
-    iterations: int
-    deform: bool
+    """Shown in logs and used for the stage's checkpoint folder (run/stages/NAME)."""
+    iterations: int = 0
+    """Steps of the stage (filled from --iterations or the preset)."""
+    deform: bool = True
     """Drive the Gaussians with the deformation networks (False: the canonical, static head)."""
-    masked: bool
+    masked: bool = True
     """Compute the image losses on the head regions only (else on the full frame)."""
-    train: tuple[Literal["gaussians", "networks", "colors"], ...]
+    train: tuple[Literal["gaussians", "networks", "colors"], ...] = ("gaussians",)
     """Parameter groups this stage updates."""
     dssim_weight: float = 0.2
+    """Weight of the D-SSIM term next to L1."""
     lpips_weight: float = 0.0
     """Used only when LPIPS weights are given (--lpips-weights)."""
     mouth_weight: float = 0.0
     """Mouth-opening consistency loss weight (the papers' jaw loss role)."""
     densify: bool = False
+    """Grow and prune Gaussians during the stage (see --densify.*)."""
     lr_scale: float = 1.0
     """Multiplies every learning rate of the stage."""
+
+
+def _static_stage() -> StageConfig:
+    return StageConfig("static", deform=False, masked=True, train=("gaussians",), densify=True)
+
+
+def _motion_stage() -> StageConfig:
+    return StageConfig(
+        "motion", masked=True, train=("gaussians", "networks"), mouth_weight=0.1, densify=True, lr_scale=0.5
+    )
+
+
+def _fusion_stage() -> StageConfig:
+    return StageConfig("fusion", masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5)
 
 
 @dataclass
@@ -150,19 +233,37 @@ class TrainConfig:
     size: int | None = None
     """Training image size (default: the preset's)."""
     max_gaussians: int | None = None
-    """Top-k cap on the head's Gaussians (default: the preset's)."""
+    """Top-k cap on the head's Gaussians (default: the preset's); the mouth interior gets a tenth of it."""
     iterations: tuple[int, int, int] | None = None
     """Iterations of the static, motion and fusion stages (default: the preset's)."""
     lpips_weights: Path | None = None
-    """Folder with LPIPS weights (see gstalk.eval.lpips); without it the fusion stage skips LPIPS."""
+    """Folder with LPIPS weights (see gstalk.model.lpips); without it the fusion stage skips LPIPS."""
     device: Device = "auto"
+    """Where to train: auto picks a CUDA GPU when there is one."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """Rasterizer backend: auto picks the fastest available for the device."""
     seed: int = 0
+    """Seed of the initial Gaussians and of the order frames are visited in."""
     resume: bool = False
     """Continue the run in --out from its last checkpoint."""
     checkpoint_every: int = 500
+    """Steps between checkpoints (a checkpoint is also written on Ctrl-C and at each stage's end)."""
     log_every: int = 25
+    """Steps between rows of log.csv."""
     progress: bool = True
+    """Show progress bars."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """Network sizes and temporal context."""
+    lr: LearningRates = dataclasses.field(default_factory=LearningRates)
+    """Learning rates per parameter kind."""
+    densify: DensifyConfig = dataclasses.field(default_factory=DensifyConfig)
+    """Densification and pruning."""
+    static: StageConfig = dataclasses.field(default_factory=_static_stage)
+    """Stage 1: the canonical head, no deformation."""
+    motion: StageConfig = dataclasses.field(default_factory=_motion_stage)
+    """Stage 2: audio- and expression-driven deformation."""
+    fusion: StageConfig = dataclasses.field(default_factory=_fusion_stage)
+    """Stage 3: colours refined on whole frames."""
 
 
 PRESETS = {
@@ -172,30 +273,22 @@ PRESETS = {
 
 
 def resolve_train(config: TrainConfig) -> TrainConfig:
-    """Fill the preset's defaults into the fields left unset."""
+    """Fill the preset's defaults into the fields left unset, and the iterations into the stages."""
     preset = PRESETS[config.preset]
     values = {k: getattr(config, k) if getattr(config, k) is not None else v for k, v in preset.items()}
-    return dataclasses.replace(config, **values)
+    static, motion, fusion = values["iterations"]
+    return dataclasses.replace(
+        config,
+        **values,
+        static=dataclasses.replace(config.static, iterations=static),
+        motion=dataclasses.replace(config.motion, iterations=motion),
+        fusion=dataclasses.replace(config.fusion, iterations=fusion),
+    )
 
 
 def stages(config: TrainConfig) -> list[StageConfig]:
-    static, motion, fusion = resolve_train(config).iterations
-    return [
-        StageConfig("static", static, deform=False, masked=True, train=("gaussians",), densify=True),
-        StageConfig(
-            "motion",
-            motion,
-            deform=True,
-            masked=True,
-            train=("gaussians", "networks"),
-            mouth_weight=0.1,
-            densify=True,
-            lr_scale=0.5,
-        ),
-        StageConfig(
-            "fusion", fusion, deform=True, masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5
-        ),
-    ]
+    """The render stages of a resolved config, in order."""
+    return [config.static, config.motion, config.fusion]
 
 
 @dataclass
@@ -312,9 +405,12 @@ def save_config(config: Any, folder: str | Path, name: str = "config.json") -> P
 __all__ = [
     "BenchConfig",
     "DemoConfig",
+    "DensifyConfig",
     "EvaluateConfig",
     "ExportErnerfConfig",
     "ImportErnerfConfig",
+    "LearningRates",
+    "ModelConfig",
     "PrepareConfig",
     "RenderConfig",
     "StageConfig",

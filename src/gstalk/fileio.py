@@ -40,7 +40,11 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Build a folder under a temporary name beside ``path`` and move it into place only when complete."""
+    """Build a folder under a temporary name beside ``path`` and move it into place only when complete.
+
+    With ``overwrite``, an existing folder is first renamed aside (a unique name), the new one moved in,
+    and only then the old one deleted: at every moment one complete folder exists.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(path)
@@ -50,8 +54,12 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     try:
         yield tmp
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            aside = path.parent / f".{path.name}.old-{os.getpid()}-{tmp.name.rsplit('.', 2)[-2]}"
+            os.replace(path, aside)
+            os.replace(tmp, path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,144 +1,92 @@
-"""The prepared dataset on disk, and lazy access to it.
-
-Layout of a dataset folder (``manifest.json`` describes it, with a schema version)::
-
-    manifest.json        what is here: frames, fps, size, intrinsics, splits, feature shapes
-    config.json          the PrepareConfig that made it
-    summary.json         tracking, pose jitter and timing figures
-    frames/000000.jpg    the cropped frames (size × size, RGB)
-    regions/000000.png   uint8 Region label maps
-    background.png       the static background plate
-    audio.wav            16 kHz mono speech
-    audio_features.npy   (T, W, C) float16, audio windows aligned to frames
-    tracks.npz           valid, landmarks, poses, expression features (per frame)
-    contact_sheet.png, timeline.png   visual checks
-"""
+"""A prepared dataset on disk, read lazily through its typed manifest and tracks (layout: ``data.layout``)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
-from .. import SCHEMA_VERSION
 from ..errors import GstalkError
-from ..regions import Region
-
-FORMAT = "gstalk-dataset"
-
-
-def frame_name(index: int, ext: str) -> str:
-    return f"{index:06d}.{ext}"
-
-
-@dataclass
-class Frame:
-    """Everything training needs about one frame (images as uint8, channels last)."""
-
-    index: int
-    image: np.ndarray  # (H, W, 3) uint8
-    regions: np.ndarray  # (H, W) uint8 Region ids
-    world_to_cam: np.ndarray  # (4, 4) float32
-    audio: np.ndarray  # (W, C) float32
-    expression: np.ndarray  # (6,) explicit features
-    code: np.ndarray  # (K,) implicit expression code
+from .layout import AUDIO, AUDIO_FEATURES, BACKGROUND, frame_path, region_path
+from .manifest import AudioSpec, ExpressionSpec, Manifest
+from .tracks import TRACKS, Tracks
 
 
 class Dataset:
-    """A prepared dataset folder. Frames and masks are read lazily; per-frame arrays are loaded once."""
+    """A prepared dataset folder. Frames and label maps are read on demand; per-frame arrays once."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        manifest_path = self.root / "manifest.json"
-        if not manifest_path.is_file():
-            raise GstalkError(
-                f"{self.root} is not a gstalk dataset (no manifest.json)",
-                "run `gstalk prepare --video VIDEO --out FOLDER` first",
-            )
-        try:
-            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as err:
-            raise GstalkError(f"{manifest_path} is corrupt ({err})", "prepare the dataset again") from err
-        if self.manifest.get("format") != FORMAT:
-            raise GstalkError(f"{self.root} is not a gstalk dataset", "prepare it with `gstalk prepare`")
-        version = self.manifest.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise GstalkError(
-                f"{self.root} was prepared with dataset schema {version}; "
-                f"this gstalk reads schema {SCHEMA_VERSION}",
-                "prepare the video again with this version of gstalk",
-            )
-        with np.load(self.root / "tracks.npz") as tracks:
-            self.tracks = {k: tracks[k] for k in tracks.files}
-        self.audio_features = np.load(self.root / "audio_features.npy", mmap_mode="r")
+        self.manifest = Manifest.read(self.root)
+        self.tracks = Tracks.load(self.root / TRACKS, self.manifest.n_frames)
+        self.audio_features = _load_features(self.root / AUDIO_FEATURES, self.manifest)
 
     # --- what the manifest says -------------------------------------------------------------
     @property
     def n_frames(self) -> int:
-        return int(self.manifest["n_frames"])
+        return self.manifest.n_frames
 
     @property
     def fps(self) -> float:
-        return float(self.manifest["fps"])
+        return self.manifest.fps
 
     @property
     def size(self) -> int:
-        return int(self.manifest["size"])
+        return self.manifest.size
 
     @property
     def intrinsics(self) -> np.ndarray:
-        return np.asarray(self.manifest["intrinsics"], dtype=np.float32)
+        return np.asarray(self.manifest.intrinsics, dtype=np.float32)
 
     @property
     def train_ids(self) -> np.ndarray:
-        return np.asarray(self.manifest["splits"]["train"], dtype=np.int64)
+        return np.asarray(self.manifest.train, dtype=np.int64)
 
     @property
     def test_ids(self) -> np.ndarray:
-        return np.asarray(self.manifest["splits"]["test"], dtype=np.int64)
+        return np.asarray(self.manifest.test, dtype=np.int64)
 
     @property
+    def audio_spec(self) -> AudioSpec:
+        return self.manifest.audio
+
+    @property
+    def expression_spec(self) -> ExpressionSpec:
+        return self.manifest.expression
+
+    @property
+    def audio_path(self) -> Path:
+        return self.root / AUDIO
+
+    # --- per-frame arrays ------------------------------------------------------------------------
+    @property
     def valid(self) -> np.ndarray:
-        return self.tracks["valid"]
+        return self.tracks.valid
 
     @property
     def world_to_cam(self) -> np.ndarray:
-        return self.tracks["world_to_cam"]
+        return self.tracks.world_to_cam
+
+    def explicit(self, name: str) -> np.ndarray:
+        """(T,) the explicit expression measure ``name`` (e.g. ``"blink"``, ``"mouth_open"``)."""
+        return self.tracks.expression[:, self.expression_spec.column(name)]
 
     # --- per frame -----------------------------------------------------------------------------
     def image(self, index: int) -> np.ndarray:
-        return _read_rgb(self.root / "frames" / frame_name(index, "jpg"))
+        """Frame ``index`` as (size, size, 3) uint8 RGB."""
+        return _read_rgb(frame_path(self.root, index))
 
     def regions(self, index: int) -> np.ndarray:
-        path = self.root / "regions" / frame_name(index, "png")
+        """Frame ``index``'s (size, size) uint8 Region labels."""
+        path = region_path(self.root, index)
         labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if labels is None:
             raise GstalkError(f"missing or unreadable region map {path}", "prepare the dataset again")
         return labels
 
     def background(self) -> np.ndarray:
-        return _read_rgb(self.root / "background.png")
-
-    def frame(self, index: int) -> Frame:
-        return Frame(
-            index=index,
-            image=self.image(index),
-            regions=self.regions(index),
-            world_to_cam=self.tracks["world_to_cam"][index],
-            audio=np.asarray(self.audio_features[index], dtype=np.float32),
-            expression=self.tracks["expression"][index],
-            code=self.tracks["expression_code"][index],
-        )
-
-    def torso_layer(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The frame's real hair, neck and torso pixels and their mask: the layer under the head."""
-        labels = self.regions(index)
-        mask = np.isin(labels, [Region.HAIR, Region.NECK, Region.TORSO])
-        return self.image(index), mask
+        return _read_rgb(self.root / BACKGROUND)
 
     def __len__(self) -> int:
         return self.n_frames
@@ -149,6 +97,24 @@ def _read_rgb(path: Path) -> np.ndarray:
     if bgr is None:
         raise GstalkError(f"missing or unreadable image {path}", "prepare the dataset again")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _load_features(path: Path, manifest: Manifest) -> np.ndarray:
+    """The (T, W, C) audio windows, memory-mapped, checked against the manifest."""
+    spec = manifest.audio
+    try:
+        feats = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise GstalkError(f"{path} is missing", "the dataset is incomplete: prepare it again") from None
+    except (OSError, ValueError) as err:
+        raise GstalkError(f"{path} is corrupt or truncated ({err})", "prepare the dataset again") from err
+    expected = (manifest.n_frames, spec.window, spec.dim)
+    if tuple(feats.shape) != expected:
+        raise GstalkError(
+            f"{path} holds features of shape {tuple(feats.shape)}, the manifest says {expected}",
+            "prepare the dataset again",
+        )
+    return feats
 
 
 def load_dataset(root: str | Path) -> Dataset:

@@ -25,11 +25,12 @@ import cv2
 import numpy as np
 
 from ..errors import GstalkError
+from ..fileio import atomic_folder
 from ..media import read_audio
-from ..media.video import VideoInfo
-from ..prepare.sources import KnownCameras, Source
 from ..regions import HEAD_REGIONS, Region
 from .dataset import Dataset, load_dataset
+from .layout import AUDIO, frame_path
+from .writer import write_image
 
 FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -53,42 +54,50 @@ def from_ernerf_matrix(transform_matrix: np.ndarray) -> np.ndarray:
     return np.linalg.inv(FLIP @ np.asarray(transform_matrix, np.float64) @ FLIP)
 
 
-def export_ernerf(dataset: str | Path | Dataset, out: str | Path) -> Path:
+def export_ernerf(dataset: str | Path | Dataset, out: str | Path, overwrite: bool = False) -> Path:
     """Write a gstalk dataset in the ER-NeRF / TalkingGaussian layout (frames without a face are left out
-    of the transforms)."""
+    of the transforms). The folder is built under a temporary name and moved into place when complete."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     out = Path(out)
+    if out.exists() and not overwrite:
+        raise GstalkError(f"{out} already exists", "choose another --out")
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        _write_ernerf(ds, tmp)
+    return out
+
+
+def _write_ernerf(ds: Dataset, out: Path) -> None:
     for sub in ("ori_imgs", "parsing", "gt_imgs", "torso_imgs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     background = ds.background()
-    cv2.imwrite(str(out / "bc.jpg"), cv2.cvtColor(background, cv2.COLOR_RGB2BGR))
-    shutil.copyfile(ds.root / "audio.wav", out / "aud.wav")
-    lms = ds.tracks["landmarks2d"]
+    write_image(out / "bc.jpg", background)
+    shutil.copyfile(ds.root / AUDIO, out / "aud.wav")
+    lms = ds.tracks.landmarks2d
     for i in range(ds.n_frames):
         rgb, labels = ds.image(i), ds.regions(i)
-        shutil.copyfile(ds.root / "frames" / f"{i:06d}.jpg", out / "ori_imgs" / f"{i}.jpg")
+        shutil.copyfile(frame_path(ds.root, i), out / "ori_imgs" / f"{i}.jpg")
         np.savetxt(out / "ori_imgs" / f"{i}.lms", lms[i, MP_TO_68], fmt="%.2f")
         head = np.isin(labels, [*HEAD_REGIONS, Region.HAIR])
         neck, torso = labels == Region.NECK, labels == Region.TORSO
         bg = labels == Region.BACKGROUND
-        parsing = np.full((*labels.shape, 3), 255, np.uint8)
-        parsing[head], parsing[neck], parsing[torso] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
-        cv2.imwrite(str(out / "parsing" / f"{i}.png"), parsing)
+        parsing = np.full((*labels.shape, 3), 255, np.uint8)  # their colours are BGR on disk
+        parsing[head], parsing[neck], parsing[torso] = (0, 0, 255), (0, 255, 0), (255, 0, 0)
+        write_image(out / "parsing" / f"{i}.png", parsing)
         gt = rgb.copy()
         gt[bg] = background[bg]
-        cv2.imwrite(str(out / "gt_imgs" / f"{i}.jpg"), cv2.cvtColor(gt, cv2.COLOR_RGB2BGR))
+        write_image(out / "gt_imgs" / f"{i}.jpg", gt)
         body = neck | torso
         rgba = np.concatenate([gt, (255 * body[..., None]).astype(np.uint8)], -1)
         rgba[~body, :3] = 0
-        cv2.imwrite(str(out / "torso_imgs" / f"{i}.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+        write_image(out / "torso_imgs" / f"{i}.png", rgba)
     feats = np.asarray(ds.audio_features)
-    kind = ds.manifest["audio"]["features"]
+    kind = ds.audio_spec.features
     if kind == "hubert":  # their HuBERT layout: the two 20 ms frames of each 40 ms video frame
         w = feats.shape[1]
         np.save(out / "aud_hu.npy", feats[:, w // 2 - 1 : w // 2 + 1].astype(np.float32))
     else:
         np.save(out / f"aud_{kind}.npy", feats.astype(np.float32))
-    blink = ds.tracks["expression"][:, 2]
+    blink = ds.explicit("blink")
     with open(out / "au.csv", "w") as f:
         f.write("frame, timestamp, confidence, success, AU45_r\n")
         for i in range(ds.n_frames):
@@ -110,64 +119,62 @@ def export_ernerf(dataset: str | Path | Dataset, out: str | Path) -> Path:
         (out / f"transforms_{split}.json").write_text(
             json.dumps({"focal_len": 0.5 * (fx + fy), "cx": cx, "cy": cy, "frames": frames}, indent=2)
         )
-    return out
 
 
-class ErnerfSource(Source):
-    """Frames, speech and cameras from an ER-NeRF / TalkingGaussian folder, as a ``prepare`` source."""
+class ErnerfFolder:
+    """Frames, speech and cameras of an ER-NeRF / TalkingGaussian folder (read side of the interop)."""
 
-    def __init__(self, folder: str | Path, fps: float = 25.0) -> None:
+    def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.name = str(folder)
-        splits = []
-        for split in ("train", "val"):
-            path = self.folder / f"transforms_{split}.json"
-            if not path.is_file():
-                raise GstalkError(
-                    f"{path} is missing: {folder} is not an ER-NeRF / TalkingGaussian dataset",
-                    "point at the folder that holds transforms_train.json and ori_imgs/",
-                )
-            splits.append(json.loads(path.read_text()))
+        splits = [self._transforms(split) for split in ("train", "val")]
         frames = sorted((f for s in splits for f in s["frames"]), key=lambda f: int(f["img_id"]))
-        self.ids = [int(f["img_id"]) for f in frames]
+        if not frames:
+            raise GstalkError(
+                f"the transforms of {folder} list no frames",
+                "check transforms_train.json / transforms_val.json",
+            )
+        try:
+            self.ids = [int(f["img_id"]) for f in frames]
+            w2c = np.stack([from_ernerf_matrix(f["transform_matrix"]) for f in frames])
+            focal = float(splits[0]["focal_len"])
+        except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as err:
+            raise GstalkError(
+                f"the transforms of {folder} are malformed ({type(err).__name__}: {err})",
+                "each frame needs img_id and a 4×4 transform_matrix, and the file a focal_len",
+            ) from err
         first = cv2.imread(str(self.folder / "ori_imgs" / f"{self.ids[0]}.jpg"))
         if first is None:
             raise GstalkError(f"no image ori_imgs/{self.ids[0]}.jpg in {folder}", "check the folder")
-        h, w = first.shape[:2]
-        if h != w:
+        self.height, self.width = first.shape[:2]
+        if self.height != self.width:
             raise GstalkError(
-                f"the frames in {folder} are {w}×{h}; gstalk needs square frames",
+                f"the frames in {folder} are {self.width}×{self.height}; gstalk needs square frames",
                 "crop them to a square first",
             )
-        n = len(self.ids)
-        w2c = np.tile(np.eye(4), (n, 1, 1))
-        for k, f in enumerate(frames):
-            w2c[k] = from_ernerf_matrix(f["transform_matrix"])
         s = splits[0]
-        focal = float(s["focal_len"])
-        intr = np.array([focal, focal, float(s.get("cx", w / 2)), float(s.get("cy", h / 2))], np.float32)
-        self.cameras = KnownCameras(w2c.astype(np.float32), intr, np.ones(n, bool))
-        audio_path = self.folder / "aud.wav"
-        has_audio = audio_path.is_file()
-        self.info = VideoInfo(
-            path=self.name,
-            width=w,
-            height=h,
-            fps=fps,
-            duration=n / fps,
-            codec="jpeg",
-            has_audio=has_audio,
-            audio_rate=16000 if has_audio else None,
-            audio_channels=1 if has_audio else None,
+        self.world_to_cam = w2c.astype(np.float32)
+        self.intrinsics = np.array(
+            [focal, focal, float(s.get("cx", self.width / 2)), float(s.get("cy", self.height / 2))],
+            np.float32,
         )
-        self.fps = fps
+        self.audio_path = self.folder / "aud.wav"
 
-    def frames(self, fps: float) -> Iterator[tuple[int, np.ndarray]]:
-        if abs(fps - self.fps) > 1e-6:
+    def _transforms(self, split: str) -> dict:
+        path = self.folder / f"transforms_{split}.json"
+        if not path.is_file():
             raise GstalkError(
-                f"ER-NeRF frames are at {self.fps:g} fps; cannot resample them to {fps:g}",
-                f"prepare with --fps {self.fps:g}",
+                f"{path} is missing: {self.folder} is not an ER-NeRF / TalkingGaussian dataset",
+                "point at the folder that holds transforms_train.json and ori_imgs/",
             )
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise GstalkError(f"{path} is not valid JSON ({err})", "repair or regenerate the file") from err
+        if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
+            raise GstalkError(f"{path} has no frame list", "repair or regenerate the file")
+        return data
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         for k, i in enumerate(self.ids):
             bgr = cv2.imread(str(self.folder / "ori_imgs" / f"{i}.jpg"))
             if bgr is None:
@@ -177,18 +184,4 @@ class ErnerfSource(Source):
             yield k, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def audio(self) -> np.ndarray:
-        return read_audio(self.folder / "aud.wav")
-
-
-def import_ernerf(folder: str | Path, out: str | Path, **prepare_options) -> Path:
-    """Prepare a gstalk dataset from an ER-NeRF / TalkingGaussian folder, keeping its frames and cameras.
-
-    Landmarks, regions, background, audio features and expression are computed the gstalk way from its
-    images and ``aud.wav``.
-    """
-    from ..config import PrepareConfig
-    from ..prepare import prepare
-
-    source = ErnerfSource(folder)
-    options = {"size": source.info.width, "min_seconds": 1.0, **prepare_options}
-    return prepare(PrepareConfig(video=Path(folder), out=Path(out), **options), source=source)
+        return read_audio(self.audio_path)

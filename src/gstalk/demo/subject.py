@@ -63,8 +63,8 @@ def _lfilter(b, a, x):
 
 
 def _face_geometry(image: np.ndarray) -> dict:
-    from ..prepare.landmarks import LEFT_EYE, LIPS_INNER, LIPS_OUTER, RIGHT_EYE
-    from ..prepare.track import FaceTracker
+    from ..face.landmarks import LEFT_EYE, LIPS_INNER, LIPS_OUTER, RIGHT_EYE
+    from ..face.track import FaceTracker
 
     with FaceTracker() as tracker:
         obs = tracker.track(image)

@@ -11,7 +11,6 @@ A :class:`Driver` holds a trained run and its dataset. For output frame k it tak
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +21,12 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from ..data.dataset import Dataset, load_dataset
+from ..data.frames import Condition, FrameData, context_indices, expression_inputs, to_uint8
+from ..device import pick_device
 from ..errors import GstalkError
-from ..model.conditions import CONTEXT
-from ..model.init import expression_inputs
-from ..model.talking_head import Condition, render_portrait
-from ..train.checkpoint import load_model
-from ..train.frames import FrameData
+from ..media.audio import AUDIO_RATE
+from ..model.checkpoint import load_model
+from ..model.talking_head import render_portrait
 
 
 def pingpong(k: int, ids: np.ndarray) -> int:
@@ -58,6 +57,7 @@ class Driver:
         backend: str = "auto",
     ) -> None:
         self.run = Path(run)
+        device = pick_device(device)
         self.model, meta = load_model(self.run / "model", device)
         self.model.eval().freeze()
         ds_path = Path(dataset) if dataset is not None else Path(meta["dataset"])
@@ -70,7 +70,8 @@ class Driver:
         self.size = int(size or meta.get("train_size") or self.ds.size)
         self.device = torch.device(device)
         self.backend = backend
-        self.frames = FrameData(self.ds, self.size, self.device, cache=False)
+        self.context = self.model.config.context
+        self.frames = FrameData(self.ds, self.size, self.device, self.context, cache=False)
         self.expression = torch.from_numpy(expression_inputs(self.ds)).to(self.device)
         self.source_ids = self.ds.train_ids if len(self.ds.train_ids) else np.flatnonzero(self.ds.valid)
         self._layers: OrderedDict[int, torch.Tensor] = OrderedDict()
@@ -102,10 +103,10 @@ class Driver:
         return cam
 
     def condition(self, audio: np.ndarray, k: int, s: int) -> Condition:
-        """Audio windows of output frames k-4..k+3 from ``audio`` (T, W, C); expression of source frames."""
-        n = len(audio)
-        idx = np.clip(np.arange(k - CONTEXT // 2, k + CONTEXT - CONTEXT // 2), 0, n - 1)
-        sidx = np.clip(np.arange(s - CONTEXT // 2, s + CONTEXT - CONTEXT // 2), 0, self.ds.n_frames - 1)
+        """Audio windows of the output frames around k from ``audio`` (T, W, C); expression of the source
+        frames around s."""
+        idx = context_indices(k, self.context, len(audio))
+        sidx = context_indices(s, self.context, self.ds.n_frames)
         a = torch.from_numpy(np.asarray(audio[idx], dtype=np.float32)).to(self.device)
         return Condition(a, self.expression[torch.from_numpy(sidx).to(self.device)])
 
@@ -124,22 +125,9 @@ class Driver:
             s = self.source(k, pose)
             frame = self.model(self.condition(audio_features, k, s))
             comp = render_portrait(frame, self.camera(s, pose), self.layer(s), backend=self.backend)
-            yield (comp.image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+            yield to_uint8(comp.image)
 
     def features(self, audio: np.ndarray, n_frames: int | None = None, speech_model: Path | None = None):
         """Per-output-frame audio features of 16 kHz ``audio``, computed like the dataset's."""
-        from ..prepare.audio_features import audio_features
-
-        kind = self.ds.manifest["audio"]["features"]
-        n = n_frames if n_frames is not None else math.floor(len(audio) / 16_000 * self.fps)
-        if kind not in ("logmel", "hubert", "wav2vec2"):
-            raise GstalkError(
-                f"this run was trained on {kind!r} audio features, which new audio cannot be turned into",
-                "train on a dataset prepared with logmel, hubert or wav2vec2",
-            )
-        if kind != "logmel" and speech_model is None:
-            raise GstalkError(
-                f"this run was trained on {kind} features", "pass --speech-model with the same model"
-            )
-        window_ms = 1000 * self.ds.manifest["audio"]["window"] / self.ds.manifest["audio"]["feature_rate_hz"]
-        return audio_features(audio, n, self.fps, kind, speech_model, window_ms=window_ms).features
+        n = n_frames if n_frames is not None else int(len(audio) / AUDIO_RATE * self.fps)
+        return self.ds.audio_spec.compute(audio, n, self.fps, speech_model, device=self.device.type)

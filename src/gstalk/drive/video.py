@@ -11,9 +11,8 @@ from ..config import RenderConfig, save_config
 from ..errors import GstalkError
 from ..fileio import atomic_path
 from ..media import read_audio
-from ..media.audio import is_silent
+from ..media.audio import AUDIO_RATE, is_silent
 from ..media.encode import write_video
-from ..train.trainer import pick_device
 from .driver import Driver, PoseSource
 
 MUX_RATE = 48_000
@@ -24,7 +23,7 @@ def render_video(config: RenderConfig) -> dict:
     speech = read_audio(config.audio, max_seconds=config.max_audio_seconds)
     if is_silent(speech):
         raise GstalkError(f"{config.audio} is silent", "pass the speech you want the person to say")
-    driver = Driver(config.run, config.dataset, config.size, pick_device(config.device), config.backend)
+    driver = Driver(config.run, config.dataset, config.size, config.device, config.backend)
     features = driver.features(speech, speech_model=config.speech_model)
     n = len(features)
     if n < 1:
@@ -49,7 +48,7 @@ def render_video(config: RenderConfig) -> dict:
         "frames": written,
         "seconds": round(seconds, 2),
         "fps": round(written / seconds, 2),
-        "audio_seconds": round(len(speech) / 16_000, 2),
+        "audio_seconds": round(len(speech) / AUDIO_RATE, 2),
         "out": str(out),
     }
     if config.progress:

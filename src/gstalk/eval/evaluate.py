@@ -18,13 +18,14 @@ import torch
 from tqdm import tqdm
 
 from ..config import EvaluateConfig, save_config
+from ..data.frames import to_uint8
+from ..device import pick_device
 from ..drive.driver import Driver, PoseSource
 from ..errors import GstalkError
 from ..fileio import write_json_atomic
-from ..media import read_audio
+from ..media import AUDIO_RATE, read_audio
+from ..model.checkpoint import load_model
 from ..model.talking_head import render_portrait
-from ..train.checkpoint import load_model
-from ..train.trainer import pick_device
 from .metrics import (
     LMD_SIZE,
     MouthTracker,
@@ -52,7 +53,7 @@ def render_test_frame(driver: Driver, i: int, mode: str = "full", static_model=N
     else:
         frame = driver.model(data.condition(i, zero_audio=mode == "zero_audio"))
     comp = render_portrait(frame, data.camera(i), data.target(i).layer, backend=driver.backend)
-    return (comp.image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    return to_uint8(comp.image)
 
 
 @dataclass
@@ -97,7 +98,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     scale = driver.size / ds.size
     lpips_model = None
     if config.lpips_weights is not None:
-        from .lpips import LPIPS
+        from ..model.lpips import LPIPS
 
         lpips_model = LPIPS.from_folder(config.lpips_weights).to(device)
     modes = ("full", "zero_audio", "static") if config.baselines else ("full",)
@@ -121,7 +122,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         rows = []
         for k, i in enumerate(ids.tolist()):
             real, fake = real_frames[k], fakes[k]
-            box = mouth_box(ds.tracks["landmarks2d"][i], driver.size, scale)
+            box = mouth_box(ds.tracks.landmarks2d[i], driver.size, scale)
             row: dict[str, Any] = {
                 "frame": i,
                 "psnr": psnr(real, fake),
@@ -139,7 +140,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
             rendered_open = [mouth_opening(lm) for lm in fake_lms]
     bar.close()
 
-    speech = read_audio(ds.root / "audio.wav")
+    speech = read_audio(ds.audio_path)
     energy_all = audio_energy(speech, ds.n_frames, ds.fps)
     energy = energy_all[ids]
     metrics: dict[str, Any] = {
@@ -165,8 +166,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         from .syncnet import SyncNet, lse
 
         syncnet = SyncNet.from_file(config.syncnet_weights).to(device)
-        seg = speech[round(ids[0] / ds.fps * 16_000) :]
-        boxes = [face_box(ds.tracks["landmarks2d"][i], driver.size, scale) for i in ids.tolist()]
+        seg = speech[round(ids[0] / ds.fps * AUDIO_RATE) :]
+        boxes = [face_box(ds.tracks.landmarks2d[i], driver.size, scale) for i in ids.tolist()]
         scores = lse(syncnet, rendered_frames, seg, ds.fps, boxes)
         metrics["full"]["lse_c"], metrics["full"]["lse_d"] = scores["lse_c"], scores["lse_d"]
     metrics["lip_sync"] = {
@@ -192,7 +193,7 @@ def cross_audio(driver: Driver, config: EvaluateConfig, out: Path) -> list[dict[
     """Drive the model with other speakers' speech; the lip-sync measure on what it renders."""
     rows = []
     for path in config.cross_audio:
-        speech = read_audio(path)[: int(config.cross_seconds * 16_000)]
+        speech = read_audio(path)[: int(config.cross_seconds * AUDIO_RATE)]
         feats = driver.features(speech, speech_model=config.speech_model)
         tracker = MouthTracker()
         opening = [mouth_opening(tracker(f)) for f in driver.render(feats, PoseSource("replay"))]
@@ -201,7 +202,7 @@ def cross_audio(driver: Driver, config: EvaluateConfig, out: Path) -> list[dict[
         rows.append(
             {
                 "audio": Path(path).name,
-                "seconds": round(len(speech) / 16_000, 2),
+                "seconds": round(len(speech) / AUDIO_RATE, 2),
                 **lip_sync(energy, np.array(opening)).as_dict(),
             }
         )

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from ..prepare.landmarks import INNER_LIP_MID, LIPS_INNER, LIPS_OUTER, OUTER_EYE_CORNERS
-from ..prepare.track import FaceTracker
+from ..face.landmarks import INNER_LIP_MID, LIPS_INNER, LIPS_OUTER, OUTER_EYE_CORNERS
+from ..face.track import FaceTracker
+from ..media.audio import AUDIO_RATE
 
 MOUTH_POINTS = LIPS_OUTER + LIPS_INNER
 LMD_SIZE = 512  # LMD is reported in pixels of a 512² frame, as the papers do
@@ -81,7 +82,7 @@ def mouth_opening(landmarks: np.ndarray | None) -> float:
     return float(gap / np.linalg.norm(landmarks[OUTER_EYE_CORNERS[0]] - landmarks[OUTER_EYE_CORNERS[1]]))
 
 
-def audio_energy(audio: np.ndarray, n_frames: int, fps: float, rate: int = 16_000) -> np.ndarray:
+def audio_energy(audio: np.ndarray, n_frames: int, fps: float, rate: int = AUDIO_RATE) -> np.ndarray:
     """Per video frame, the log RMS energy of the audio in that frame's 40 ms (dB)."""
     hop = rate / fps
     out = np.empty(n_frames)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import atomic_path, write_text_atomic
+from ..media.audio import AUDIO_RATE
 from ..media.encode import write_video
 
 
@@ -76,9 +77,9 @@ def write_report(out: Path, driver, metrics: dict[str, Any], results: dict[str, 
     ids = seq.ids
     video = out / "side_by_side.mp4"
     pairs = (np.concatenate([r, f], axis=1) for r, f in zip(seq.real, seq.rendered))
-    seg = seq.speech[int(ids[0] / fps * 16_000) : int((ids[-1] + 1) / fps * 16_000)]
+    seg = seq.speech[int(ids[0] / fps * AUDIO_RATE) : int((ids[-1] + 1) / fps * AUDIO_RATE)]
     with atomic_path(video) as tmp:
-        write_video(tmp, pairs, fps, seg, 16_000)
+        write_video(tmp, pairs, fps, seg, AUDIO_RATE)
     plots = _b64(_plots(results, ids, fps, seq.energy, seq.real_open, seq.rendered_open))
     loss = _png(Path(driver.run) / "loss.png")
     sheet = _png(driver.ds.root / "contact_sheet.png")

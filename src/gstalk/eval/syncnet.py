@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import GstalkError
+from ..media.audio import AUDIO_RATE
 
 CROP = 224
 VSHIFT = 15
@@ -115,7 +116,7 @@ def lse(
     device = next(model.parameters()).device
     crops = face_crops(frames, face_boxes)[..., ::-1].copy()  # the original scripts feed OpenCV's BGR
     video = torch.from_numpy(crops).float().permute(3, 0, 1, 2)[None].to(device)  # (1, 3, T, H, W)
-    coeffs = mfcc(np.asarray(audio, np.float64) * 32768, 16_000)  # the scripts read int16 wavs
+    coeffs = mfcc(np.asarray(audio, np.float64) * 32768, AUDIO_RATE)  # the scripts read int16 wavs
     cc = torch.from_numpy(coeffs.T.copy()).float()[None, None].to(device)  # (1, 1, 13, T * 4)
     n = min(len(frames) - 4, cc.shape[-1] // 4 - 4)
     if n < 2 * VSHIFT + 1:

@@ -1,4 +1,4 @@
-"""Decoding and encoding video and audio (PyAV), resampling in time, muxing."""
+"""Decoding and encoding video and audio (PyAV), resampling in time, muxing; audio features."""
 
 from .audio import AUDIO_RATE, read_audio
 from .video import VideoInfo, probe_video, read_frames

@@ -9,9 +9,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-#: frames of context around the current one (ER-NeRF / TalkingGaussian use 8)
-CONTEXT = 8
-
 
 class AudioEncoder(nn.Module):
     """(B, T, W, C) audio windows of T neighbouring frames → (B, T, D) per-frame features (τ_a).
@@ -20,19 +17,18 @@ class AudioEncoder(nn.Module):
     per-channel normalisation learned from the training clip's statistics.
     """
 
-    def __init__(self, in_dim: int, window: int, out_dim: int = 32) -> None:
+    def __init__(self, in_dim: int, window: int, out_dim: int = 32, hidden: int = 64) -> None:
         super().__init__()
         self.window, self.channels = window, in_dim
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
-        hidden = 64
         layers: list[nn.Module] = [nn.Conv1d(in_dim, hidden, 3, padding=1), nn.LeakyReLU(0.02)]
         w = window
         while w > 2:
             layers += [nn.Conv1d(hidden, hidden, 3, stride=2, padding=1), nn.LeakyReLU(0.02)]
             w = (w + 1) // 2
         self.conv = nn.Sequential(*layers)
-        self.fc = nn.Sequential(nn.Linear(hidden * w, 64), nn.LeakyReLU(0.02), nn.Linear(64, out_dim))
+        self.fc = nn.Sequential(nn.Linear(hidden * w, hidden), nn.LeakyReLU(0.02), nn.Linear(hidden, out_dim))
 
     def set_statistics(self, mean: Tensor, std: Tensor) -> None:
         self.mean.copy_(mean)
@@ -48,12 +44,12 @@ class AudioEncoder(nn.Module):
 class ExpressionEncoder(nn.Module):
     """(B, T, E) expression features of T neighbouring frames → (B, T, D) (τ_e)."""
 
-    def __init__(self, in_dim: int, out_dim: int = 32) -> None:
+    def __init__(self, in_dim: int, out_dim: int = 32, hidden: int = 64) -> None:
         super().__init__()
         self.channels = in_dim
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
-        self.net = nn.Sequential(nn.Linear(in_dim, 64), nn.LeakyReLU(0.02), nn.Linear(64, out_dim))
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.02), nn.Linear(hidden, out_dim))
 
     def set_statistics(self, mean: Tensor, std: Tensor) -> None:
         self.mean.copy_(mean)
@@ -67,7 +63,7 @@ class TemporalAttention(nn.Module):
     """Weights the T per-frame features by learned attention and sums them (ER-NeRF's AudioAttNet): the
     smoothed feature of the centre frame."""
 
-    def __init__(self, dim: int, context: int = CONTEXT) -> None:
+    def __init__(self, dim: int, context: int) -> None:
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv1d(dim, 16, 3, padding=1), nn.LeakyReLU(0.02),

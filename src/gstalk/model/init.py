@@ -13,11 +13,13 @@ import numpy as np
 import torch
 from scipy.spatial import Delaunay, cKDTree
 
+from ..config import ModelConfig
 from ..data.dataset import Dataset
-from ..prepare.landmarks import LIPS_INNER
+from ..data.frames import expression_inputs
+from ..face.landmarks import LIPS_INNER
 from ..regions import Region
 from .gaussians import GaussianSet, ModelRegion
-from .talking_head import ModelConfig, TalkingHead
+from .talking_head import TalkingHead
 
 _TO_MODEL = np.full(len(Region), ModelRegion.FACE, np.uint8)
 _TO_MODEL[[Region.EYES]] = ModelRegion.EYES
@@ -88,7 +90,7 @@ def init_talking_head(
     config = config or ModelConfig()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    shape = ds.tracks["canonical_shape"].astype(np.float64)
+    shape = ds.tracks.canonical_shape.astype(np.float64)
     n_mouth = max(16, int(n_gaussians * mouth_fraction))
     n_random = int(n_gaussians * random_fraction)
     n_surface = max(16, n_gaussians - n_mouth - n_random)
@@ -127,31 +129,3 @@ def init_talking_head(
     )
     model.expression_encoder.set_statistics(torch.from_numpy(expr.mean(0)), torch.from_numpy(expr.std(0)))
     return model
-
-
-def expression_inputs(ds: Dataset) -> np.ndarray:
-    """(T, E) per-frame expression input of the model: the upper face only.
-
-    Eye openness, blink and brow raise, plus the eye and brow blendshapes when the dataset has them, else
-    the leading principal components of the pose-normalised eye and brow landmarks. Nothing about the
-    mouth goes in: the mouth must follow the audio, not a replayed expression.
-    """
-    explicit = ds.tracks["expression"][:, :4]
-    names = ds.manifest["expression"].get("code_names") or []
-    if ds.manifest["expression"]["code_kind"] == "blendshapes" and names:
-        keep = [i for i, n in enumerate(names) if n.startswith(("eye", "brow"))]
-        code = ds.tracks["expression_code"][:, keep]
-    elif "landmarks3d" in ds.tracks:
-        code = _upper_face_pca(ds)
-    else:
-        code = ds.tracks["expression_code"]
-    return np.concatenate([explicit, code], 1).astype(np.float32)
-
-
-def _upper_face_pca(ds: Dataset, k: int = 8) -> np.ndarray:
-    from ..prepare.expression import pca_code
-    from ..prepare.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE
-
-    idx = sorted({*LEFT_EYE, *RIGHT_EYE, *LEFT_BROW, *RIGHT_BROW})
-    code, _, _ = pca_code(ds.tracks["landmarks3d"][:, idx], ds.valid, ds.train_ids, k)
-    return code

@@ -10,31 +10,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import ModelConfig
+from ..data.frames import Condition
 from ..splat import Camera, RenderOutput, rasterize
-from .conditions import CONTEXT, AudioEncoder, ExpressionEncoder, TemporalAttention
+from .conditions import AudioEncoder, ExpressionEncoder, TemporalAttention
 from .deform import FaceDeformer, RegionDeformer
 from .gaussians import GaussianSet, ModelRegion, Splats
 from .hash_encoder import TriplaneHashEncoder
-
-
-@dataclass
-class ModelConfig:
-    embedding_dim: int = 32
-    """Per-Gaussian learnable embedding z (DEGSTalk, d = 32)."""
-    hash_levels: int = 12
-    hash_log2_table: int = 14
-    hash_max_resolution: int = 512
-    audio_dim: int = 32
-    expression_dim: int = 32
-    hidden: int = 64
-
-
-@dataclass
-class Condition:
-    """What drives one frame: audio windows and expression features of the CONTEXT frames around it."""
-
-    audio: Tensor  # (CONTEXT, W, C)
-    expression: Tensor  # (CONTEXT, E)
 
 
 @dataclass
@@ -66,9 +48,9 @@ class TalkingHead(nn.Module):
             max_resolution=config.hash_max_resolution,
         )
         spatial = self.encoder.out_dim + config.embedding_dim
-        self.audio_encoder = AudioEncoder(audio_channels, audio_window, config.audio_dim)
-        self.audio_attention = TemporalAttention(config.audio_dim, CONTEXT)
-        self.expression_encoder = ExpressionEncoder(expression_channels, config.expression_dim)
+        self.audio_encoder = AudioEncoder(audio_channels, audio_window, config.audio_dim, config.hidden)
+        self.audio_attention = TemporalAttention(config.audio_dim, config.context)
+        self.expression_encoder = ExpressionEncoder(expression_channels, config.expression_dim, config.hidden)
         self.face = FaceDeformer(spatial, config.audio_dim, config.expression_dim, config.hidden)
         self.eyes = RegionDeformer(spatial, config.expression_dim, hidden=config.hidden)
         self.lips = RegionDeformer(spatial, config.audio_dim, hidden=config.hidden)
@@ -106,7 +88,7 @@ class TalkingHead(nn.Module):
         audio_tokens = self.audio_encoder(cond.audio[None])  # (1, T, A)
         f_a = self.audio_attention(audio_tokens)[0]
         expr_tokens = self.expression_encoder(cond.expression[None])[0]
-        return audio_tokens[0], f_a, expr_tokens, expr_tokens[CONTEXT // 2]
+        return audio_tokens[0], f_a, expr_tokens, expr_tokens[self.config.context // 2]
 
     def forward(self, cond: Condition | None) -> Frame3D:
         """Deformed Gaussians for one frame; ``cond=None`` gives the canonical (static) head."""

@@ -1,5 +1,7 @@
-"""Video → dataset: tracking, pose, crop, regions, background, audio and expression features."""
+"""Video → dataset: the prepare pipeline's steps (tracking, pose, crop, regions, background, audio and
+expression features), written through ``data``."""
 
 from .pipeline import prepare
+from .sources import import_ernerf
 
-__all__ = ["prepare"]
+__all__ = ["import_ernerf", "prepare"]

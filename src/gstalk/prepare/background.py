@@ -11,7 +11,7 @@ import warnings
 import cv2
 import numpy as np
 
-from .regions import Region
+from ..regions import Region
 
 
 class BackgroundAccumulator:

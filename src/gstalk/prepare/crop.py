@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .landmarks import CHIN, FOREHEAD
+from ..face.landmarks import CHIN, FOREHEAD
 
 
 @dataclass(frozen=True)

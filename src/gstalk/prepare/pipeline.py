@@ -8,6 +8,7 @@ the input (no face, no audio, too short, ...) removes the work folder and names 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -15,28 +16,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-import soundfile
 from tqdm import tqdm
 
-from .. import SCHEMA_VERSION, __version__
 from ..config import PrepareConfig, config_hash, save_config
-from ..data.dataset import FORMAT, frame_name
+from ..data.manifest import AudioSpec, ExpressionSpec, Manifest, SourceInfo
+from ..data.tracks import Tracks
+from ..data.writer import DatasetWriter
 from ..errors import GstalkError
+from ..face.expression import EXPLICIT, expression_features
+from ..face.landmarks import N_LANDMARKS
+from ..face.pose import estimate_poses, known_poses, normalise_landmarks
+from ..face.track import N_BLENDSHAPES, FaceTracker
 from ..fileio import write_json_atomic
-from ..media import AUDIO_RATE
 from ..media.audio import is_silent
+from ..media.features import feature_frames, frame_windows, normalise_loudness, window_frames
 from ..regions import Region
-from .audio_features import audio_features
 from .background import BackgroundAccumulator, sample_indices
 from .crop import Crop, choose_crop
-from .expression import EXPLICIT, expression_features
-from .landmarks import N_LANDMARKS
-from .pose import estimate_poses, known_poses, normalise_landmarks
 from .regions import PersonSegmenter, segment_regions
 from .sources import Source, VideoSource
-from .track import N_BLENDSHAPES, FaceTracker
+
+#: audio window centred on each frame (ER-NeRF / TalkingGaussian use 16 frames of 10 ms)
+AUDIO_WINDOW_MS = 160.0
 
 
 class _Work:
@@ -257,18 +259,15 @@ def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
         landmarks = p["landmarks"]
     with np.load(wd / "track.npz") as t:
         valid = t["valid"]
-    (ds / "frames").mkdir(exist_ok=True)
-    (ds / "regions").mkdir(exist_ok=True)
+    writer = DatasetWriter(ds, config.jpeg_quality)
     samples = sample_indices(n_frames, config.background_samples)
     plate = BackgroundAccumulator()
     segmenter = PersonSegmenter()
-    jpeg = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
     counts = np.zeros(len(Region), np.int64)
 
     def label_and_write(i: int, rgb: np.ndarray, person: np.ndarray) -> np.ndarray:
         labels = segment_regions(rgb, landmarks[i] if valid[i] else None, person)
-        cv2.imwrite(str(ds / "frames" / frame_name(i, "jpg")), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), jpeg)
-        cv2.imwrite(str(ds / "regions" / frame_name(i, "png")), labels)
+        writer.frame(i, rgb, labels)
         return labels
 
     # decoding and person segmentation here; region labelling and encoding on two worker threads
@@ -295,7 +294,7 @@ def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
             collect(item)
     segmenter.close()
     background, seen = plate.plate()
-    cv2.imwrite(str(ds / "background.png"), cv2.cvtColor(background, cv2.COLOR_RGB2BGR))
+    writer.background(background)
     (wd / "frames.json").write_text(
         json.dumps(
             {
@@ -308,28 +307,23 @@ def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
 
 def _step_audio(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
     audio = np.load(wd / "audio.npy")
-    soundfile.write(ds / "audio.wav", audio, AUDIO_RATE, subtype="PCM_16")
+    writer = DatasetWriter(ds)
+    writer.audio(audio)
     device = "cuda" if config.device == "cuda" else "cpu"
     if config.device == "auto":
-        import torch
+        from ..device import pick_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = pick_device("auto").type
     with _bar(config, 1, "audio") as bar:
-        feats = audio_features(
-            audio, n_frames, config.fps, config.audio_features, config.speech_model, device=device
+        frames, rate = feature_frames(
+            normalise_loudness(audio), config.audio_features, config.speech_model, device
         )
+        window = window_frames(AUDIO_WINDOW_MS, rate)
+        feats = frame_windows(frames, rate, n_frames, config.fps, window)
         bar.update()
-    np.save(ds / "audio_features.npy", feats.features)
-    (wd / "audio.json").write_text(
-        json.dumps(
-            {
-                "kind": feats.kind,
-                "rate_hz": feats.rate_hz,
-                "window": feats.features.shape[1],
-                "dim": feats.features.shape[2],
-            }
-        )
-    )
+    writer.audio_features(feats)
+    spec = AudioSpec(config.audio_features, float(rate), int(window), int(feats.shape[2]))
+    (wd / "audio.json").write_text(json.dumps(dataclasses.asdict(spec)))
 
 
 def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -350,20 +344,20 @@ def _step_expression(config: PrepareConfig, source: Source, n_frames: int, wd: P
         normalised = normalise_landmarks(pose["landmarks"], pose["canonical"], valid)
         expr = expression_features(normalised, valid, train, blend)
         bar.update()
-    arrays: dict[str, Any] = {
-        "valid": valid,
-        "landmarks2d": pose["landmarks"][..., :2],
-        "landmarks3d": normalised,
-        "world_to_cam": pose["world_to_cam"],
-        "world_to_cam_raw": pose["world_to_cam_raw"],
-        "reprojection_px": pose["reprojection_px"],
-        "canonical_shape": pose["canonical"],
-        "expression": expr.explicit,
-        "expression_code": expr.code,
-    }
-    if expr.pca_basis is not None:
-        arrays["pca_mean"], arrays["pca_basis"] = expr.pca_mean, expr.pca_basis
-    np.savez_compressed(ds / "tracks.npz", **arrays)
+    tracks = Tracks(
+        valid=valid,
+        landmarks2d=pose["landmarks"][..., :2],
+        landmarks3d=normalised,
+        world_to_cam=pose["world_to_cam"],
+        world_to_cam_raw=pose["world_to_cam_raw"],
+        reprojection_px=pose["reprojection_px"],
+        canonical_shape=pose["canonical"],
+        expression=expr.explicit,
+        expression_code=expr.code,
+        pca_mean=expr.pca_mean,
+        pca_basis=expr.pca_basis,
+    )
+    DatasetWriter(ds).tracks(tracks)
     names = json.loads((wd / "blendshape_names.json").read_text())
     (wd / "expression.json").write_text(
         json.dumps(
@@ -383,15 +377,14 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
 
     pose_info = json.loads((wd / "pose.json").read_text())
     frames_info = json.loads((wd / "frames.json").read_text())
-    audio_info = json.loads((wd / "audio.json").read_text())
+    audio_spec = AudioSpec(**json.loads((wd / "audio.json").read_text()))
     expr_info = json.loads((wd / "expression.json").read_text())
     with np.load(wd / "track.npz") as t:
         n_faces = t["n_faces"]
-    with np.load(ds / "tracks.npz") as t:
-        tracks = {k: t[k] for k in t.files}
+    tracks = Tracks.load(ds / "tracks.npz", n_frames)
     with np.load(wd / "pose.npz") as p:
         intrinsics = p["intrinsics"]
-    valid = tracks["valid"]
+    valid = tracks.valid
     several = float((n_faces > 1).mean())
     warnings = []
     if several > 0.05:
@@ -409,6 +402,7 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
             )
     for w in warnings:
         _say(config, "warning: " + w)
+    reprojection = tracks.reprojection_px
     summary = {
         "frames": n_frames,
         "tracked_fraction": float(valid.mean()),
@@ -419,8 +413,8 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
         "fov_deg": float(np.degrees(2 * np.arctan(0.5 * config.size / intrinsics[0]))),
         "pose_jitter": pose_info["jitter"],
         "reprojection_px_median": (
-            float(np.nanmedian(tracks["reprojection_px"]))
-            if np.isfinite(tracks["reprojection_px"]).any()
+            float(np.nanmedian(reprojection))
+            if reprojection is not None and np.isfinite(reprojection).any()
             else "not computed: cameras came with the input"
         ),
         "background_seen_fraction": frames_info["background_seen_fraction"],
@@ -428,39 +422,25 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
         "warnings": warnings,
         "seconds_per_step": {},
     }
-    manifest = {
-        "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "gstalk_version": __version__,
-        "config_hash": config_hash(config, ignore=("overwrite", "progress")),
-        "n_frames": n_frames,
-        "fps": config.fps,
-        "size": config.size,
-        "intrinsics": intrinsics.tolist(),
-        "splits": {"train": expr_info["train"], "test": expr_info["test"]},
-        "audio": {
-            "rate": AUDIO_RATE,
-            "features": audio_info["kind"],
-            "feature_rate_hz": audio_info["rate_hz"],
-            "window": audio_info["window"],
-            "dim": audio_info["dim"],
-        },
-        "expression": {
-            "explicit": list(EXPLICIT),
-            "code_kind": expr_info["code_kind"],
-            "code_dim": expr_info["code_dim"],
-            "code_names": expr_info["code_names"],
-        },
-        "regions": {int(r): r.name.lower() for r in Region},
-        "source": {
-            "path": source.name,
-            "width": source.info.width,
-            "height": source.info.height,
-            "fps": source.info.fps,
-            "duration": source.info.duration,
-            "codec": source.info.codec,
-        },
-    }
+    info = source.info
+    manifest = Manifest(
+        n_frames=n_frames,
+        fps=config.fps,
+        size=config.size,
+        intrinsics=tuple(float(v) for v in intrinsics),
+        train=tuple(expr_info["train"]),
+        test=tuple(expr_info["test"]),
+        audio=audio_spec,
+        expression=ExpressionSpec(
+            explicit=EXPLICIT,
+            code_kind=expr_info["code_kind"],
+            code_dim=expr_info["code_dim"],
+            code_names=tuple(expr_info["code_names"]) if expr_info["code_names"] else None,
+        ),
+        source=SourceInfo(source.name, info.width, info.height, info.fps, info.duration, info.codec),
+        config_hash=config_hash(config, ignore=("overwrite", "progress")),
+        extra={"regions": {int(r): r.name.lower() for r in Region}},
+    )
     with _bar(config, 2, "report") as bar:
         contact_sheet(ds, tracks, intrinsics, ds / "contact_sheet.png")
         bar.update()
@@ -469,7 +449,7 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
     summary["seconds_per_step"] = json.loads((wd / "steps.json").read_text())["done"]
     write_json_atomic(ds / "summary.json", summary)
     save_config(config, ds)
-    write_json_atomic(ds / "manifest.json", manifest)
+    DatasetWriter(ds).manifest(manifest)
 
 
 #: The steps in order; each reads what earlier steps left in the work folder.

@@ -19,8 +19,7 @@ import itertools
 import cv2
 import numpy as np
 
-from ..regions import Region
-from .landmarks import (
+from ..face.landmarks import (
     CHIN,
     FACE_OVAL,
     FOREHEAD,
@@ -34,6 +33,7 @@ from .landmarks import (
     RIGHT_EYE,
     polygon,
 )
+from ..regions import Region
 
 
 class PersonSegmenter:
@@ -42,9 +42,9 @@ class PersonSegmenter:
     def __init__(self) -> None:
         import mediapipe as mp
 
-        from .track import _quiet_stderr
+        from ..face.track import quiet_stderr
 
-        with _quiet_stderr():
+        with quiet_stderr():
             self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:

@@ -7,7 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..data.dataset import frame_name
+from ..data.layout import frame_path, region_path
+from ..data.tracks import Tracks
+from ..face.expression import EXPLICIT
 from ..fileio import atomic_path
 from ..regions import REGION_COLOURS, Region, colourise
 
@@ -26,20 +28,20 @@ def _pose_axes(img: np.ndarray, w2c: np.ndarray, intrinsics: np.ndarray, length:
 
 
 def contact_sheet(
-    ds: Path, tracks: dict, intrinsics: np.ndarray, out: Path, n: int = 8, tile: int = 256
+    ds: Path, tracks: Tracks, intrinsics: np.ndarray, out: Path, n: int = 8, tile: int = 256
 ) -> None:
     """Sample frames: landmarks and pose axes (top), the frame under its region colours (bottom)."""
-    frames = len(tracks["valid"])
+    frames = len(tracks)
     ids = np.linspace(0, frames - 1, min(n, frames)).astype(int)
     columns = []
     for i in ids:
-        rgb = cv2.cvtColor(cv2.imread(str(ds / "frames" / frame_name(i, "jpg"))), cv2.COLOR_BGR2RGB)
-        labels = cv2.imread(str(ds / "regions" / frame_name(i, "png")), cv2.IMREAD_UNCHANGED)
+        rgb = cv2.cvtColor(cv2.imread(str(frame_path(ds, i))), cv2.COLOR_BGR2RGB)
+        labels = cv2.imread(str(region_path(ds, i)), cv2.IMREAD_UNCHANGED)
         overlay = rgb.copy()
-        if tracks["valid"][i]:
-            for x, y in np.round(tracks["landmarks2d"][i]).astype(int)[::2]:
+        if tracks.valid[i]:
+            for x, y in np.round(tracks.landmarks2d[i]).astype(int)[::2]:
                 cv2.circle(overlay, (int(x), int(y)), 1, (0, 255, 0), -1)
-            _pose_axes(overlay, tracks["world_to_cam"][i], intrinsics, length=0.06)
+            _pose_axes(overlay, tracks.world_to_cam[i], intrinsics, length=0.06)
         else:
             cv2.putText(overlay, "no face", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 0, 0), 2)
         blend = (0.55 * rgb + 0.45 * colourise(labels)).astype(np.uint8)
@@ -60,7 +62,7 @@ def contact_sheet(
         tmp.write_bytes(buf.tobytes())
 
 
-def timeline(tracks: dict, fps: float, out: Path) -> None:
+def timeline(tracks: Tracks, fps: float, out: Path) -> None:
     """Head rotation, translation, mouth opening, blink and tracking over time."""
     import matplotlib
 
@@ -68,8 +70,8 @@ def timeline(tracks: dict, fps: float, out: Path) -> None:
     import matplotlib.pyplot as plt
     from scipy.spatial.transform import Rotation
 
-    t = np.arange(len(tracks["valid"])) / fps
-    w2c = tracks["world_to_cam"].astype(np.float64)
+    t = np.arange(len(tracks)) / fps
+    w2c = tracks.world_to_cam.astype(np.float64)
     euler = Rotation.from_matrix(w2c[:, :3, :3]).as_euler("yxz", degrees=True)
     euler -= np.median(euler, axis=0)
     trans = 1000 * (w2c[:, :3, 3] - np.median(w2c[:, :3, 3], axis=0))
@@ -80,10 +82,11 @@ def timeline(tracks: dict, fps: float, out: Path) -> None:
     for k, name in enumerate("xyz"):
         axes[1].plot(t, trans[:, k], label=name, lw=0.8)
     axes[1].set_ylabel("translation (mm)")
-    axes[2].plot(t, tracks["expression"][:, 4], color="crimson", lw=0.8, label="mouth opening")
+    mouth, blink = EXPLICIT.index("mouth_open"), EXPLICIT.index("blink")
+    axes[2].plot(t, tracks.expression[:, mouth], color="crimson", lw=0.8, label="mouth opening")
     axes[2].set_ylabel("mouth open")
-    axes[3].plot(t, tracks["expression"][:, 2], color="navy", lw=0.8, label="blink")
-    lost = ~tracks["valid"]
+    axes[3].plot(t, tracks.expression[:, blink], color="navy", lw=0.8, label="blink")
+    lost = ~tracks.valid
     if lost.any():
         for ax in axes:
             ax.fill_between(

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media import probe_video, read_audio, read_frames
+from ..data.ernerf import ErnerfFolder
+from ..errors import GstalkError
+from ..media import AUDIO_RATE, probe_video, read_audio, read_frames
 from ..media.video import VideoInfo
 
 
@@ -46,3 +48,51 @@ class VideoSource(Source):
 
     def audio(self) -> np.ndarray:
         return read_audio(self.path)
+
+
+class ErnerfSource(Source):
+    """Frames, speech and cameras of an ER-NeRF / TalkingGaussian folder, at its own frame rate."""
+
+    def __init__(self, folder: str | Path, fps: float = 25.0) -> None:
+        self.folder = ErnerfFolder(folder)
+        self.name = str(folder)
+        n = len(self.folder.ids)
+        self.cameras = KnownCameras(self.folder.world_to_cam, self.folder.intrinsics, np.ones(n, bool))
+        has_audio = self.folder.audio_path.is_file()
+        self.info = VideoInfo(
+            path=self.name,
+            width=self.folder.width,
+            height=self.folder.height,
+            fps=fps,
+            duration=n / fps,
+            codec="jpeg",
+            has_audio=has_audio,
+            audio_rate=AUDIO_RATE if has_audio else None,
+            audio_channels=1 if has_audio else None,
+        )
+        self.fps = fps
+
+    def frames(self, fps: float) -> Iterator[tuple[int, np.ndarray]]:
+        if abs(fps - self.fps) > 1e-6:
+            raise GstalkError(
+                f"ER-NeRF frames are at {self.fps:g} fps; cannot resample them to {fps:g}",
+                f"prepare with --fps {self.fps:g}",
+            )
+        return self.folder.frames()
+
+    def audio(self) -> np.ndarray:
+        return self.folder.audio()
+
+
+def import_ernerf(folder: str | Path, out: str | Path, fps: float = 25.0, **prepare_options) -> Path:
+    """Prepare a gstalk dataset from an ER-NeRF / TalkingGaussian folder, keeping its frames and cameras.
+
+    Landmarks, regions, background, audio features and expression are computed the gstalk way from its
+    images and ``aud.wav``.
+    """
+    from ..config import PrepareConfig
+    from .pipeline import prepare
+
+    source = ErnerfSource(folder, fps)
+    options = {"size": source.info.width, "min_seconds": 1.0, "fps": fps, **prepare_options}
+    return prepare(PrepareConfig(video=Path(folder), out=Path(out), **options), source=source)

@@ -12,46 +12,33 @@ ones), so training continues smoothly after every change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
+from ..config import DensifyConfig
 from ..model.gaussians import PER_GAUSSIAN, GaussianSet
 from ..splat import RenderOutput, quat_to_rotmat
-
-
-@dataclass
-class DensifyConfig:
-    start: int = 300
-    """First step (within the stage) at which Gaussians are densified or pruned."""
-    stop: int = 10_000
-    """Last step of densification (pruning and the cap still apply until then)."""
-    every: int = 100
-    grad_threshold: float = 0.0002
-    """Mean screen-space gradient (in NDC units, as in 3DGS/gsplat) above which a Gaussian grows."""
-    scale_threshold: float = 0.01
-    """Relative to the scene extent: at or below, a growing Gaussian is cloned; above, it is split."""
-    prune_opacity: float = 0.005
-    prune_scale: float = 0.1
-    """Relative to the scene extent: larger Gaussians are pruned."""
-    reset_every: int = 3000
-    """Reset all opacities to 0.01 this often (0: never)."""
-    max_gaussians: int = 10_000
-    """Top-k cap on the head set's size (the mouth set is capped at a tenth of it)."""
 
 
 class DensifyStrategy:
     """Holds the gradient statistics of each Gaussian set; the loop calls :meth:`step_post_backward`."""
 
-    def __init__(self, config: DensifyConfig, sets: dict[str, GaussianSet], scene_extent: float) -> None:
+    def __init__(
+        self,
+        config: DensifyConfig,
+        sets: dict[str, GaussianSet],
+        scene_extent: float,
+        iterations: int,
+        max_gaussians: int,
+    ) -> None:
+        """``iterations``: the stage's length (densification stops at ``config.stop_fraction`` of it);
+        ``max_gaussians``: the head set's cap (the mouth set's is a tenth of it)."""
         self.config = config
         self.sets = sets
         self.extent = scene_extent
-        self.caps = {
-            name: config.max_gaussians if name == "head" else max(64, config.max_gaussians // 10)
-            for name in sets
-        }
+        self.stop = int(iterations * config.stop_fraction)
+        self.reset_every = config.reset_every if iterations >= config.reset_min_iterations else 0
+        self.caps = {name: max_gaussians if name == "head" else max(64, max_gaussians // 10) for name in sets}
         self._reset_stats()
 
     def _reset_stats(self) -> None:
@@ -64,7 +51,7 @@ class DensifyStrategy:
     ) -> bool:
         """Accumulate statistics from this step's renders; densify/prune when due. True if sets changed."""
         c = self.config
-        if step > c.stop:
+        if step > self.stop:
             return False
         for name, out in renders.items():
             g = out.means2d.grad
@@ -80,10 +67,10 @@ class DensifyStrategy:
         changed = False
         if step >= c.start and step % c.every == 0:
             for name, s in self.sets.items():
-                self._refine(name, s, optimizer, grow=step < c.stop)
+                self._refine(name, s, optimizer, grow=step < self.stop)
             self._reset_stats()
             changed = True
-        if c.reset_every and step > 0 and step % c.reset_every == 0:
+        if self.reset_every and step > 0 and step % self.reset_every == 0:
             for s in self.sets.values():
                 p = s.params["opacity_logits"]
                 p.data.clamp_(max=torch.logit(torch.tensor(0.01)).item())

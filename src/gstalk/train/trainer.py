@@ -11,22 +11,34 @@ import csv
 import math
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from ..config import StageConfig, TrainConfig, config_to_dict, resolve_train, save_config, stages
+from ..config import (
+    LearningRates,
+    StageConfig,
+    TrainConfig,
+    config_to_dict,
+    resolve_train,
+    save_config,
+    stages,
+)
 from ..data.dataset import load_dataset
+from ..data.frames import FrameData
+from ..device import pick_device
 from ..errors import GstalkError
+from ..model.checkpoint import load_model, save_model
 from ..model.init import init_talking_head
 from ..model.talking_head import TalkingHead, render_portrait
 from ..regions import Region
-from .checkpoint import load_model, load_training_state, read_meta, save_checkpoint
-from .frames import FrameData
+from ..splat import RenderOutput
+from .checkpoint import load_training_state, save_training_checkpoint
 from .losses import dssim, l1, masked, mouth_opening_loss, psnr
-from .strategy import DensifyConfig, DensifyStrategy, scene_extent
+from .strategy import DensifyStrategy, scene_extent
 
 LOG_FIELDS = ["stage", "step", "loss", "l1", "dssim", "lpips", "mouth", "psnr", "gaussians", "seconds"]
 
@@ -35,45 +47,45 @@ class Diverged(GstalkError):
     pass
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GstalkError("--device cuda was asked for, but no CUDA GPU is available", "use --device cpu")
-    return torch.device(name)
-
-
-def build_optimizer(model: TalkingHead, stage: StageConfig, extent: float) -> torch.optim.Adam:
-    """Adam with 3DGS-style learning rates per parameter kind, scaled by the stage's ``lr_scale``."""
+def build_optimizer(
+    model: TalkingHead, stage: StageConfig, extent: float, lr: LearningRates
+) -> torch.optim.Adam:
+    """Adam with a learning rate per parameter kind, scaled by the stage's ``lr_scale``."""
     s = stage.lr_scale
     groups: list[dict[str, Any]] = []
     if "gaussians" in stage.train:
         for gs in (model.head, model.mouth):
             p = gs.params
             groups += [
-                {"params": [p["means"]], "lr": 1.6e-4 * max(extent, 1e-3) * 10 * s, "name": "means"},
-                {"params": [p["log_scales"]], "lr": 5e-3 * s, "name": "log_scales"},
-                {"params": [p["quats"]], "lr": 1e-3 * s, "name": "quats"},
-                {"params": [p["opacity_logits"]], "lr": 5e-2 * s, "name": "opacity"},
-                {"params": [p["color_logits"]], "lr": 1e-2 * s, "name": "colors"},
-                {"params": [p["embedding"]], "lr": 1e-3 * s, "name": "embedding"},
+                {"params": [p["means"]], "lr": lr.means * max(extent, 1e-3) * s, "name": "means"},
+                {"params": [p["log_scales"]], "lr": lr.log_scales * s, "name": "log_scales"},
+                {"params": [p["quats"]], "lr": lr.quats * s, "name": "quats"},
+                {"params": [p["opacity_logits"]], "lr": lr.opacity * s, "name": "opacity"},
+                {"params": [p["color_logits"]], "lr": lr.colors * s, "name": "colors"},
+                {"params": [p["embedding"]], "lr": lr.embedding * s, "name": "embedding"},
             ]
     elif "colors" in stage.train:
-        groups.append({"params": model.color_parameters(), "lr": 5e-3 * s, "name": "colors"})
+        groups.append({"params": model.color_parameters(), "lr": lr.colors_only * s, "name": "colors"})
     if "networks" in stage.train:
         groups += [
-            {"params": [model.encoder.tables], "lr": 1e-2 * s, "name": "hash"},
+            {"params": [model.encoder.tables], "lr": lr.hash * s, "name": "hash"},
             {
                 "params": [p for p in model.network_parameters() if p is not model.encoder.tables],
-                "lr": 1e-3 * s,
+                "lr": lr.networks * s,
                 "name": "networks",
             },
         ]
     return torch.optim.Adam(groups, eps=1e-15)
 
 
+StepHook = Callable[["Trainer", StageConfig, int], None]
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig) -> None:
+    """Runs the stages of a TrainConfig over one model. ``on_step(trainer, stage, step)`` is called after
+    every step (progress reporting, or :meth:`request_stop`)."""
+
+    def __init__(self, config: TrainConfig, on_step: StepHook | None = None) -> None:
         self.config = resolve_train(config)
         self.out = Path(config.out)
         self.device = pick_device(config.device)
@@ -83,14 +95,31 @@ class Trainer:
                 f"{config.dataset} has only {len(self.ds.train_ids)} usable training frames",
                 "prepare a longer clip (a few minutes trains best)",
             )
-        self.data = FrameData(self.ds, self.config.size, self.device)
+        self.data = FrameData(self.ds, self.config.size, self.device, self.config.model.context)
         self.stages = stages(self.config)
         self.lpips = None
         if self.config.lpips_weights is not None:
-            from ..eval.lpips import LPIPS
+            from ..model.lpips import LPIPS
 
             self.lpips = LPIPS.from_folder(self.config.lpips_weights).to(self.device)
         self._stop = False
+        self.on_step = on_step
+        self.model: TalkingHead | None = None
+
+    def request_stop(self) -> None:
+        """Finish the current step, write a checkpoint and stop (what Ctrl-C does)."""
+        self._stop = True
+
+    def init_model(self) -> TalkingHead:
+        """A new model on the dataset's tracked face (the start of a run); becomes ``self.model``."""
+        self.model = init_talking_head(
+            self.ds, self.config.max_gaussians, config=self.config.model, seed=self.config.seed
+        ).to(self.device)
+        return self.model
+
+    def optimizer(self, stage: StageConfig) -> torch.optim.Adam:
+        """The optimizer of ``stage`` over the current model's parameters."""
+        return build_optimizer(self.model, stage, scene_extent(self.model), self.config.lr)
 
     # --- the run ----------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -105,9 +134,7 @@ class Trainer:
                     f"{self.out} already holds a training run",
                     "pass --resume to continue it, or choose another --out",
                 )
-            model = init_talking_head(self.ds, self.config.max_gaussians, seed=self.config.seed).to(
-                self.device
-            )
+            model = self.init_model()
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.out)
             with open(self.out / "log.csv", "w", newline="") as f:
@@ -121,7 +148,7 @@ class Trainer:
                 resume_from = self.out / "checkpoint" if (index == start_stage and start_step > 0) else None
                 self._run_stage(index, first, gen, resume_from)
                 if not self._stop:  # each finished stage's model, e.g. the static baseline of evaluate
-                    save_checkpoint(self.out / "stages" / self.stages[index].name, model, self._final_state())
+                    save_model(self.out / "stages" / self.stages[index].name, model, self._final_state())
                 if self._stop:
                     self._say(
                         f"interrupted: checkpoint saved in {self.out / 'checkpoint'}; "
@@ -130,11 +157,7 @@ class Trainer:
                     raise KeyboardInterrupt
         finally:
             signal.signal(signal.SIGINT, previous)
-        save_checkpoint(
-            self.out / "model",
-            model,
-            self._final_state(),
-        )
+        save_model(self.out / "model", model, self._final_state())
         self.plot()
         self._say(f"done: model in {self.out / 'model'}")
         return self.out
@@ -148,7 +171,7 @@ class Trainer:
         }
 
     def _interrupt(self, signum, frame) -> None:  # Ctrl-C: finish the step, save, exit cleanly
-        self._stop = True
+        self.request_stop()
 
     def _say(self, text: str) -> None:
         if self.config.progress:
@@ -158,19 +181,20 @@ class Trainer:
         stage = self.stages[index]
         model = self.model
         extent = scene_extent(model)
-        optimizer = build_optimizer(model, stage, extent)
+        optimizer = self.optimizer(stage)
         if resume_from is not None:
             rng = load_training_state(resume_from, optimizer)
             if rng is not None:
                 gen.set_state(rng)
         strategy = None
         if stage.densify:
-            densify = DensifyConfig(
-                max_gaussians=self.config.max_gaussians,
-                stop=int(stage.iterations * 0.8),
-                reset_every=0 if stage.iterations < 4000 else 3000,
+            strategy = DensifyStrategy(
+                self.config.densify,
+                {"head": model.head, "mouth": model.mouth},
+                extent,
+                stage.iterations,
+                self.config.max_gaussians,
             )
-            strategy = DensifyStrategy(densify, {"head": model.head, "mouth": model.mouth}, extent)
         train_ids = torch.from_numpy(self.ds.train_ids)
         bar = tqdm(
             total=stage.iterations,
@@ -182,16 +206,18 @@ class Trainer:
         for step in range(first_step, stage.iterations):
             t0 = time.perf_counter()
             i = int(train_ids[torch.randint(len(train_ids), (1,), generator=gen)])
-            terms = self._step(stage, i, optimizer)
-            if not math.isfinite(terms["loss"]):
+            broken = self._non_finite_parameter()
+            terms, renders = self.step(stage, i, optimizer) if broken is None else ({"loss": math.nan}, {})
+            if broken is not None or not math.isfinite(terms["loss"]):
                 bar.close()
+                what = f"{broken} holds NaN or Inf" if broken else f"loss {terms['loss']}"
                 raise Diverged(
-                    f"training diverged at stage {stage.name}, step {step} (loss {terms['loss']})",
+                    f"training diverged at stage {stage.name}, step {step} ({what})",
                     f"the last good checkpoint is in {self.out / 'checkpoint'}; resume with a lower learning "
                     "rate or report the dataset",
                 )
             if strategy is not None:
-                strategy.step_post_backward(step, self._renders, optimizer)
+                strategy.step_post_backward(step, renders, optimizer)
             bar.update()
             if step % self.config.log_every == 0 or step == stage.iterations - 1:
                 row = {
@@ -203,6 +229,8 @@ class Trainer:
                 }
                 self._log(row)
                 bar.set_postfix(loss=f"{terms['loss']:.4f}", psnr=f"{terms['psnr']:.2f}", n=row["gaussians"])
+            if self.on_step is not None:
+                self.on_step(self, stage, step)
             done = step + 1
             if self._stop or done % self.config.checkpoint_every == 0 or done == stage.iterations:
                 state = {
@@ -212,7 +240,7 @@ class Trainer:
                     "train_size": self.config.size,
                     "config": config_to_dict(self.config),
                 }
-                save_checkpoint(
+                save_training_checkpoint(
                     self.out / "checkpoint",
                     model,
                     state,
@@ -223,13 +251,23 @@ class Trainer:
                 break
         bar.close()
 
-    def _step(self, stage: StageConfig, i: int, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    def _non_finite_parameter(self) -> str | None:
+        """The name of the first parameter holding NaN or Inf, or None."""
+        for name, p in self.model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                return name
+        return None
+
+    def step(
+        self, stage: StageConfig, i: int, optimizer: torch.optim.Optimizer
+    ) -> tuple[dict[str, float], dict[str, RenderOutput]]:
+        """One optimisation step of ``stage`` on training frame ``i``: the loss terms, and the head's and
+        mouth interior's renders (their ``means2d`` gradients feed densification)."""
         model = self.model
         target = self.data.target(i)
         cond = self.data.condition(i) if stage.deform else None
         frame = model(cond)
         comp = render_portrait(frame, self.data.camera(i), target.layer, backend=self.config.backend)
-        self._renders = {"head": comp.head, "mouth": comp.mouth}
         if stage.masked:
             # losses on the head regions only (averaged over them, not diluted by the rest of the frame),
             # and no head Gaussians where the frame shows hair, neck, torso or background
@@ -256,13 +294,15 @@ class Trainer:
             loss_lpips = self.lpips(pred, target.image)
             loss = loss + stage.lpips_weight * loss_lpips
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if torch.isfinite(loss):  # a non-finite loss never reaches the parameters
+            loss.backward()
+            optimizer.step()
         values = {"loss": loss, "l1": loss_l1, "dssim": loss_ssim, "lpips": loss_lpips, "mouth": loss_mouth}
-        return {
+        terms = {
             **{k: float(v.detach()) for k, v in values.items()},
             "psnr": psnr(comp.image.detach(), target.image),
         }
+        return terms, {"head": comp.head, "mouth": comp.mouth}
 
     def _log(self, row: dict[str, Any]) -> None:
         with open(self.out / "log.csv", "a", newline="") as f:
@@ -317,9 +357,4 @@ def train(config: TrainConfig) -> Path:
     return Trainer(config).run()
 
 
-def run_info(run: Path) -> dict[str, Any]:
-    """The final model's metadata (dataset path, training size, ...) of a run folder."""
-    return read_meta(Path(run) / "model")
-
-
-__all__ = ["Trainer", "run_info", "train"]
+__all__ = ["Trainer", "build_optimizer", "train"]

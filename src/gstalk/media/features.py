@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GstalkError
-from ..media.audio import AUDIO_RATE
+from .audio import AUDIO_RATE
 
 MEL_HOP = 160  # 10 ms at 16 kHz
 MEL_BANDS = 80
@@ -38,10 +38,18 @@ def loudness_level(audio: np.ndarray) -> float:
     return float(np.percentile(rms, 90))
 
 
-def normalise_loudness(audio: np.ndarray, target_rms: float = 0.05) -> np.ndarray:
-    """Scale so that the loud (90th percentile) 50 ms windows have RMS ``target_rms``."""
-    level = loudness_level(audio)
-    return (audio * (target_rms / level)).astype(np.float32) if level > 1e-6 else audio
+#: RMS of the loud 50 ms windows after loudness normalisation.
+TARGET_RMS = 0.05
+
+
+def loudness_gain(level: float) -> float:
+    """The gain that brings audio whose :func:`loudness_level` is ``level`` to :data:`TARGET_RMS`."""
+    return TARGET_RMS / level if level > 1e-6 else 1.0
+
+
+def normalise_loudness(audio: np.ndarray) -> np.ndarray:
+    """Scale so that the loud (90th percentile) 50 ms windows have RMS :data:`TARGET_RMS`."""
+    return (audio * loudness_gain(loudness_level(audio))).astype(np.float32)
 
 
 def log_mel(audio: np.ndarray) -> np.ndarray:
@@ -128,6 +136,27 @@ def frame_windows(frames: np.ndarray, rate_hz: float, n_video: int, fps: float, 
     return frames[idx]
 
 
+def window_frames(window_ms: float, rate_hz: float) -> int:
+    """Feature frames in a window of ``window_ms`` (at least 2)."""
+    return max(2, round(window_ms / 1000 * rate_hz))
+
+
+def feature_frames(
+    audio: np.ndarray, kind: str, model_path: str | Path | None = None, device: str = "cpu"
+) -> tuple[np.ndarray, float]:
+    """(M, C) feature frames of 16 kHz ``audio`` and their rate in Hz."""
+    if kind == "logmel":
+        return log_mel(audio), AUDIO_RATE / MEL_HOP
+    if kind in ("hubert", "wav2vec2"):
+        if model_path is None:
+            raise GstalkError(
+                f"--audio-features {kind} needs --speech-model PATH", "or use the default logmel"
+            )
+        model = SpeechModel(model_path, device=device)
+        return model(audio), model.rate_hz
+    raise GstalkError(f"unknown audio feature kind {kind!r}", "use logmel, hubert or wav2vec2")
+
+
 def audio_features(
     audio: np.ndarray,
     n_video: int,
@@ -142,16 +171,6 @@ def audio_features(
     already scaled it, as streaming does)."""
     if normalise:
         audio = normalise_loudness(audio)
-    if kind == "logmel":
-        frames, rate = log_mel(audio), AUDIO_RATE / MEL_HOP
-    elif kind in ("hubert", "wav2vec2"):
-        if model_path is None:
-            raise GstalkError(
-                f"--audio-features {kind} needs --speech-model PATH", "or use the default logmel"
-            )
-        model = SpeechModel(model_path, device=device)
-        frames, rate = model(audio), model.rate_hz
-    else:
-        raise GstalkError(f"unknown audio feature kind {kind!r}", "use logmel, hubert or wav2vec2")
-    window = max(2, round(window_ms / 1000 * rate))
+    frames, rate = feature_frames(audio, kind, model_path, device)
+    window = window_frames(window_ms, rate)
     return AudioFeatures(frame_windows(frames, rate, n_video, fps, window).astype(np.float16), kind, rate)

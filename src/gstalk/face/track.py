@@ -29,7 +29,7 @@ class FaceObservation:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """MediaPipe's C++ logs to fd 2 (EGL, TFLite delegate banners); keep the user's terminal clean."""
     try:
         fd = os.dup(2)
@@ -65,7 +65,7 @@ class FaceTracker:
         self._roi: tuple[int, int, int] | None = None  # x0, y0, side of the landmarker's crop
         self._frame = 0
         self.blendshape_names: list[str] | None = None
-        with _quiet_stderr():
+        with quiet_stderr():
             self._detector = mp.solutions.face_detection.FaceDetection(
                 model_selection=1, min_detection_confidence=0.5
             )

@@ -1,0 +1,149 @@
+"""Per-frame model inputs at a working resolution: camera, target, region labels, the real-pixel layer under
+the head, and the driving condition (audio and expression of the neighbouring frames)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..face.expression import pca_code
+from ..face.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE
+from ..regions import HEAD_REGIONS, PIXEL_REGIONS, Region
+from ..splat import Camera
+from .dataset import Dataset
+
+#: the explicit measures of the upper face that drive the model (never the mouth: see expression_inputs)
+UPPER_FACE = ("eye_open_right", "eye_open_left", "blink", "brow_raise")
+
+
+@dataclass
+class Condition:
+    """What drives one frame: audio windows and expression features of the ``context`` frames around it."""
+
+    audio: Tensor  # (context, W, C)
+    expression: Tensor  # (context, E)
+
+
+@dataclass
+class Target:
+    image: Tensor  # (H, W, 3) float in [0, 1]
+    labels: Tensor  # (H, W) int64 Region ids
+    layer: Tensor  # (H, W, 3): real hair/neck/torso/background pixels, the background plate elsewhere
+    head_mask: Tensor  # (H, W) bool: head regions, dilated a little
+
+
+def context_indices(centre: int, context: int, n: int) -> np.ndarray:
+    """The ``context`` frame indices around ``centre`` (centre at ``context // 2``), clipped to [0, n)."""
+    return np.clip(np.arange(centre - context // 2, centre + context - context // 2), 0, n - 1)
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(H, W, 3) float image in [0, 1] to uint8 RGB on the CPU, rounded."""
+    return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+class FrameData:
+    """Reads and resizes a dataset's frames on demand (cached in memory at small sizes)."""
+
+    def __init__(
+        self,
+        ds: Dataset,
+        size: int,
+        device: torch.device | str = "cpu",
+        context: int = 8,
+        cache: bool | None = None,
+    ):
+        self.ds, self.size, self.device, self.context = ds, size, torch.device(device), context
+        self.scale = size / ds.size
+        self.cache_enabled = size <= 256 if cache is None else cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        bg = self._resize(ds.background(), cv2.INTER_AREA)
+        self.background = torch.from_numpy(bg).to(self.device).float() / 255
+        self.audio = ds.audio_features  # (T, W, C) float16, memory-mapped
+        self.expression = expression_inputs(ds)
+
+    @cached_property
+    def silence(self) -> np.ndarray:
+        """(W, C) audio features of silence: the "zeroed audio" input. Log-mel of a zero signal; for speech
+        models (which need their weights to run) the training clip's quietest frame."""
+        silence = self.ds.audio_spec.silence()
+        if silence is not None:
+            return silence
+        feats = np.asarray(self.audio, dtype=np.float32)
+        return feats[int(np.argmin(np.abs(feats).mean((1, 2))))]
+
+    @cached_property
+    def mouth_area_scale(self) -> float:
+        """The clip's typical open-mouth area in pixels at this size (90th percentile over the training
+        frames)."""
+        ids = self.ds.train_ids[::10]
+        mouth = np.array([(self.ds.regions(i) == Region.MOUTH_INTERIOR).sum() for i in ids])
+        return float(max(np.percentile(mouth, 90), 1.0)) * self.scale**2
+
+    def _resize(self, img: np.ndarray, interp: int) -> np.ndarray:
+        if img.shape[0] == self.size:
+            return img
+        return cv2.resize(img, (self.size, self.size), interpolation=interp)
+
+    def image(self, i: int) -> np.ndarray:
+        """Frame i as uint8 at the working size."""
+        return self._resize(self.ds.image(i), cv2.INTER_AREA)
+
+    def camera(self, i: int) -> Camera:
+        w2c = torch.from_numpy(self.ds.world_to_cam[i]).float()
+        k = torch.from_numpy(self.ds.intrinsics * self.scale).float()
+        return Camera(w2c, k, self.size, self.size).to(self.device)
+
+    def target(self, i: int) -> Target:
+        # the cache holds the resized uint8 frame and labels (a few hundred kB a frame at 256²); the float
+        # tensors are made per call
+        if i in self._cache:
+            image, labels = self._cache[i]
+        else:
+            image = self._resize(self.ds.image(i), cv2.INTER_AREA)
+            labels = self._resize(self.ds.regions(i), cv2.INTER_NEAREST)
+            if self.cache_enabled:
+                self._cache[i] = (image, labels)
+        return self._target(image, labels)
+
+    def _target(self, image: np.ndarray, labels: np.ndarray) -> Target:
+        img = torch.from_numpy(image).to(self.device).float() / 255
+        lab = torch.from_numpy(labels.astype(np.int64)).to(self.device)
+        real = torch.from_numpy(np.isin(labels, PIXEL_REGIONS)).to(self.device)
+        layer = torch.where(real[..., None], img, self.background)
+        head = np.isin(labels, HEAD_REGIONS).astype(np.uint8)
+        head = cv2.dilate(head, np.ones((5, 5), np.uint8)).astype(bool)
+        return Target(img, lab, layer, torch.from_numpy(head).to(self.device))
+
+    def condition(self, i: int, zero_audio: bool = False) -> Condition:
+        idx = context_indices(i, self.context, self.ds.n_frames)
+        audio = torch.from_numpy(np.asarray(self.audio[idx], dtype=np.float32)).to(self.device)
+        if zero_audio:
+            audio = torch.from_numpy(self.silence).to(self.device).expand_as(audio)
+        expr = torch.from_numpy(self.expression[idx]).to(self.device)
+        return Condition(audio, expr)
+
+
+def expression_inputs(ds: Dataset) -> np.ndarray:
+    """(T, E) per-frame expression input of the model: the upper face only.
+
+    Eye openness, blink and brow raise, plus the eye and brow blendshapes when the dataset has them, else
+    the leading principal components of the pose-normalised eye and brow landmarks. Nothing about the
+    mouth goes in: the mouth must follow the audio, not a replayed expression.
+    """
+    spec = ds.expression_spec
+    explicit = np.stack([ds.explicit(name) for name in UPPER_FACE], 1)
+    if spec.code_kind == "blendshapes" and spec.code_names:
+        keep = [i for i, n in enumerate(spec.code_names) if n.startswith(("eye", "brow"))]
+        code = ds.tracks.expression_code[:, keep]
+    elif ds.tracks.landmarks3d is not None:
+        idx = sorted({*LEFT_EYE, *RIGHT_EYE, *LEFT_BROW, *RIGHT_BROW})
+        code, _, _ = pca_code(ds.tracks.landmarks3d[:, idx], ds.valid, ds.train_ids, 8)
+    else:
+        code = ds.tracks.expression_code
+    return np.concatenate([explicit, code], 1).astype(np.float32)

@@ -1,0 +1,1 @@
+"""The face: MediaPipe tracking, mesh topology, head pose, and expression measures."""

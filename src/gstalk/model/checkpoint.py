@@ -1,0 +1,141 @@
+"""Model checkpoints: tensors in safetensors, everything else in JSON, the folder written atomically.
+
+A checkpoint folder holds ``model.safetensors`` (all model parameters and buffers) and ``checkpoint.json``
+(versions, the model config and shapes that rebuild the model, and the caller's state: stage, step,
+dataset, training size). Training adds its optimizer and RNG state beside them (``train.checkpoint``).
+Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import SCHEMA_VERSION, __version__
+from ..config import ModelConfig
+from ..errors import GstalkError
+from ..fileio import atomic_folder
+from .gaussians import GaussianSet
+from .talking_head import TalkingHead
+
+FORMAT = "gstalk-checkpoint"
+MODEL_FILE = "model.safetensors"
+META_FILE = "checkpoint.json"
+
+
+def model_meta(model: TalkingHead) -> dict[str, Any]:
+    """What rebuilds the model's shapes: its config and the sizes of its inputs and Gaussian sets."""
+    return {
+        "config": dataclasses.asdict(model.config),
+        "n_head": len(model.head),
+        "n_mouth": len(model.mouth),
+        "audio_window": model.audio_encoder.window,
+        "audio_channels": model.audio_encoder.channels,
+        "expression_channels": model.expression_encoder.channels,
+    }
+
+
+def empty_model(meta: dict[str, Any]) -> TalkingHead:
+    """A model of the right shapes, to load a state dict into."""
+    config = ModelConfig(**meta["config"])
+
+    def gaussians(n: int) -> GaussianSet:
+        return GaussianSet(
+            torch.zeros(n, 3),
+            torch.full((n, 3), 0.5),
+            torch.ones(n, 3),
+            torch.zeros(n, dtype=torch.uint8),
+            config.embedding_dim,
+        )
+
+    return TalkingHead(
+        gaussians(meta["n_head"]),
+        gaussians(meta["n_mouth"]),
+        torch.zeros(2, 3),
+        meta["audio_window"],
+        meta["audio_channels"],
+        meta["expression_channels"],
+        config,
+    )
+
+
+def write_model_files(folder: Path, model: TalkingHead, state: dict[str, Any]) -> dict[str, Any]:
+    """Write the model's tensors and metadata into an existing ``folder``; returns the metadata."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / MODEL_FILE))
+    meta = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "gstalk_version": __version__,
+        "model": model_meta(model),
+        **state,
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return meta
+
+
+def save_model(folder: str | Path, model: TalkingHead, state: dict[str, Any]) -> Path:
+    """Write a model checkpoint to ``folder`` atomically (replacing one that is there)."""
+    folder = Path(folder)
+    with atomic_folder(folder, overwrite=True) as tmp:
+        write_model_files(tmp, model, state)
+    return folder
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        raise GstalkError(
+            f"no checkpoint at {folder} ({META_FILE} missing)",
+            "pass a run folder written by `gstalk train`, or train one first",
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GstalkError(
+            f"the checkpoint at {folder} is corrupt ({err})", "retrain, or resume from a copy"
+        ) from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GstalkError(
+            f"{folder} is not a gstalk checkpoint", "pass a run folder written by `gstalk train`"
+        )
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise GstalkError(
+            f"the checkpoint at {folder} was written by gstalk {meta.get('gstalk_version')} with schema "
+            f"{meta.get('schema_version')}; this gstalk {__version__} reads schema {SCHEMA_VERSION}",
+            "retrain the model with this version, or use the gstalk version that trained it",
+        )
+    return meta
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[TalkingHead, dict[str, Any]]:
+    """The model stored in a checkpoint folder, and its metadata."""
+    meta = read_meta(folder)
+    try:
+        model = empty_model(meta["model"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise GstalkError(
+            f"the checkpoint metadata at {folder} is incomplete ({type(err).__name__}: {err})",
+            "the checkpoint is damaged: retrain, or resume from an earlier copy",
+        ) from err
+    try:
+        tensors = load_file(str(Path(folder) / MODEL_FILE))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise GstalkError(
+            f"the model weights at {folder} are corrupt or unreadable ({err})",
+            "retrain, or resume from an earlier copy of the run",
+        ) from err
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise GstalkError(
+            f"the model weights at {folder} do not match their metadata ({err})",
+            "the checkpoint is damaged: retrain",
+        ) from err
+    return model.to(device), meta

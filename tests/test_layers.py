@@ -1,0 +1,92 @@
+"""Packages depend only downwards: a forbidden import anywhere in a module (also inside a function) fails.
+
+The layers, top to bottom, are those of docs/architecture.md. A module may import from its own package and
+from any layer below its own, never from a layer above or beside it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import gstalk
+
+ROOT = Path(gstalk.__file__).parent
+
+#: top to bottom; names on one line share a layer and may not import each other
+LAYERS = [
+    {"__main__"},
+    {"cli"},
+    {"bench"},
+    {"demo"},
+    {"serve"},
+    {"eval"},
+    {"drive"},
+    {"train"},
+    {"prepare"},
+    {"model"},
+    {"data"},
+    {"face", "media"},
+    {"splat", "config", "device", "regions"},
+    {"fileio", "errors", "__init__"},
+]
+LEVEL = {name: k for k, layer in enumerate(LAYERS) for name in layer}
+
+
+def _unit(module: Path) -> str:
+    """The package (or top-level module) a file belongs to."""
+    rel = module.relative_to(ROOT)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imported_units(module: Path) -> set[str]:
+    """The gstalk units ``module`` imports, at module level or inside functions."""
+    tree = ast.parse(module.read_text())
+    package = module.relative_to(ROOT).parts[:-1]
+    units = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                parts = (node.module or "").split(".")
+                if parts[0] != "gstalk":
+                    continue
+                target = parts[1:]
+            else:
+                base = list(package[: len(package) - (node.level - 1)])
+                target = base + (node.module.split(".") if node.module else [])
+            if target:
+                units.add(target[0])
+            else:  # "from . import x" at the top level, or "from .. import x"
+                units.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "gstalk" and len(parts) > 1:
+                    units.add(parts[1])
+    return units
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(p) for p in ROOT.rglob("*.py")}
+    assert units <= LEVEL.keys(), f"add these to LAYERS (and docs/architecture.md): {units - LEVEL.keys()}"
+
+
+def test_imports_point_down():
+    wrong = []
+    for module in sorted(ROOT.rglob("*.py")):
+        unit = _unit(module)
+        for target in _imported_units(module):
+            if target == unit or target not in LEVEL:
+                continue
+            if LEVEL[target] <= LEVEL[unit]:
+                wrong.append(f"{module.relative_to(ROOT)} imports {target}")
+    assert not wrong, "imports that point up or sideways:\n" + "\n".join(wrong)
+
+
+def test_the_check_sees_function_level_and_relative_imports(tmp_path: Path):
+    fake = ROOT / "data" / "_layer_probe.py"
+    fake.write_text("def f():\n    from ..prepare import prepare\n    from ..train.trainer import Trainer\n")
+    try:
+        assert _imported_units(fake) == {"prepare", "train"}
+    finally:
+        fake.unlink()
