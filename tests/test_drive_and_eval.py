@@ -17,10 +17,10 @@ from gstalk.drive import Driver, PoseSource, pingpong, render_video, stream_fram
 from gstalk.drive.stream import lookahead_seconds
 from gstalk.errors import GstalkError
 from gstalk.eval.evaluate import evaluate
-from gstalk.model.lpips import CHANNELS, LPIPS, alexnet_features
 from gstalk.eval.metrics import lip_sync
 from gstalk.eval.syncnet import SyncNet, lse
 from gstalk.media import probe_video, read_audio, read_frames
+from gstalk.model.lpips import CHANNELS, LPIPS, alexnet_features
 from gstalk.train import train
 
 

@@ -12,6 +12,12 @@ from gstalk.splat import Camera, look_at, rasterize, resolve_backend
 from gstalk.splat.scenes import head_shell, orbit_cameras
 
 F64 = torch.float64
+#: the two CPU backends; every analytic case below runs on both
+CPU_BACKENDS = ["torch", "numba"]
+
+
+def draw(backend: str, *args, **kwargs):
+    return rasterize(*args, backend=backend, **kwargs)
 
 
 def front_camera(width=32, height=24, f=40.0, distance=2.0, dtype=torch.float32) -> Camera:
@@ -53,11 +59,15 @@ def test_camera_convention_x_right_y_down_z_forward():
     assert v[2] > cy and u[2] == cx  # +y is down
 
 
-def test_one_isotropic_gaussian_matches_closed_form():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_one_isotropic_gaussian_matches_closed_form(backend):
     cam = front_camera(dtype=F64)
     sigma, opacity, dist, f = 0.05, 0.8, 2.0, 40.0
-    out = rasterize(
-        *iso([0, 0, 0], sigma, opacity, [0.2, 0.5, 1.0], F64), cam, background=torch.ones(3, dtype=F64)
+    out = draw(
+        backend,
+        *iso([0, 0, 0], sigma, opacity, [0.2, 0.5, 1.0], F64),
+        cam,
+        background=torch.ones(3, dtype=F64),
     )
     var = (f * sigma / dist) ** 2 + 0.3  # EWA at the optical axis plus the 0.3 px² low-pass
     alpha = analytic_alpha(cam, 16.0, 12.0, var, opacity)
@@ -71,42 +81,45 @@ def test_one_isotropic_gaussian_matches_closed_form():
     assert out.visible.tolist() == [[True]]
 
 
-def test_pixel_centres_are_at_half_pixels():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_pixel_centres_are_at_half_pixels(backend):
     # a Gaussian centred exactly on the centre of pixel (row 3, col 5) peaks there, symmetric around it
     cam = front_camera(width=11, height=7, dtype=F64)
     fx, fy, cx, cy = cam.intrinsics[0].tolist()
     x, y = (5.5 - cx) * 2.0 / fx, (3.5 - cy) * 2.0 / fy
-    out = rasterize(*iso([x, y, 0], 0.02, 0.9, [1.0], F64), cam)
+    out = draw(backend, *iso([x, y, 0], 0.02, 0.9, [1.0], F64), cam)
     img = out.image[0, ..., 0]
     assert divmod(int(img.argmax()), 11) == (3, 5)
     assert torch.isclose(img[3, 4], img[3, 6]) and torch.isclose(img[2, 5], img[4, 5])
 
 
-def test_front_to_back_occlusion_and_depth():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_front_to_back_occlusion_and_depth(backend):
     cam = front_camera(dtype=F64)
     near = iso([0, 0, -0.5], 0.05, 0.7, [1.0, 0.0, 0.0], F64)
     far = iso([0, 0, 0.5], 0.05, 0.6, [0.0, 1.0, 0.0], F64)
     both = [torch.cat([a, b]) for a, b in zip(near, far)]
-    out = rasterize(*both, cam)
+    out = draw(backend, *both, cam)
     centre = out.image[0, 12, 16]
-    a_near = out_alpha_single(cam, near)
-    a_far = out_alpha_single(cam, far)
+    a_near = out_alpha_single(cam, near, backend)
+    a_far = out_alpha_single(cam, far, backend)
     assert torch.allclose(centre, torch.tensor([a_near, (1 - a_near) * a_far, 0.0], dtype=F64))
     w_near, w_far = a_near, (1 - a_near) * a_far
     assert torch.isclose(
         out.depth[0, 12, 16, 0], torch.tensor((w_near * 1.5 + w_far * 2.5) / (w_near + w_far), dtype=F64)
     )
     # the order of the inputs does not matter, only depth
-    swapped = rasterize(*[torch.cat([b, a]) for a, b in zip(near, far)], cam)
+    swapped = draw(backend, *[torch.cat([b, a]) for a, b in zip(near, far)], cam)
     assert torch.allclose(swapped.image, out.image)
 
 
-def out_alpha_single(cam, g):
-    return float(rasterize(*g, cam).alpha[0, 12, 16, 0])
+def out_alpha_single(cam, g, backend):
+    return float(draw(backend, *g, cam).alpha[0, 12, 16, 0])
 
 
 @pytest.mark.parametrize(("third_opacity", "third_counts"), [(0.99, False), (0.3, True)])
-def test_alpha_clamp_and_transmittance_cutoff(third_opacity, third_counts):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_alpha_clamp_and_transmittance_cutoff(third_opacity, third_counts, backend):
     """Three stacked Gaussians centred on one pixel centre, front to back.
 
     The first has opacity 1 and is clamped to alpha 0.99; the second (0.985) leaves T = 1.5e-4. A third
@@ -119,7 +132,7 @@ def test_alpha_clamp_and_transmittance_cutoff(third_opacity, third_counts):
     means = torch.stack([0.5 * (2 + z) / 40, 0.5 * (2 + z) / 40, z], 1)
     stack = iso(means, 0.01, 1.0, [[1.0], [10.0], [100.0]], F64)
     stack[3][1:] = torch.tensor([0.985, third_opacity], dtype=F64)
-    out = rasterize(*stack, cam)
+    out = draw(backend, *stack, cam)
     weights = [0.99, 0.01 * 0.985, 1.5e-4 * third_opacity if third_counts else 0.0]
     assert out.alpha[0, 12, 16, 0].item() == pytest.approx(sum(weights), abs=1e-12)
     assert out.image[0, 12, 16, 0].item() == pytest.approx(
@@ -127,12 +140,13 @@ def test_alpha_clamp_and_transmittance_cutoff(third_opacity, third_counts):
     )
 
 
-def test_batch_of_cameras_equals_one_by_one():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_batch_of_cameras_equals_one_by_one(backend):
     scene = head_shell(600, seed=1)
     cams = orbit_cameras(3, 48, max_yaw_degrees=40)
-    batch = rasterize(*scene.tensors(), cams, background=torch.tensor([0.1, 0.2, 0.3]))
+    batch = draw(backend, *scene.tensors(), cams, background=torch.tensor([0.1, 0.2, 0.3]))
     for i in range(3):
-        single = rasterize(*scene.tensors(), cams[i], background=torch.tensor([0.1, 0.2, 0.3]))
+        single = draw(backend, *scene.tensors(), cams[i], background=torch.tensor([0.1, 0.2, 0.3]))
         assert torch.allclose(batch.image[i], single.image[0], atol=1e-6)
         assert torch.equal(batch.radii[i], single.radii[0])
     assert not torch.allclose(batch.image[0], batch.image[2])
@@ -144,7 +158,7 @@ def test_banded_pairs_match_unbanded_forward_and_gradients():
     results = []
     for max_pairs in (10_000_000, 3000):
         inputs = [t.clone().requires_grad_() for t in scene.tensors()]
-        out = rasterize(*inputs, cam, max_pairs=max_pairs)
+        out = rasterize(*inputs, cam, max_pairs=max_pairs, backend="torch")
         (out.image * torch.linspace(0, 1, 3)).sum().backward()
         results.append((out.image.detach(), [t.grad for t in inputs]))
     (img_a, grads_a), (img_b, grads_b) = results
@@ -179,7 +193,8 @@ def _gradcheck_scene():
 @pytest.mark.parametrize(
     "which", ["means", "quats", "scales", "opacities", "colors", "background", "world_to_cam", "intrinsics"]
 )
-def test_gradients_match_finite_differences(which):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradients_match_finite_differences(which, backend):
     means, quats, scales, opacities, colors, cams, background = _gradcheck_scene()
     inputs = {
         "means": means,
@@ -196,7 +211,8 @@ def test_gradients_match_finite_differences(which):
     def render(x):
         args = dict(inputs, **{which: x})
         cam = Camera(args["world_to_cam"], args["intrinsics"], 14, 10)
-        out = rasterize(
+        out = draw(
+            backend,
             args["means"],
             args["quats"],
             args["scales"],
@@ -212,76 +228,83 @@ def test_gradients_match_finite_differences(which):
     assert torch.autograd.gradcheck(render, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-def test_means2d_retains_gradient_for_densification():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_means2d_retains_gradient_for_densification(backend):
     scene = head_shell(300, seed=5)
     means = scene.means.clone().requires_grad_()
-    out = rasterize(means, *scene.tensors()[1:], orbit_cameras(1, 32))
+    out = draw(backend, means, *scene.tensors()[1:], orbit_cameras(1, 32))
     out.image.sum().backward()
     assert out.means2d.grad is not None and out.means2d.grad.shape == (1, 300, 2)
     assert (out.means2d.grad[~out.visible] == 0).all()
     assert out.means2d.grad[out.visible].abs().sum() > 0
 
 
-def test_no_gaussians_gives_the_background():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_no_gaussians_gives_the_background(backend):
     cam = front_camera()
     empty = [torch.zeros(0, k) for k in (3, 4, 3)] + [torch.zeros(0), torch.zeros(0, 3)]
     bg = torch.rand(24, 32, 3)
-    out = rasterize(*empty, cam, background=bg)
+    out = draw(backend, *empty, cam, background=bg)
     assert torch.equal(out.image[0], bg) and (out.alpha == 0).all() and (out.depth == 0).all()
 
 
-def test_gaussians_behind_the_camera_are_culled():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gaussians_behind_the_camera_are_culled(backend):
     cam = front_camera()
-    out = rasterize(*iso([[0, 0, -2.5], [0, 0, -2.0]], 0.1, 0.9, [[1.0, 1, 1]] * 2), cam, background=0.25)
+    out = draw(backend, *iso([[0, 0, -2.5], [0, 0, -2.0]], 0.1, 0.9, [[1.0, 1, 1]] * 2), cam, background=0.25)
     assert torch.allclose(out.image, torch.full_like(out.image, 0.25))
     assert not out.visible.any() and (out.radii == 0).all()
 
 
-def test_tiny_and_huge_scales_stay_finite():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_tiny_and_huge_scales_stay_finite(backend):
     cam = front_camera()
-    tiny = rasterize(*iso([0, 0, 0], 1e-9, 0.9, [1.0, 1.0, 1.0]), cam)
+    tiny = draw(backend, *iso([0, 0, 0], 1e-9, 0.9, [1.0, 1.0, 1.0]), cam)
     # a point-sized Gaussian is still drawn as the 0.3 px² low-pass blob
     assert tiny.alpha.max() == pytest.approx(0.9 * math.exp(-0.5 * 0.5 / 0.3), rel=1e-4)
-    huge = rasterize(*iso([0, 0, 0], 1e3, 0.5, [1.0, 1.0, 1.0]), cam)
+    huge = draw(backend, *iso([0, 0, 0], 1e3, 0.5, [1.0, 1.0, 1.0]), cam)
     assert torch.isfinite(huge.image).all()
     assert torch.allclose(huge.alpha, torch.full_like(huge.alpha, 0.5), atol=1e-4)
 
 
 @pytest.mark.parametrize("field", [0, 1, 2, 3, 4])
-def test_nan_input_is_a_clear_error(field):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_nan_input_is_a_clear_error(field, backend):
     args = list(iso([[0, 0, 0], [0.1, 0, 0]], 0.05, 0.5, [[1.0, 1, 1]] * 2))
     args[field] = args[field].clone()
     args[field].view(-1)[-1] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):
-        rasterize(*args, front_camera())
+        draw(backend, *args, front_camera())
 
 
-def test_bad_shapes_are_clear_errors():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_bad_shapes_are_clear_errors(backend):
     means, quats, scales, ops, cols = iso([0, 0, 0], 0.05, 0.5, [1.0, 1, 1])
     with pytest.raises(ValueError, match="quats must have shape"):
-        rasterize(means, quats[:, :3], scales, ops, cols, front_camera())
+        draw(backend, means, quats[:, :3], scales, ops, cols, front_camera())
     with pytest.raises(ValueError, match="background must be"):
-        rasterize(means, quats, scales, ops, cols, front_camera(), background=torch.zeros(5, 5, 3))
+        draw(backend, means, quats, scales, ops, cols, front_camera(), background=torch.zeros(5, 5, 3))
     with pytest.raises(ValueError, match="non-negative"):
-        rasterize(means, quats, -scales, ops, cols, front_camera())
+        draw(backend, means, quats, -scales, ops, cols, front_camera())
 
 
 def test_cpu_never_imports_gsplat():
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert resolve_backend("auto", torch.device("cpu")) == "numba"
     out = rasterize(*iso([0, 0, 0], 0.05, 0.5, [1.0, 1, 1]), front_camera())
-    assert out.backend == "torch"
+    assert out.backend == "numba"
     assert "gsplat" not in sys.modules
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs CUDA"):
             rasterize(*iso([0, 0, 0], 0.05, 0.5, [1.0, 1, 1]), front_camera(), backend="gsplat")
 
 
-def test_inference_path_matches_the_differentiable_path():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_inference_path_matches_the_differentiable_path(backend):
     scene = head_shell(800, seed=9)
     cams = orbit_cameras(2, 48)
     with torch.no_grad():
-        fast = rasterize(*scene.tensors(), cams, background=0.3)
+        fast = draw(backend, *scene.tensors(), cams, background=0.3)
     leaves = [t.clone().requires_grad_() for t in scene.tensors()]
-    slow = rasterize(*leaves, cams, background=0.3)
+    slow = draw(backend, *leaves, cams, background=0.3)
     assert torch.allclose(fast.image, slow.image.detach(), atol=1e-6)
     assert torch.allclose(fast.depth, slow.depth.detach(), atol=1e-5)

@@ -27,7 +27,7 @@ class BenchConfig:
     """Square image sizes in pixels."""
     gaussians: tuple[int, ...] = (5_000, 20_000, 50_000)
     """Numbers of Gaussians in the rasterizer's synthetic head scene."""
-    backends: tuple[Literal["torch", "gsplat"], ...] = ("torch", "gsplat")
+    backends: tuple[Literal["numba", "torch", "gsplat"], ...] = ("numba", "torch", "gsplat")
     """Backends to measure; ones not usable on this machine are reported as skipped."""
     device: Device = "auto"
     """Where the torch backend runs: auto picks CUDA when present."""

@@ -1,4 +1,5 @@
-"""``rasterize()``: one differentiable Gaussian renderer, two backends (pure PyTorch, gsplat on CUDA)."""
+"""``rasterize()``: one differentiable Gaussian renderer, three backends: compiled CPU tiles (numba), the
+pure-PyTorch reference, and gsplat on CUDA."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from .gsplat_backend import gsplat_available, rasterize_gsplat
 from .projection import covariance_3d, project_gaussians
 from .torch_backend import DEFAULT_MAX_PAIRS, rasterize_pixels
 
-Backend = Literal["auto", "torch", "gsplat"]
+Backend = Literal["auto", "numba", "torch", "gsplat"]
+BACKENDS = ("numba", "torch", "gsplat")
 
 
 @dataclass
@@ -40,15 +42,20 @@ class RenderOutput:
 
 
 def resolve_backend(backend: Backend, device: torch.device) -> str:
-    """``auto`` picks gsplat for CUDA tensors when it is installed, the torch backend otherwise."""
+    """``auto`` picks gsplat for CUDA tensors when it is installed, the compiled numba backend on the CPU,
+    and the torch reference otherwise."""
     if backend == "auto":
-        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+        if device.type == "cuda":
+            return "gsplat" if gsplat_available() else "torch"
+        return "numba" if device.type == "cpu" else "torch"
     if backend == "gsplat" and not (device.type == "cuda" and gsplat_available()):
         raise RuntimeError(
             "backend='gsplat' needs CUDA tensors, a CUDA GPU and `pip install gsplat` (the [cuda] extra)"
         )
-    if backend not in ("torch", "gsplat"):
-        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'gsplat'")
+    if backend == "numba" and device.type != "cpu":
+        raise RuntimeError("backend='numba' renders CPU tensors; use 'gsplat' or 'torch' on a GPU")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'numba', 'torch' or 'gsplat'")
     return backend
 
 
@@ -84,9 +91,16 @@ def rasterize(
         proj = project_gaussians(
             means, covars, opacities, cameras.world_to_cam, cameras.intrinsics, cameras.width, cameras.height
         )
-        color, alpha, depth_sum = rasterize_pixels(
-            proj, opacities, colors, cameras.width, cameras.height, max_pairs=max_pairs
-        )
+        if chosen == "numba":
+            from .numba_backend import rasterize_pixels_numba
+
+            color, alpha, depth_sum = rasterize_pixels_numba(
+                proj, opacities, colors, cameras.width, cameras.height
+            )
+        else:
+            color, alpha, depth_sum = rasterize_pixels(
+                proj, opacities, colors, cameras.width, cameras.height, max_pairs=max_pairs
+            )
         depth = depth_sum / alpha.clamp(min=1e-10)
         means2d, radii = proj.means2d, proj.radii
     if means2d.requires_grad:

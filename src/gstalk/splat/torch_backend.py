@@ -21,6 +21,10 @@ from .projection import ALPHA_MIN, Projected
 
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
+#: The stop test: a pixel stops before the Gaussian that would take its transmittance below T_MIN. Ties
+#: are common (two opacity-1 Gaussians, clamped to 0.99, leave exactly 1e-4), so the test sits a relative
+#: 1e-9 below T_MIN: the backends' different roundings of the same product then decide alike.
+T_STOP = T_MIN * (1 - 1e-9)
 DEFAULT_MAX_PAIRS = 4_000_000
 
 
@@ -70,7 +74,8 @@ def rasterize_pixels(
             height,
         )
         depth_rank = torch.empty_like(flat)
-        depth_rank[torch.argsort(table[:, 7].detach())] = torch.arange(flat.numel(), device=device)
+        order = torch.argsort(table[:, 7].detach(), stable=True)  # ties: lower index in front, as in numba
+        depth_rank[order] = torch.arange(flat.numel(), device=device)
         needs_grad = torch.is_grad_enabled() and table.requires_grad
         geometry = table[:, :6].detach().contiguous()  # mean2d, conic, opacity: all the filter reads
         bands = _row_bands(boxes, height, max_pairs)
@@ -95,8 +100,9 @@ def rasterize_pixels(
     return out_color.reshape(*shape, d), out_alpha.reshape(*shape, 1), out_depth.reshape(*shape, 1)
 
 
-def _pixel_boxes(means2d: Tensor, radii: Tensor, cam: Tensor, width: int, height: int) -> Tensor:
-    """(G, 5) int64: camera, first col, last col, first row, last row whose pixel centres the box covers."""
+def pixel_boxes(means2d: Tensor, radii: Tensor, keep: Tensor, width: int, height: int) -> Tensor:
+    """(G, 4) int64 first col, last col, first row, last row whose pixel centres each Gaussian's box
+    covers (last < first when empty or not ``keep``); the pixels a Gaussian can reach with alpha ≥ 1/255."""
     r = radii.to(means2d.dtype)
     lo = torch.ceil(means2d - r - 0.5)
     hi = torch.floor(means2d + r - 0.5)
@@ -104,7 +110,14 @@ def _pixel_boxes(means2d: Tensor, radii: Tensor, cam: Tensor, width: int, height
     x1 = hi[:, 0].clamp(-1, width - 1).long()
     y0 = lo[:, 1].clamp(0, height - 1).long()
     y1 = hi[:, 1].clamp(-1, height - 1).long()
-    return torch.stack([cam, x0, x1, y0, y1], -1)
+    x1 = torch.where(keep, x1, x0 - 1)
+    return torch.stack([x0, x1, y0, y1], -1)
+
+
+def _pixel_boxes(means2d: Tensor, radii: Tensor, cam: Tensor, width: int, height: int) -> Tensor:
+    """(G, 5) int64: camera, first col, last col, first row, last row whose pixel centres the box covers."""
+    keep = torch.ones(means2d.shape[0], dtype=torch.bool, device=means2d.device)
+    return torch.cat([cam[:, None], pixel_boxes(means2d, radii, keep, width, height)], -1)
 
 
 def _row_bands(boxes: Tensor, height: int, max_pairs: int) -> list[tuple[int, int]]:
@@ -179,7 +192,7 @@ def _transmittance(pix: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
     exclusive = torch.cumsum(log_keep, 0) - log_keep
     first, last = _runs(pix)
     log_t = exclusive - exclusive.index_select(0, first)
-    alive = (log_t + log_keep) >= torch.log(torch.tensor(T_MIN, dtype=torch.float64))
+    alive = (log_t + log_keep) >= torch.log(torch.tensor(T_STOP, dtype=torch.float64))
     return torch.exp(log_t).to(alpha.dtype) * alive, last
 
 
