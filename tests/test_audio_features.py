@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gstalk.errors import GstalkError
-from gstalk.media.features import audio_features, frame_windows, normalise_loudness
+from gstalk.media.features import audio_features, frame_windows, log_mel, normalise_loudness
 
 
 def test_windows_are_centred_on_each_video_frame():
@@ -85,3 +85,48 @@ def test_speech_model_errors_name_the_fix(tmp_path: Path):
         audio_features(np.zeros(16000, np.float32), 25, 25, kind="hubert")
     with pytest.raises(GstalkError, match=r"config.json missing"):
         audio_features(np.zeros(16000, np.float32), 25, 25, kind="hubert", model_path=tmp_path)
+
+
+def _tone_mix(seconds: float = 2.0) -> np.ndarray:
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (0.2 * np.sin(2 * np.pi * 120 * t) + 0.1 * np.sin(2 * np.pi * 1500 * t)).astype(np.float32)
+
+
+def test_augmentation_changes_speed_and_band_as_drawn():
+    from gstalk.media.augment import Augmentation, apply, random_augmentation
+
+    audio = _tone_mix()
+    rng = np.random.default_rng(0)
+    faster = apply(audio, Augmentation(speed=1.1), rng)
+    assert abs(len(faster) - len(audio) / 1.1) < 20
+    no_bass = apply(audio, Augmentation(highpass_hz=400), rng)
+    spectrum = np.abs(np.fft.rfft(no_bass))
+    freqs = np.fft.rfftfreq(len(no_bass), 1 / 16000)
+    assert spectrum[np.argmin(np.abs(freqs - 120))] < 0.05 * spectrum[np.argmin(np.abs(freqs - 1500))]
+    noisy = apply(audio, Augmentation(snr_db=10.0, noise="pink"), rng)
+    snr = 10 * np.log10(np.mean(audio**2) / np.mean((noisy - audio) ** 2))
+    assert abs(snr - 10) < 0.5
+    wet = apply(audio, Augmentation(rt60=0.5), rng)
+    assert len(wet) == len(audio) and not np.allclose(wet, audio)
+    assert random_augmentation(np.random.default_rng(3)) == random_augmentation(np.random.default_rng(3))
+
+
+def test_vocal_tract_warp_moves_formants_up():
+    t = np.arange(16000) / 16000
+    vowel = np.sin(2 * np.pi * 800 * t).astype(np.float32)
+    base, warped = log_mel(vowel), log_mel(vowel, warp=1.15)
+    assert np.argmax(warped.mean(0)) > np.argmax(base.mean(0))
+
+
+def test_utterance_normalisation_removes_the_channel():
+    """The same speech through another microphone (a fixed spectral tilt and gain) gives the same
+    features once each channel's utterance mean and variance are removed."""
+    from gstalk.data import AudioSpec
+
+    rng = np.random.default_rng(1)
+    speech = (rng.standard_normal(32000) * np.repeat(rng.random(200), 160)).astype(np.float32)
+    spec = AudioSpec("logmel", 100.0, 16, 80, normalisation="utterance")
+    a = spec.finish(log_mel(speech))
+    b = spec.finish(log_mel(speech) + np.linspace(-2, 1, 80)[None] + 0.7)
+    assert np.allclose(a, b, atol=1e-4)
+    assert spec.silence().shape == (16, 80) and not spec.silence().any()

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 import torch
 
-from gstalk.config import EvaluateConfig, RenderConfig, TrainConfig
+from gstalk.config import AudioMotionConfig, EvaluateConfig, RenderConfig, TrainConfig
 from gstalk.demo import speech_like_audio
 from gstalk.drive import Driver, PoseSource, pingpong, render_video, stream_frames
 from gstalk.drive.stream import lookahead_seconds
@@ -30,7 +30,13 @@ def run(demo_dataset: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "astronaut"
     return train(
         TrainConfig(
-            dataset=demo_dataset, out=out, size=64, max_gaussians=800, iterations=(40, 60, 10), progress=False
+            dataset=demo_dataset,
+            out=out,
+            size=64,
+            max_gaussians=800,
+            iterations=(40, 60, 10),
+            progress=False,
+            audio_motion=AudioMotionConfig(steps=150, augmented_copies=1),
         )
     )
 
@@ -157,10 +163,46 @@ def test_evaluate_writes_metrics_and_a_report(run: Path, speech: Path):
     assert saved["full"]["lpips"] == "not computed: weights missing"
     assert saved["full"]["lse_c"] == saved["full"]["lse_d"] == "not computed: weights missing"
     assert set(saved["lip_sync"]) >= {"real", "rendered", "measure"}
-    assert saved["cross_audio"][0]["audio"] == speech.name
+    art = saved["articulation"]
+    for key in ("opening_correlation", "opening_range_ratio", "lip_vertex_error_mm", "seam_share"):
+        assert key in art and key in art["measures"]
+    assert art["lip_vertex_error_mm"] > 0 and 0 <= art["seam_share"] < 0.5
+    cross = saved["cross_audio"][0]
+    assert cross["audio"] == speech.name and {"correlation", "opening_range_ratio", "seam_share"} <= set(
+        cross
+    )
     html = (out / "report.html").read_text()
-    assert "data:video/mp4;base64," in html and html.count("data:image/png;base64,") >= 2
+    assert "data:video/mp4;base64," in html and html.count("data:image/png;base64,") >= 3
+    assert (out / "mouth_sheet.png").is_file()
     assert probe_video(out / "side_by_side.mp4").width == 128
+
+
+def test_seam_share_counts_the_uncovered_plate():
+    from gstalk.eval.evaluate import seam_share
+    from gstalk.regions import Region
+    from gstalk.splat import RenderOutput
+
+    labels = np.zeros((64, 64), np.uint8)
+    labels[16:48, 16:48] = Region.FACE
+    labels[48:60, 20:44] = Region.NECK
+
+    def comp(alpha: np.ndarray):
+        a = torch.from_numpy(alpha)[None, ..., None].float()
+        out = RenderOutput(
+            a.expand(1, 64, 64, 3), a, a, torch.zeros(1, 0, 2), torch.zeros(1, 0, 2), None, "x"
+        )
+        empty = RenderOutput(a * 0, a * 0, a * 0, torch.zeros(1, 0, 2), torch.zeros(1, 0, 2), None, "x")
+        return type("C", (), {"head": out, "mouth": empty})()
+
+    covered = np.zeros((64, 64))
+    covered[16:48, 16:48] = 1
+    assert seam_share(comp(covered), labels) == 0
+    hole = covered.copy()
+    hole[40:48, 16:48] = 0  # the jaw moved up: the lowest rows of the face are not covered
+    import cv2
+
+    region = cv2.dilate((labels > 0).astype(np.uint8), np.ones((3, 3), np.uint8)).sum()
+    assert seam_share(comp(hole), labels) == pytest.approx(8 * 32 / region)  # 8 rows of 32 uncovered
 
 
 def test_lip_sync_measure_finds_the_offset():

@@ -59,6 +59,11 @@ class PrepareConfig:
     """Audio features: built-in log-mel (no weights), or a local HuBERT / wav2vec 2.0 model."""
     speech_model: Path | None = None
     """Folder of the HuBERT / wav2vec 2.0 model (transformers save_pretrained layout)."""
+    audio_normalisation: Literal["none", "utterance"] = "none"
+    """none: loudness normalisation only; utterance: also remove each feature channel's mean and variance
+    over the whole speech (measured to generalise worse to other speakers; see docs/benchmarks.md)."""
+    audio_deltas: bool = False
+    """Append the features' time derivatives."""
     test_fraction: float = 1 / 11
     """The last part of the clip held out for testing (the papers use 1/11)."""
     crop_scale: float = 2.6
@@ -133,8 +138,42 @@ class ModelConfig:
     """Width of the encoded expression feature."""
     hidden: int = 64
     """Hidden width of every MLP (encoders, gates, deformers)."""
-    context: int = 8
-    """Frames of temporal context around the current one that drive it (ER-NeRF and TalkingGaussian use 8)."""
+    mesh_driven: bool = True
+    """Move the Gaussians with the face mesh (off: they stay on the canonical face and the deformation
+    networks alone move them, the design before mesh binding; for ablations)."""
+    residual: bool = True
+    """Refine the mesh-driven motion with FG-3DGS's deformation networks (off: the mesh alone)."""
+    expression_colour: bool = True
+    """Shade the Gaussians by the lower face's expression (GaussianSpeech's colour MLP)."""
+    motion_components: int = 8
+    """Principal components of the lower face's motion that the audio → motion model predicts."""
+    motion_dim: int = 96
+    """Width of the audio → motion model."""
+    context_past: int = 6
+    """Frames before the current one that drive it (its audio and expression)."""
+    context_future: int = 3
+    """Frames after the current one that drive it: with half a feature window, this sets the streaming
+    lookahead (3 frames + 80 ms = 0.2 s at 25 fps)."""
+
+
+@dataclass
+class AudioMotionConfig:
+    """The audio → motion stage: fit the lower face's motion from speech, before any rendering."""
+
+    steps: int = 2500
+    """Optimisation steps."""
+    batch: int = 16
+    """Runs of consecutive frames per step."""
+    sequence: int = 32
+    """Frames per run (the velocity loss compares consecutive ones)."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW, warm-up then cosine decay)."""
+    weight_decay: float = 1e-3
+    augmented_copies: int = 6
+    """Augmented copies of the clip's speech (speed, vocal tract length, gain, room, noise)."""
+    velocity_weight: float = 1.0
+    """Weight of the frame-to-frame velocity error next to the position error."""
+    seed: int = 0
 
 
 @dataclass
@@ -189,7 +228,7 @@ class StageConfig:
     iterations: int = 0
     """Steps of the stage (filled from --iterations or the preset)."""
     deform: bool = True
-    """Drive the Gaussians with the deformation networks (False: the canonical, static head)."""
+    """Refine the mesh-driven motion with the residual networks (False: the tracked mesh alone)."""
     masked: bool = True
     """Compute the image losses on the head regions only (else on the full frame)."""
     train: tuple[Literal["gaussians", "networks", "colors"], ...] = ("gaussians",)
@@ -199,7 +238,11 @@ class StageConfig:
     lpips_weight: float = 0.0
     """Used only when LPIPS weights are given (--lpips-weights)."""
     mouth_weight: float = 0.0
-    """Mouth-opening consistency loss weight (the papers' jaw loss role)."""
+    """Weight of the per-pixel mouth-interior mask loss (the papers' jaw loss role)."""
+    mouth_region_weight: float = 0.0
+    """Extra weight of the image losses on the lips and mouth interior (the region counts 1 + this)."""
+    residual_weight: float = 0.0
+    """Weight of the mean squared residual motion (mm²): keeps the lips where the mesh puts them."""
     densify: bool = False
     """Grow and prune Gaussians during the stage (see --densify.*)."""
     lr_scale: float = 1.0
@@ -207,13 +250,17 @@ class StageConfig:
 
 
 def _static_stage() -> StageConfig:
-    return StageConfig("static", deform=False, masked=True, train=("gaussians",), densify=True)
+    return StageConfig(
+        "static", deform=False, masked=True, train=("gaussians",), mouth_weight=0.1, mouth_region_weight=2.0,
+        densify=True,
+    )  # fmt: skip
 
 
 def _motion_stage() -> StageConfig:
     return StageConfig(
-        "motion", masked=True, train=("gaussians", "networks"), mouth_weight=0.1, densify=True, lr_scale=0.5
-    )
+        "motion", masked=True, train=("gaussians", "networks"), mouth_weight=0.1, mouth_region_weight=2.0,
+        residual_weight=0.01, densify=True, lr_scale=0.5,
+    )  # fmt: skip
 
 
 def _fusion_stage() -> StageConfig:
@@ -222,7 +269,8 @@ def _fusion_stage() -> StageConfig:
 
 @dataclass
 class TrainConfig:
-    """Train the audio-driven Gaussian talking head on a prepared dataset, in three stages."""
+    """Train the audio-driven Gaussian talking head on a prepared dataset: audio → motion, then three
+    rendering stages."""
 
     dataset: Path
     """A dataset folder made by `gstalk prepare`."""
@@ -258,10 +306,12 @@ class TrainConfig:
     """Learning rates per parameter kind."""
     densify: DensifyConfig = dataclasses.field(default_factory=DensifyConfig)
     """Densification and pruning."""
+    audio_motion: AudioMotionConfig = dataclasses.field(default_factory=AudioMotionConfig)
+    """Stage 0: the audio → motion model, fitted to the tracked lower face with no rendering."""
     static: StageConfig = dataclasses.field(default_factory=_static_stage)
-    """Stage 1: the canonical head, no deformation."""
+    """Stage 1: appearance, the Gaussians following the tracked mesh (no networks)."""
     motion: StageConfig = dataclasses.field(default_factory=_motion_stage)
-    """Stage 2: audio- and expression-driven deformation."""
+    """Stage 2: the residual networks and the expression colour, on top of the tracked mesh."""
     fusion: StageConfig = dataclasses.field(default_factory=_fusion_stage)
     """Stage 3: colours refined on whole frames."""
 

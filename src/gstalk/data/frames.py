@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..face.expression import pca_code
 from ..face.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE
+from ..face.mesh import N_MESH, fit_to_landmarks
 from ..regions import HEAD_REGIONS, PIXEL_REGIONS, Region
 from ..splat import Camera
 from .dataset import Dataset
@@ -23,7 +24,8 @@ UPPER_FACE = ("eye_open_right", "eye_open_left", "blink", "brow_raise")
 
 @dataclass
 class Condition:
-    """What drives one frame: audio windows and expression features of the ``context`` frames around it."""
+    """What drives one frame: audio windows and expression features of the frames around it (``past``
+    before, ``future`` after)."""
 
     audio: Tensor  # (context, W, C)
     expression: Tensor  # (context, E)
@@ -35,11 +37,12 @@ class Target:
     labels: Tensor  # (H, W) int64 Region ids
     layer: Tensor  # (H, W, 3): real hair/neck/torso/background pixels, the background plate elsewhere
     head_mask: Tensor  # (H, W) bool: head regions, dilated a little
+    mouth_mask: Tensor  # (H, W) bool: lips and mouth interior, dilated a little
 
 
-def context_indices(centre: int, context: int, n: int) -> np.ndarray:
-    """The ``context`` frame indices around ``centre`` (centre at ``context // 2``), clipped to [0, n)."""
-    return np.clip(np.arange(centre - context // 2, centre + context - context // 2), 0, n - 1)
+def context_indices(centre: int, past: int, future: int, n: int) -> np.ndarray:
+    """Frame indices ``centre - past .. centre + future``, clipped to [0, n) (the centre is at ``past``)."""
+    return np.clip(np.arange(centre - past, centre + future + 1), 0, n - 1)
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -55,10 +58,12 @@ class FrameData:
         ds: Dataset,
         size: int,
         device: torch.device | str = "cpu",
-        context: int = 8,
+        past: int = 6,
+        future: int = 3,
         cache: bool | None = None,
     ):
-        self.ds, self.size, self.device, self.context = ds, size, torch.device(device), context
+        self.ds, self.size, self.device = ds, size, torch.device(device)
+        self.past, self.future = past, future
         self.scale = size / ds.size
         self.cache_enabled = size <= 256 if cache is None else cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -66,6 +71,18 @@ class FrameData:
         self.background = torch.from_numpy(bg).to(self.device).float() / 255
         self.audio = ds.audio_features  # (T, W, C) float16, memory-mapped
         self.expression = expression_inputs(ds)
+
+    @cached_property
+    def meshes(self) -> np.ndarray:
+        """(T, 468, 3) each frame's tracked mesh in the head frame, fitted to its 2D landmarks: where the
+        frame shows the face (teacher forcing, and the upper face of replayed frames)."""
+        t = self.ds.tracks
+        return fit_to_landmarks(
+            t.mesh[:, :N_MESH], t.world_to_cam, self.ds.intrinsics, t.landmarks2d[:, :N_MESH]
+        )
+
+    def mesh(self, i: int) -> Tensor:
+        return torch.from_numpy(self.meshes[i]).to(self.device)
 
     @cached_property
     def silence(self) -> np.ndarray:
@@ -116,12 +133,19 @@ class FrameData:
         lab = torch.from_numpy(labels.astype(np.int64)).to(self.device)
         real = torch.from_numpy(np.isin(labels, PIXEL_REGIONS)).to(self.device)
         layer = torch.where(real[..., None], img, self.background)
-        head = np.isin(labels, HEAD_REGIONS).astype(np.uint8)
-        head = cv2.dilate(head, np.ones((5, 5), np.uint8)).astype(bool)
-        return Target(img, lab, layer, torch.from_numpy(head).to(self.device))
+        kernel = np.ones((5, 5), np.uint8)
+        head = cv2.dilate(np.isin(labels, HEAD_REGIONS).astype(np.uint8), kernel).astype(bool)
+        mouth = cv2.dilate(np.isin(labels, (Region.LIPS, Region.MOUTH_INTERIOR)).astype(np.uint8), kernel)
+        return Target(
+            img,
+            lab,
+            layer,
+            torch.from_numpy(head).to(self.device),
+            torch.from_numpy(mouth.astype(bool)).to(self.device),
+        )
 
     def condition(self, i: int, zero_audio: bool = False) -> Condition:
-        idx = context_indices(i, self.context, self.ds.n_frames)
+        idx = context_indices(i, self.past, self.future, self.ds.n_frames)
         audio = torch.from_numpy(np.asarray(self.audio[idx], dtype=np.float32)).to(self.device)
         if zero_audio:
             audio = torch.from_numpy(self.silence).to(self.device).expand_as(audio)
@@ -141,9 +165,7 @@ def expression_inputs(ds: Dataset) -> np.ndarray:
     if spec.code_kind == "blendshapes" and spec.code_names:
         keep = [i for i, n in enumerate(spec.code_names) if n.startswith(("eye", "brow"))]
         code = ds.tracks.expression_code[:, keep]
-    elif ds.tracks.landmarks3d is not None:
-        idx = sorted({*LEFT_EYE, *RIGHT_EYE, *LEFT_BROW, *RIGHT_BROW})
-        code, _, _ = pca_code(ds.tracks.landmarks3d[:, idx], ds.valid, ds.train_ids, 8)
     else:
-        code = ds.tracks.expression_code
+        idx = sorted({*LEFT_EYE, *RIGHT_EYE, *LEFT_BROW, *RIGHT_BROW})
+        code, _, _ = pca_code(ds.tracks.mesh[:, idx], ds.valid, ds.train_ids, 8)
     return np.concatenate([explicit, code], 1).astype(np.float32)

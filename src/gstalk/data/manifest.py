@@ -30,7 +30,7 @@ COMPUTABLE_FEATURES = ("logmel", "hubert", "wav2vec2")
 
 @dataclass(frozen=True)
 class AudioSpec:
-    """The audio features of a dataset: kind, rate, window, channels."""
+    """The audio features of a dataset: kind, rate, window, channels, and how they are normalised."""
 
     features: str
     """``logmel``, ``hubert`` or ``wav2vec2``."""
@@ -39,9 +39,15 @@ class AudioSpec:
     window: int
     """Feature frames in the window centred on each video frame."""
     dim: int
-    """Channels of a feature frame."""
+    """Channels of a feature frame (after deltas)."""
     rate: int = AUDIO_RATE
     """Sample rate of the dataset's ``audio.wav``."""
+    normalisation: str = "none"
+    """``none``: loudness normalisation only (the loud 50 ms windows brought to one level);
+    ``utterance``: also each channel's mean and variance over the whole input (see docs/benchmarks.md:
+    it generalises worse to other speakers than augmentation alone)."""
+    deltas: bool = False
+    """Append each channel's time derivative."""
 
     @property
     def window_seconds(self) -> float:
@@ -61,6 +67,47 @@ class AudioSpec:
                 "pass --speech-model with the same model folder that prepared it",
             )
 
+    def frames(
+        self,
+        audio: np.ndarray,
+        speech_model: Path | None = None,
+        device: str = "cpu",
+        warp: float = 1.0,
+        normalise_loudness: bool = True,
+    ) -> np.ndarray:
+        """(M, C) raw feature frames of 16 kHz mono ``audio`` at ``feature_rate_hz`` (before normalisation
+        and deltas). ``normalise_loudness=False`` when the caller has already scaled the audio."""
+        from ..media import features
+
+        self.check_computable(speech_model)
+        if normalise_loudness:
+            audio = features.normalise_loudness(audio)
+        frames, rate = features.feature_frames(audio, self.features, speech_model, device, warp)
+        channels = self.dim // 2 if self.deltas else self.dim
+        if frames.shape[1] != channels or abs(rate - self.feature_rate_hz) > 1e-6:
+            raise GstalkError(
+                f"the speech model gives {frames.shape[1]} channels at {rate:g} Hz; the dataset was prepared "
+                f"with {channels} at {self.feature_rate_hz:g} Hz",
+                "pass the same --speech-model that prepared the dataset",
+            )
+        return frames
+
+    def finish(self, frames: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Normalise raw ``frames`` (with ``stats`` = (mean, std) per channel when given, else the frames'
+        own) and append deltas, as the spec says."""
+        from ..media import features
+
+        if self.normalisation == "utterance":
+            mean, std = stats if stats is not None else (frames.mean(0), frames.std(0))
+            frames = ((frames - mean) / np.maximum(std, 1e-3)).astype(np.float32)
+        return features.with_deltas(frames) if self.deltas else frames
+
+    def windows(self, frames: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+        """(n_frames, window, dim) float16: the window of finished ``frames`` centred on each video frame."""
+        from ..media.features import frame_windows
+
+        return frame_windows(frames, self.feature_rate_hz, n_frames, fps, self.window).astype(np.float16)
+
     def compute(
         self,
         audio: np.ndarray,
@@ -68,35 +115,22 @@ class AudioSpec:
         fps: float,
         speech_model: Path | None = None,
         device: str = "cpu",
-        normalise: bool = True,
+        warp: float = 1.0,
     ) -> np.ndarray:
-        """(n_frames, window, dim) float16 features of 16 kHz mono ``audio``, exactly as prepared ones.
-
-        ``normalise=False`` when the caller has already scaled the audio (streaming does, from the
-        first second's loudness).
-        """
-        from ..media.features import feature_frames, frame_windows, normalise_loudness
-
-        self.check_computable(speech_model)
-        if normalise:
-            audio = normalise_loudness(audio)
-        frames, rate = feature_frames(audio, self.features, speech_model, device)
-        if frames.shape[1] != self.dim or abs(rate - self.feature_rate_hz) > 1e-6:
-            raise GstalkError(
-                f"the speech model gives {frames.shape[1]} channels at {rate:g} Hz; the dataset was prepared "
-                f"with {self.dim} at {self.feature_rate_hz:g} Hz",
-                "pass the same --speech-model that prepared the dataset",
-            )
-        return frame_windows(frames, rate, n_frames, fps, self.window).astype(np.float16)
+        """(n_frames, window, dim) float16 features of 16 kHz mono ``audio``, exactly as prepared ones."""
+        frames = self.frames(audio, speech_model, device, warp)
+        return self.windows(self.finish(frames), n_frames, fps)
 
     def silence(self) -> np.ndarray | None:
         """(window, dim) features of silence, or None when they need a speech model to compute."""
         if self.features != "logmel":
             return None
+        if self.normalisation == "utterance":  # a constant input normalises to zero
+            return np.zeros((self.window, self.dim), np.float32)
         from ..media.features import log_mel
 
         frames = log_mel(np.zeros(self.rate, np.float32))
-        return np.repeat(frames[:1], self.window, axis=0)
+        return np.repeat(self.finish(frames)[:1], self.window, axis=0)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,11 @@ class Tracks:
     """(T, E) explicit expression measures (names in the manifest's ExpressionSpec)."""
     expression_code: np.ndarray
     """(T, K) implicit expression code (blendshapes or a PCA of the landmarks)."""
-    landmarks3d: np.ndarray | None = None
-    """(T, 478, 3) the tracked face in the head frame (pose removed), metres."""
+    mesh: np.ndarray
+    """(T, 478, 3) the tracked face mesh in the head frame (pose removed), metres; the first 468 vertices
+    are triangulated by ``triangles``."""
+    triangles: np.ndarray
+    """(F, 3) int32 faces of the mesh (MediaPipe's topology), wound outward."""
     world_to_cam_raw: np.ndarray | None = None
     """(T, 4, 4) per-frame pose before smoothing."""
     reprojection_px: np.ndarray | None = None
@@ -77,12 +80,24 @@ class Tracks:
         problems = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or f.name in ("canonical_shape", "pca_mean", "pca_basis"):
+            if value is None or f.name in ("canonical_shape", "triangles", "pca_mean", "pca_basis"):
                 continue
             if len(value) != n_frames:
                 problems.append(f"{f.name} has {len(value)} frames, the manifest {n_frames}")
-        for name in ("world_to_cam", "canonical_shape", "expression", "expression_code", "landmarks2d"):
+        for name in (
+            "world_to_cam",
+            "canonical_shape",
+            "expression",
+            "expression_code",
+            "landmarks2d",
+            "mesh",
+        ):
             if not np.isfinite(getattr(self, name)).all():
                 problems.append(f"{name} holds NaN or Inf")
+        n_vertices = len(self.mesh[0]) if len(self.mesh) else 0
+        if self.triangles.ndim != 2 or self.triangles.shape[1] != 3:
+            problems.append(f"triangles has shape {self.triangles.shape}, not (F, 3)")
+        elif self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= n_vertices):
+            problems.append(f"triangles index vertices outside the mesh's {n_vertices}")
         if problems:
             raise GstalkError(f"{where} is damaged: {'; '.join(problems)}", "prepare the dataset again")

@@ -116,17 +116,43 @@ def _frames(image: np.ndarray, geo: dict, opening: np.ndarray, fps: float, seed:
     for i in range(n):
         d = float(opening[i]) * max_open
         frame = cv2.remap(image, xs, ys - d * jaw_weight, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if d > 0.5:  # the revealed mouth interior: dark, with the upper teeth showing
+        if d > 0.5:  # the revealed mouth interior: dark, upper and lower teeth, the tongue behind them
             upper = geo["upper"]
             lower = geo["lower"].copy()
-            lower[:, 1] += d * np.sin(np.linspace(0, np.pi, len(lower))) ** 0.5
-            poly = np.concatenate([upper, lower[::-1]])
-            cv2.fillPoly(frame, [np.round(poly).astype(np.int32)], (70, 20, 25))
-            teeth_low = upper.copy()
-            teeth_low[:, 1] += min(0.35 * d, 4) * np.sin(np.linspace(0, np.pi, len(upper)))
+            arc = np.sin(np.linspace(0, np.pi, len(lower))) ** 0.5
+            lower[:, 1] += d * arc
             cv2.fillPoly(
-                frame, [np.round(np.concatenate([upper, teeth_low[::-1]])).astype(np.int32)], (225, 220, 210)
+                frame, [np.round(np.concatenate([upper, lower[::-1]])).astype(np.int32)], (60, 18, 24)
             )
+            tongue = lower.copy()
+            tongue[:, 1] -= min(0.45 * d, 9) * arc
+            tongue[:, 0] = geo["mouth"][0] + 0.75 * (tongue[:, 0] - geo["mouth"][0])
+            cv2.fillPoly(
+                frame, [np.round(np.concatenate([tongue, lower[::-1]])).astype(np.int32)], (165, 70, 78)
+            )
+            teeth_up = upper.copy()
+            teeth_up[:, 1] += min(0.3 * d, 7) * np.sin(np.linspace(0, np.pi, len(upper)))
+            cv2.fillPoly(
+                frame, [np.round(np.concatenate([upper, teeth_up[::-1]])).astype(np.int32)], (232, 226, 214)
+            )
+            teeth_low = lower.copy()
+            teeth_low[:, 1] -= min(0.15 * d, 4) * arc
+            cv2.fillPoly(
+                frame, [np.round(np.concatenate([teeth_low, lower[::-1]])).astype(np.int32)], (215, 208, 196)
+            )
+            for x in np.linspace(upper[2, 0], upper[-3, 0], 7)[1:-1]:  # gaps between the front teeth
+                top = float(
+                    np.interp(x, upper[:, 0], upper[:, 1])
+                    if upper[0, 0] < upper[-1, 0]
+                    else np.interp(x, upper[::-1, 0], upper[::-1, 1])
+                )
+                cv2.line(
+                    frame,
+                    (round(x), round(top)),
+                    (round(x), round(top + min(0.3 * d, 7))),
+                    (190, 182, 170),
+                    1,
+                )
         if i in blink_times:
             amount = blink_shape[i - blink_start[i]]
             for eye in geo["eyes"]:

@@ -2,11 +2,12 @@
 
 A :class:`Driver` holds a trained run and its dataset. For output frame k it takes:
 
-- the audio window around k from the new speech (features computed the way the dataset's were);
+- the lower face's motion, predicted from the new speech by the run's audio → motion model (features
+  computed the way the dataset's were), and the audio around k for the residual networks;
 - a *source* frame of the training clip, which gives the camera (head pose), the real hair, neck, torso
-  and background pixels under the head, and the blink and brow expression (replayed). The clip is played
-  back and forth (no jump at its ends), or one still frame is held; a free-viewpoint offset turns the
-  head by a yaw and pitch in degrees.
+  and background pixels under the head, and the upper face (blinks, brows: its tracked mesh, and its
+  expression for the residual networks). The clip is played back and forth (no jump at its ends), or one
+  still frame is held; a free-viewpoint offset turns the head by a yaw and pitch in degrees.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..device import pick_device
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
 from ..model.checkpoint import load_model
-from ..model.talking_head import render_portrait
+from ..model.talking_head import Composite, Drive, render_portrait
 
 
 def pingpong(k: int, ids: np.ndarray) -> int:
@@ -70,8 +71,8 @@ class Driver:
         self.size = int(size or meta.get("train_size") or self.ds.size)
         self.device = torch.device(device)
         self.backend = backend
-        self.context = self.model.config.context
-        self.frames = FrameData(self.ds, self.size, self.device, self.context, cache=False)
+        self.past, self.future = self.model.config.context_past, self.model.config.context_future
+        self.frames = FrameData(self.ds, self.size, self.device, self.past, self.future, cache=False)
         self.expression = torch.from_numpy(expression_inputs(self.ds)).to(self.device)
         self.source_ids = self.ds.train_ids if len(self.ds.train_ids) else np.flatnonzero(self.ds.valid)
         self._layers: OrderedDict[int, torch.Tensor] = OrderedDict()
@@ -105,10 +106,34 @@ class Driver:
     def condition(self, audio: np.ndarray, k: int, s: int) -> Condition:
         """Audio windows of the output frames around k from ``audio`` (T, W, C); expression of the source
         frames around s."""
-        idx = context_indices(k, self.context, len(audio))
-        sidx = context_indices(s, self.context, self.ds.n_frames)
+        idx = context_indices(k, self.past, self.future, len(audio))
+        sidx = context_indices(s, self.past, self.future, self.ds.n_frames)
         a = torch.from_numpy(np.asarray(audio[idx], dtype=np.float32)).to(self.device)
         return Condition(a, self.expression[torch.from_numpy(sidx).to(self.device)])
+
+    def codes(self, audio_features: np.ndarray) -> torch.Tensor:
+        """(T, K) the lower face's predicted code for every frame of (T, W, C) audio features."""
+        return self.model.motion.predict(audio_features)
+
+    def drive(self, audio_features: np.ndarray, codes: torch.Tensor, k: int, s: int) -> Drive:
+        """Output frame k (audio) posed by source frame s: its mesh, condition and code."""
+        mesh = self.model.compose_mesh(codes[k], self.frames.mesh(s))
+        return Drive(mesh, self.condition(audio_features, k, s), codes[k])
+
+    @torch.no_grad()
+    def render_frame(
+        self,
+        audio_features: np.ndarray,
+        codes: torch.Tensor,
+        k: int,
+        pose: PoseSource,
+        source_frame: int | None = None,
+    ) -> Composite:
+        """The composite of frame k of ``audio_features`` (posed by ``source_frame``, by default the pose
+        source's frame for k)."""
+        s = self.source(k, pose) if source_frame is None else source_frame
+        frame = self.model(self.drive(audio_features, codes, k, s))
+        return render_portrait(frame, self.camera(s, pose), self.layer(s), backend=self.backend)
 
     @torch.no_grad()
     def render(
@@ -121,11 +146,9 @@ class Driver:
         """Yield RGB uint8 frames (size × size) for output frames ``start..stop`` of the features."""
         pose = pose or PoseSource()
         stop = len(audio_features) if stop is None else stop
+        codes = self.codes(audio_features)
         for k in range(start, stop):
-            s = self.source(k, pose)
-            frame = self.model(self.condition(audio_features, k, s))
-            comp = render_portrait(frame, self.camera(s, pose), self.layer(s), backend=self.backend)
-            yield to_uint8(comp.image)
+            yield to_uint8(self.render_frame(audio_features, codes, k, pose).image)
 
     def features(self, audio: np.ndarray, n_frames: int | None = None, speech_model: Path | None = None):
         """Per-output-frame audio features of 16 kHz ``audio``, computed like the dataset's."""

@@ -1,9 +1,10 @@
 """Streaming: audio chunks in, frames out, with bounded latency.
 
 Frame k needs the audio up to the end of the feature windows of itself and of the frames after it that
-the model's temporal context reaches (context // 2 - 1 frames). The lookahead is therefore fixed:
-``(context // 2 - 1) / fps + window / 2`` seconds of audio (0.2 s at 25 fps with 160 ms windows), plus the
-time to compute one frame. Features are computed on a short sliding segment of recent audio, so memory and
+the model's temporal context reaches (``future`` frames, 3 by default: the audio → motion model and the
+residual networks see the same context). The lookahead is therefore fixed: ``future / fps + window / 2``
+seconds of audio (0.2 s at 25 fps with 160 ms windows), plus the time to compute one frame. Features are
+computed on a short sliding segment of recent audio, so memory and
 work per frame stay bounded however long the stream runs.
 
 Loudness is normalised from the first second of the stream (offline rendering uses the whole file), so
@@ -16,19 +17,16 @@ import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-import torch
 
 from ..data.frames import to_uint8
 from ..media.audio import AUDIO_RATE as RATE
 from ..media.features import loudness_gain, loudness_level
-from ..model.talking_head import render_portrait
 from .driver import Driver, PoseSource
 
 
 def lookahead_seconds(driver: Driver) -> float:
     """Audio that must have arrived beyond a frame's own time before it can be rendered."""
-    context = driver.context
-    return (context - context // 2 - 1) / driver.fps + driver.ds.audio_spec.window_seconds / 2
+    return driver.future / driver.fps + driver.ds.audio_spec.window_seconds / 2
 
 
 def stream_frames(
@@ -43,12 +41,13 @@ def stream_frames(
     fps = driver.fps
     spec = driver.ds.audio_spec
     spec.check_computable()
-    half = driver.context // 2
+    past, future = driver.past, driver.future
     window = spec.window_seconds
     ahead = lookahead_seconds(driver)
     margin = math.ceil(window * fps) + 1  # frames of audio before the first one used, against edge effects
     buffer, offset = np.zeros(0, np.float32), 0  # offset: samples already dropped from the front
     gain: float | None = None
+    stats: tuple[np.ndarray, np.ndarray] | None = None
     next_frame, ended = 0, False
     source = iter(chunks)
     while not ended:
@@ -61,27 +60,25 @@ def stream_frames(
             if arrived < 1.0 and not ended:
                 continue
             gain = loudness_gain(loudness_level(buffer))
+            if spec.normalisation == "utterance":  # the utterance so far: its first second
+                first = spec.frames(buffer * gain, normalise_loudness=False)
+                stats = (first.mean(0), first.std(0))
         last = math.floor(arrived * fps) - 1 if ended else math.floor((arrived - ahead) * fps)
         if last < next_frame:
             continue
-        # features for frames k_a .. last + context // 2, from audio starting exactly at frame k_a's time
-        k_a = max(0, next_frame - half - margin)
+        # features for frames k_a .. last + future, from audio starting exactly at frame k_a's time
+        k_a = max(0, next_frame - past - margin)
         start = round(k_a / fps * RATE) - offset
         segment = buffer[start:]
         if ended:
             segment = np.pad(segment, (0, int(ahead * RATE) + RATE // 10))
-        n = last + half - k_a + 1
-        feats = spec.compute(segment * gain, n, fps, normalise=False)
+        n = last + future - k_a + 1
+        frames = spec.frames(segment * gain, normalise_loudness=False)
+        feats = spec.windows(spec.finish(frames, stats), n, fps)
+        codes = driver.codes(feats)
         for k in range(next_frame, last + 1):
-            yield k, _render_one(driver, feats, k - k_a, k, pose)
+            comp = driver.render_frame(feats, codes, k - k_a, pose, source_frame=driver.source(k, pose))
+            yield k, to_uint8(comp.image)
         next_frame = last + 1
-        keep = round(max(0, next_frame - half - margin) / fps * RATE) - offset
+        keep = round(max(0, next_frame - past - margin) / fps * RATE) - offset
         buffer, offset = buffer[keep:], offset + keep
-
-
-@torch.no_grad()
-def _render_one(driver: Driver, feats: np.ndarray, local: int, k: int, pose: PoseSource) -> np.ndarray:
-    s = driver.source(k, pose)
-    frame = driver.model(driver.condition(feats, local, s))
-    comp = render_portrait(frame, driver.camera(s, pose), driver.layer(s), backend=driver.backend)
-    return to_uint8(comp.image)

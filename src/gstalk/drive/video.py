@@ -51,9 +51,9 @@ def render_video(config: RenderConfig) -> dict:
         "audio_seconds": round(len(speech) / AUDIO_RATE, 2),
         "out": str(out),
     }
-    if config.progress:
-        tqdm.write(
-            f"gstalk render: {written} frames in {seconds:.1f} s ({figures['fps']} frames/s, "
-            f"encoding included) -> {out}"
-        )
+    print(
+        f"gstalk render: {written} frames in {seconds:.1f} s ({figures['fps']} frames/s, "
+        f"encoding included) -> {out}",
+        flush=True,
+    )
     return figures

@@ -82,6 +82,13 @@ def mouth_opening(landmarks: np.ndarray | None) -> float:
     return float(gap / np.linalg.norm(landmarks[OUTER_EYE_CORNERS[0]] - landmarks[OUTER_EYE_CORNERS[1]]))
 
 
+def spread(values) -> float | None:
+    """The 5th–95th percentile range of the finite values (None when fewer than 3)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return round(float(np.percentile(v, 95) - np.percentile(v, 5)), 6) if v.size >= 3 else None
+
+
 def audio_energy(audio: np.ndarray, n_frames: int, fps: float, rate: int = AUDIO_RATE) -> np.ndarray:
     """Per video frame, the log RMS energy of the audio in that frame's 40 ms (dB)."""
     hop = rate / fps
@@ -99,11 +106,17 @@ class SyncMeasure:
     correlation_at_zero: float
 
     def as_dict(self) -> dict:
-        return {
-            "correlation": round(self.correlation, 4),
+        """JSON-ready: a correlation that could not be computed is None, with the reason beside it."""
+        out: dict = {
+            "correlation": round(self.correlation, 4) if np.isfinite(self.correlation) else None,
             "offset_frames": self.offset_frames,
-            "correlation_at_zero": round(self.correlation_at_zero, 4),
+            "correlation_at_zero": (
+                round(self.correlation_at_zero, 4) if np.isfinite(self.correlation_at_zero) else None
+            ),
         }
+        if out["correlation"] is None:
+            out["note"] = "not computed: fewer than 10 frames with a face and sound, or no variation"
+        return out
 
 
 def lip_sync(energy: np.ndarray, opening: np.ndarray, max_offset: int = 5) -> SyncMeasure:

@@ -87,11 +87,18 @@ def write_report(out: Path, driver, metrics: dict[str, Any], results: dict[str, 
     cross = (
         "".join(
             f"<tr><td>{html.escape(c['audio'])}</td><td>{c['seconds']}</td><td>{c['correlation']}</td>"
-            f"<td>{c['offset_frames']}</td></tr>"
+            f"<td>{c['offset_frames']}</td><td>{c['opening_range_ratio']}</td><td>{c['seam_share']}</td></tr>"
             for c in metrics["cross_audio"]
         )
-        or "<tr><td colspan=4>none given (--cross-audio FILE ...)</td></tr>"
+        or "<tr><td colspan=6>none given (--cross-audio FILE ...)</td></tr>"
     )
+    art = metrics["articulation"]
+    articulation = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{art.get(k)}</td><td style='text-align:left'>"
+        f"{html.escape(art['measures'].get(k, ''))}</td></tr>"
+        for k in ("opening_correlation", "opening_range_ratio", "lip_vertex_error_mm", "seam_share")
+    )
+    mouth = _png(out / "mouth_sheet.png")
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>gstalk report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
@@ -103,6 +110,9 @@ LMD in pixels at {metrics["lmd_pixels_at"]}².</p>
 <h2>Metrics (test split)</h2>{_table(metrics)}
 <p><b>zero_audio</b>: the full model driven with silence;
 <b>static</b>: the canonical head, no deformation.</p>
+<h2>Articulation (held-out frames)</h2><table>{articulation}</table>
+<h3>Rendered at the most closed and the most open predicted mouth (real frames below)</h3>
+{_img(mouth, "no mouth sheet")}
 <h2>Lip sync</h2><p>{html.escape(sync["measure"])}.</p>
 <table><tr><th></th><th>correlation</th><th>best offset (frames)</th><th>at offset 0</th></tr>
 <tr><th>real video</th><td>{sync["real"]["correlation"]}</td><td>{sync["real"]["offset_frames"]}</td>
@@ -110,7 +120,7 @@ LMD in pixels at {metrics["lmd_pixels_at"]}².</p>
 <tr><th>rendered</th><td>{sync["rendered"]["correlation"]}</td><td>{sync["rendered"]["offset_frames"]}</td>
 <td>{sync["rendered"]["correlation_at_zero"]}</td></tr></table>
 <h3>Driven by other speakers</h3><table><tr><th>audio</th><th>seconds</th><th>correlation</th>
-<th>best offset</th></tr>{cross}</table>
+<th>best offset</th><th>opening range ratio</th><th>seam share</th></tr>{cross}</table>
 <h2>Side by side: real | rendered</h2>
 <video controls src="data:video/mp4;base64,{_b64(video.read_bytes())}"></video>
 <h2>Per-frame metrics</h2><img src="data:image/png;base64,{plots}">

@@ -2,7 +2,8 @@
 
 1. A canonical shape: generalised Procrustes (similarity) alignment of MediaPipe's per-frame 3D landmarks
    on the rigid points (``STABLE``), averaged, scaled to metres by the mean outer-eye-corner distance.
-2. The focal length: the one whose perspective PnP fits the 2D landmarks of sampled frames best.
+2. The focal length: fitted jointly with the rigid shape and the poses of sampled frames (a bundle
+   adjustment), with a prior for clips whose head barely turns.
 3. Per frame, the world-to-camera transform by PnP of the stable points (OpenCV convention).
 4. Zero-phase smoothing over time (a symmetric Gaussian, so no lag), on rotations and translations.
 """
@@ -27,7 +28,7 @@ class PoseTrack:
     canonical: np.ndarray  # (478, 3) metres, head frame
     reprojection_px: np.ndarray  # (T,) RMS reprojection error of the stable points, smoothed pose
     jitter: dict[str, float]
-    focal_search: dict[str, list[float]]
+    focal_fit: dict
 
 
 def similarity_align(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -83,35 +84,97 @@ def _k(focal: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1]], dtype=np.float64)
 
 
-def estimate_focal(canonical, landmarks, valid, cx, cy, size, samples: int = 40):
-    """Focal length (pixels) whose PnP best explains the 2D landmarks of sampled frames.
+#: Prior of the focal length: the face is seen from about a metre (log-normal, a factor of 2 at one sigma),
+#: which with the face's size in pixels gives the focal length. Clips with head rotation pin it down; clips
+#: without any fall back to this.
+PRIOR_DISTANCE_M = 1.0
+PRIOR_SIGMA_LOG = 0.7
 
-    Perspective is weak for a face filling a portrait crop and MediaPipe's landmarks follow a
-    weak-perspective model, so the error curve is shallow and often falls toward the long-lens end: the
-    search spans fields of view (over the crop's width) from 10° to 50° and keeps the minimum of the mean
-    RMS reprojection error. The curve is returned so that a caller can tell a clear minimum from one at
-    the search limit; ``--fov-deg`` overrides the estimate.
+
+def estimate_focal(
+    canonical: np.ndarray,
+    landmarks: np.ndarray,
+    valid: np.ndarray,
+    cx: float,
+    cy: float,
+    size: int,
+    frames: int = 80,
+    point_sigma_px: float = 1.0,
+    shape_sigma_m: tuple[float, float, float] = (0.004, 0.004, 0.02),
+) -> tuple[float, dict]:
+    """Focal length (pixels) fitted jointly with the face's rigid shape and the head poses of sampled frames.
+
+    A bundle adjustment of the rigid (``STABLE``) landmarks: unknowns are log f, the 3D points (kept near
+    ``canonical`` by a prior of ``shape_sigma_m`` in x, y, z, which also fixes the scale; loose in depth,
+    which MediaPipe only estimates) and one pose per frame;
+    residuals are reprojection errors over ``point_sigma_px`` and the prior on log f (a face seen from
+    about a metre). Perspective under head rotation separates the focal length from the distance; the
+    returned record says how much the clip constrained it (posterior against prior sigma of log f).
     """
+    from scipy.optimize import least_squares
+    from scipy.sparse import lil_matrix
+
     idx = np.flatnonzero(valid)
-    idx = idx[np.linspace(0, idx.size - 1, min(samples, idx.size)).astype(int)]
-    fovs = np.linspace(10.0, 50.0, 21)
-    focals = 0.5 * size / np.tan(np.radians(fovs) / 2)
-    obj = canonical[STABLE]
-    errors = []
-    for f in focals:
-        k = _k(f, cx, cy)
-        errs = [
-            _reprojection(
-                obj,
-                landmarks[i, STABLE, :2].astype(np.float64),
-                k,
-                *_pnp(obj, landmarks[i, STABLE, :2].astype(np.float64), k, None),
-            )
-            for i in idx
-        ]
-        errors.append(float(np.mean(errs)))
-    best = int(np.argmin(errors))
-    return float(focals[best]), {"fov_deg": fovs.tolist(), "rms_px": errors}
+    idx = idx[np.linspace(0, idx.size - 1, min(frames, idx.size)).astype(int)]
+    obs = np.ascontiguousarray(landmarks[idx][:, STABLE, :2], dtype=np.float64)  # (F, P, 2)
+    shape0 = canonical[STABLE].astype(np.float64)
+    n_f, n_p = obs.shape[:2]
+    a, b = OUTER_EYE_CORNERS
+    eye_px = float(np.median(np.linalg.norm(landmarks[idx, a, :2] - landmarks[idx, b, :2], axis=-1)))
+    f_prior = eye_px * PRIOR_DISTANCE_M / OUTER_EYE_CORNER_DISTANCE_M
+    k0 = _k(f_prior, cx, cy)
+    poses0 = []
+    for o in obs:
+        rvec, tvec = _pnp(shape0, o, k0, None)
+        poses0 += [rvec[:, 0], tvec[:, 0]]
+    x0 = np.concatenate([[np.log(f_prior)], shape0.reshape(-1), np.concatenate(poses0)])
+
+    def unpack(x):
+        return np.exp(x[0]), x[1 : 1 + 3 * n_p].reshape(n_p, 3), x[1 + 3 * n_p :].reshape(n_f, 6)
+
+    def residuals(x):
+        f, shape, poses = unpack(x)
+        rot = Rotation.from_rotvec(poses[:, :3]).as_matrix()
+        cam = np.einsum("fij,pj->fpi", rot, shape) + poses[:, None, 3:]
+        z = np.maximum(cam[..., 2], 1e-3)
+        proj = np.stack([f * cam[..., 0] / z + cx, f * cam[..., 1] / z + cy], -1)
+        return np.concatenate(
+            [
+                ((proj - obs) / point_sigma_px).reshape(-1),
+                ((shape - shape0) / np.asarray(shape_sigma_m)).reshape(-1),
+                [(x[0] - np.log(f_prior)) / PRIOR_SIGMA_LOG],
+            ]
+        )
+
+    sparsity = lil_matrix((n_f * n_p * 2 + n_p * 3 + 1, x0.size), dtype=np.int8)
+    for fi in range(n_f):
+        for pi in range(n_p):
+            rows = slice(2 * (fi * n_p + pi), 2 * (fi * n_p + pi) + 2)
+            sparsity[rows, 0] = 1
+            sparsity[rows, 1 + 3 * pi : 4 + 3 * pi] = 1
+            sparsity[rows, 1 + 3 * n_p + 6 * fi : 1 + 3 * n_p + 6 * fi + 6] = 1
+    base = n_f * n_p * 2
+    for j in range(n_p * 3):
+        sparsity[base + j, 1 + j] = 1
+    sparsity[base + n_p * 3, 0] = 1
+    fit = least_squares(residuals, x0, jac_sparsity=sparsity, x_scale="jac", method="trf", max_nfev=200)
+    focal = float(np.exp(fit.x[0]))
+    jac = fit.jac.toarray() if hasattr(fit.jac, "toarray") else fit.jac
+    try:
+        sigma_log = float(np.sqrt(np.linalg.pinv(jac.T @ jac)[0, 0]))
+    except np.linalg.LinAlgError:
+        sigma_log = PRIOR_SIGMA_LOG
+    reproj = fit.fun[: n_f * n_p * 2].reshape(n_f, n_p, 2) * point_sigma_px
+    return focal, {
+        "method": "bundle adjustment of the rigid landmarks over sampled frames",
+        "fov_deg": float(np.degrees(2 * np.arctan(0.5 * size / focal))),
+        "prior_fov_deg": float(np.degrees(2 * np.arctan(0.5 * size / f_prior))),
+        "sigma_log_focal": sigma_log,
+        "prior_sigma_log_focal": PRIOR_SIGMA_LOG,
+        "constrained_by_clip": bool(sigma_log < 0.7 * PRIOR_SIGMA_LOG),
+        "rms_px": float(np.sqrt((reproj**2).sum(-1).mean())),
+        "frames": int(n_f),
+    }
 
 
 def _smooth_rotations(rots: Rotation, sigma: float) -> Rotation:
@@ -141,9 +204,9 @@ def estimate_poses(
     """Poses for (T, 478, 3) landmarks in the pixels of a ``size``-square crop."""
     canonical = canonical_shape(landmarks, valid)
     cx, cy = principal_point
-    search: dict[str, list[float]] = {}
+    fit: dict = {"method": "given (--fov-deg)"}
     if focal is None:
-        focal, search = estimate_focal(canonical, landmarks, valid, cx, cy, size)
+        focal, fit = estimate_focal(canonical, landmarks, valid, cx, cy, size)
     k = _k(focal, cx, cy)
     obj = canonical[STABLE]
     n = len(landmarks)
@@ -181,7 +244,7 @@ def estimate_poses(
         canonical=canonical.astype(np.float32),
         reprojection_px=reproj.astype(np.float32),
         jitter=pose_jitter(rots_raw, t_raw, rots, t_smooth, valid),
-        focal_search=search,
+        focal_fit=fit,
     )
 
 
@@ -202,7 +265,7 @@ def known_poses(
         canonical=estimated.canonical,
         reprojection_px=np.full(len(w2c), np.nan, np.float32),
         jitter=pose_jitter(rots, w2c[:, :3, 3], rots, w2c[:, :3, 3], valid),
-        focal_search={},
+        focal_fit={"method": "cameras came with the input"},
     )
 
 

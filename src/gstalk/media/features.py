@@ -10,6 +10,7 @@ Loudness is normalised first, so speech recorded at another level drives the mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -52,23 +53,40 @@ def normalise_loudness(audio: np.ndarray) -> np.ndarray:
     return (audio * loudness_gain(loudness_level(audio))).astype(np.float32)
 
 
-def log_mel(audio: np.ndarray) -> np.ndarray:
-    """(M, 80) log-mel frames at 100 Hz; frame m is centred at m * 10 ms."""
+def log_mel(audio: np.ndarray, warp: float = 1.0) -> np.ndarray:
+    """(M, 80) log-mel frames at 100 Hz; frame m is centred at m * 10 ms.
+
+    ``warp`` != 1 stretches the spectrum along frequency before the mel filterbank (vocal tract length
+    perturbation): formants and harmonics move up by that factor, as for a shorter vocal tract.
+    """
     import librosa
 
-    mel = librosa.feature.melspectrogram(
-        y=audio,
-        sr=AUDIO_RATE,
-        n_fft=512,
-        win_length=400,
-        hop_length=MEL_HOP,
-        n_mels=MEL_BANDS,
-        fmin=55.0,
-        fmax=7600.0,
-        center=True,
-        power=2.0,
-    )
+    power = np.abs(librosa.stft(audio, n_fft=512, win_length=400, hop_length=MEL_HOP, center=True)) ** 2
+    if warp != 1.0:
+        bins = np.arange(power.shape[0], dtype=np.float64)
+        source = np.clip(bins / warp, 0, power.shape[0] - 1)
+        lo = np.floor(source).astype(int)
+        hi = np.minimum(lo + 1, power.shape[0] - 1)
+        frac = (source - lo)[:, None]
+        power = (1 - frac) * power[lo] + frac * power[hi]
+    mel = _mel_filters() @ power
     return np.log(mel.T + 1e-5).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _mel_filters() -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=AUDIO_RATE, n_fft=512, n_mels=MEL_BANDS, fmin=55.0, fmax=7600.0)
+
+
+def with_deltas(frames: np.ndarray) -> np.ndarray:
+    """Frames with their first time derivative appended (librosa's 5-frame regression)."""
+    import librosa
+
+    if len(frames) < 5:
+        return np.concatenate([frames, np.zeros_like(frames)], 1)
+    return np.concatenate([frames, librosa.feature.delta(frames, width=5, axis=0)], 1).astype(np.float32)
 
 
 class SpeechModel:
@@ -142,11 +160,11 @@ def window_frames(window_ms: float, rate_hz: float) -> int:
 
 
 def feature_frames(
-    audio: np.ndarray, kind: str, model_path: str | Path | None = None, device: str = "cpu"
+    audio: np.ndarray, kind: str, model_path: str | Path | None = None, device: str = "cpu", warp: float = 1.0
 ) -> tuple[np.ndarray, float]:
-    """(M, C) feature frames of 16 kHz ``audio`` and their rate in Hz."""
+    """(M, C) feature frames of 16 kHz ``audio`` and their rate in Hz (``warp``: see :func:`log_mel`)."""
     if kind == "logmel":
-        return log_mel(audio), AUDIO_RATE / MEL_HOP
+        return log_mel(audio, warp), AUDIO_RATE / MEL_HOP
     if kind in ("hubert", "wav2vec2"):
         if model_path is None:
             raise GstalkError(

@@ -20,8 +20,10 @@ from safetensors.torch import load_file, save_file
 from .. import SCHEMA_VERSION, __version__
 from ..config import ModelConfig
 from ..errors import GstalkError
+from ..face.mesh import N_MESH
 from ..fileio import atomic_folder
 from .gaussians import GaussianSet
+from .motion import LowerFaceBasis
 from .talking_head import TalkingHead
 
 FORMAT = "gstalk-checkpoint"
@@ -30,11 +32,13 @@ META_FILE = "checkpoint.json"
 
 
 def model_meta(model: TalkingHead) -> dict[str, Any]:
-    """What rebuilds the model's shapes: its config and the sizes of its inputs and Gaussian sets."""
+    """What rebuilds the model's shapes: its config and the sizes of its inputs, mesh and Gaussian sets."""
     return {
         "config": dataclasses.asdict(model.config),
         "n_head": len(model.head),
         "n_mouth": len(model.mouth),
+        "n_triangles": int(model.triangles.shape[0]),
+        "motion_components": model.basis.components,
         "audio_window": model.audio_encoder.window,
         "audio_channels": model.audio_encoder.channels,
         "expression_channels": model.expression_encoder.channels,
@@ -58,6 +62,9 @@ def empty_model(meta: dict[str, Any]) -> TalkingHead:
         gaussians(meta["n_head"]),
         gaussians(meta["n_mouth"]),
         torch.zeros(2, 3),
+        torch.zeros(N_MESH, 3),
+        torch.zeros(meta["n_triangles"], 3, dtype=torch.long),
+        LowerFaceBasis(meta["motion_components"]),
         meta["audio_window"],
         meta["audio_channels"],
         meta["expression_channels"],

@@ -4,7 +4,12 @@
   position modulate the audio and expression features; an MLP maps the concatenation to Δμ, Δs, Δq.
 - :class:`RegionDeformer` (high frequency, eq. 9–12): each Gaussian's spatial feature queries the driving
   signal's tokens of the neighbouring frames by cross-attention; a sigmoid gate computed from the signal
-  scales the result, and a feed-forward network with two residual connections yields Δμ only.
+  scales the result, and a feed-forward network with two residual connections yields Δμ only. The
+  Gaussian's own spatial feature also enters the feed-forward path (projected into its stream): without
+  it, a steady sound gives every Gaussian of the region nearly the same Δμ, and the upper and lower lips
+  could not move apart.
+
+In gstalk these refine, as residuals, the motion the tracked (or predicted) mesh already gives.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class RegionDeformer(nn.Module):
     def __init__(self, spatial_dim: int, signal_dim: int, dim: int = 32, hidden: int = 64) -> None:
         super().__init__()
         self.query = nn.Linear(spatial_dim, dim)
+        self.own = nn.Linear(spatial_dim, dim)  # the Gaussian's spatial feature into the feed-forward path
         self.key = nn.Linear(signal_dim, dim)
         self.value = nn.Linear(signal_dim, dim)
         self.signal = nn.Linear(signal_dim, dim)
@@ -71,7 +77,7 @@ class RegionDeformer(nn.Module):
         k, v = self.key(tokens), self.value(tokens)  # (T, D)
         attn = torch.softmax(q @ k.T * self.scale, dim=-1)  # (N, T)
         z = self.gate(current) * (attn @ v)  # λ_r ⊙ φ_cm
-        f = self.signal(current).expand_as(z)
+        f = self.signal(current) + self.own(h)
         z1 = self.ff1(f + z)
         z2 = self.ff2(z1 + z)
         return self.deform(z2)

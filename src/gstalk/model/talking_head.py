@@ -1,6 +1,16 @@
-"""The audio-driven talking head: two canonical Gaussian sets (head, mouth interior), the encoders of
-position, audio and expression, and the region-decomposed deformation networks; plus the hair-preserving
-portrait composite.
+"""The audio-driven talking head, and the hair-preserving portrait composite.
+
+- Two Gaussian sets: the head, bound to the triangles of the tracked face mesh (or to the skull or the
+  jaw where the mesh does not reach: ears, hairline, under the chin), and the mouth interior (upper teeth
+  with the skull, lower teeth and tongue with the jaw, a dark back wall with the skull).
+- :class:`Drive`: what moves one frame: a face mesh in the head frame (tracked in training, predicted
+  from speech at render time), the audio and expression around the frame for the residual networks, and
+  the lower face's code for the colour MLP.
+- The audio → motion model (``model.motion``) predicts the lower face's code from speech;
+  :meth:`TalkingHead.compose_mesh` combines it with the upper face of a replayed frame.
+- FG-3DGS's networks refine the mesh-driven motion as residuals: the spatially gated MLP for the face, the
+  gated cross-attention for the eyes and lips, and the mouth interior with its own network. A colour MLP
+  of the lower face's code (GaussianSpeech) shades teeth and creases.
 """
 
 from __future__ import annotations
@@ -12,19 +22,36 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..data.frames import Condition
+from ..face.mesh import N_MESH
 from ..splat import Camera, RenderOutput, rasterize
+from .binding import FacePose, face_pose, triangle_frames
+from .colour import ExpressionColour
 from .conditions import AudioEncoder, ExpressionEncoder, TemporalAttention
 from .deform import FaceDeformer, RegionDeformer
 from .gaussians import GaussianSet, ModelRegion, Splats
 from .hash_encoder import TriplaneHashEncoder
+from .motion import AudioMotion, LowerFaceBasis
+
+
+@dataclass
+class Drive:
+    """What drives one frame."""
+
+    mesh: Tensor | None = None
+    """(N_MESH, 3) face mesh in the head frame; None: the canonical face."""
+    condition: Condition | None = None
+    """The audio and expression around the frame, for the residual networks; None: no residual."""
+    code: Tensor | None = None
+    """(K,) the lower face's standardised code (for the expression colour); None: the canonical's."""
 
 
 @dataclass
 class Frame3D:
-    """The deformed Gaussians of one frame."""
+    """The posed Gaussians of one frame."""
 
     head: Splats
     mouth: Splats
+    residual: Tensor | None = None  # (N_head + N_mouth, 3) the residual networks' Δμ, for regularisation
 
 
 class TalkingHead(nn.Module):
@@ -33,6 +60,9 @@ class TalkingHead(nn.Module):
         head: GaussianSet,
         mouth: GaussianSet,
         bounds: Tensor,
+        canonical_mesh: Tensor,
+        triangles: Tensor,
+        basis: LowerFaceBasis,
         audio_window: int,
         audio_channels: int,
         expression_channels: int,
@@ -42,6 +72,15 @@ class TalkingHead(nn.Module):
         self.config = config = config or ModelConfig()
         self.head, self.mouth = head, mouth
         self.register_buffer("bounds", bounds.float().clone())  # (2, 3) box that normalises positions
+        self.register_buffer("canonical_mesh", canonical_mesh[:N_MESH].float().clone())
+        self.register_buffer("triangles", triangles.long().clone())
+        _, _, sizes = triangle_frames(self.canonical_mesh, self.triangles)
+        self.register_buffer("canonical_sizes", sizes.clamp(min=1e-6))
+        self.basis = basis
+        past, future = config.context_past, config.context_future
+        self.motion = AudioMotion(
+            audio_window, audio_channels, basis.components, past, future, config.motion_dim
+        )
         self.encoder = TriplaneHashEncoder(
             levels=config.hash_levels,
             log2_table=config.hash_log2_table,
@@ -49,11 +88,14 @@ class TalkingHead(nn.Module):
         )
         spatial = self.encoder.out_dim + config.embedding_dim
         self.audio_encoder = AudioEncoder(audio_channels, audio_window, config.audio_dim, config.hidden)
-        self.audio_attention = TemporalAttention(config.audio_dim, config.context)
+        self.audio_attention = TemporalAttention(config.audio_dim, past + future + 1)
         self.expression_encoder = ExpressionEncoder(expression_channels, config.expression_dim, config.hidden)
         self.face = FaceDeformer(spatial, config.audio_dim, config.expression_dim, config.hidden)
         self.eyes = RegionDeformer(spatial, config.expression_dim, hidden=config.hidden)
         self.lips = RegionDeformer(spatial, config.audio_dim, hidden=config.hidden)
+        self.interior = RegionDeformer(spatial, config.audio_dim, hidden=config.hidden)
+        self.colour = ExpressionColour(config.embedding_dim, basis.components, config.hidden)
+        self._cache: dict[str, object] | None = None
 
     # --- parameters by role (stages pick which ones they train) ---------------------------------
     def gaussian_parameters(self) -> list[nn.Parameter]:
@@ -63,47 +105,88 @@ class TalkingHead(nn.Module):
         return [self.head.params["color_logits"], self.mouth.params["color_logits"]]
 
     def network_parameters(self) -> list[nn.Parameter]:
-        gaussian = {id(p) for p in self.gaussian_parameters()}
-        return [p for p in self.parameters() if id(p) not in gaussian]
+        """The residual and colour networks and their encoders (not the Gaussians, not the audio → motion
+        model, which its own stage trains)."""
+        skip = {id(p) for p in self.gaussian_parameters()} | {id(p) for p in self.motion.parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
 
-    # --- forward ---------------------------------------------------------------------------------
-    def spatial_features(self, gaussians: GaussianSet) -> Tensor:
-        cache = getattr(self, "_spatial_cache", None)
-        if cache is not None and not torch.is_grad_enabled():
-            return cache[id(gaussians)]
+    # --- geometry ----------------------------------------------------------------------------------
+    def pose(self, mesh: Tensor | None) -> FacePose:
+        """Binding frames of ``mesh`` (the canonical face when None, or when the model is not
+        mesh-driven)."""
+        if not self.config.mesh_driven:
+            mesh = None
+        if mesh is None and self._cache is not None:
+            return self._cache["canonical_pose"]
+        m = self.canonical_mesh if mesh is None else mesh[:N_MESH].to(self.canonical_mesh)
+        return face_pose(m, self.canonical_mesh, self.triangles, self.canonical_sizes)
+
+    def compose_mesh(self, code: Tensor, source_mesh: Tensor) -> Tensor:
+        """The face mesh of a frame: the lower face from ``code`` (K,), the upper face (blinks, brows) from
+        ``source_mesh`` (N_MESH, 3), blended by the lower-face weights."""
+        w = self.basis.weights[:, None]
+        lower = self.basis.reconstruct(code)
+        upper = source_mesh[:N_MESH].to(lower) - self.canonical_mesh
+        return self.canonical_mesh + w * lower + (1 - w) * upper
+
+    def canonical_means(self, gaussians: GaussianSet) -> Tensor:
+        """Head-frame means of a set on the canonical face."""
+        return gaussians.posed(self.pose(None))[0]
+
+    def spatial_features(self, gaussians: GaussianSet, name: str) -> Tensor:
+        """H(μ) ⊕ z: the tri-plane hash of the canonical position and the Gaussian's own embedding."""
+        if self._cache is not None and not torch.is_grad_enabled():
+            return self._cache[name]
         lo, hi = self.bounds[0], self.bounds[1]
-        x = (gaussians.means - lo) / (hi - lo)
-        return torch.cat([self.encoder(x), gaussians.embedding], dim=-1)  # H(μ) ⊕ z
+        x = (self.canonical_means(gaussians).detach() - lo) / (hi - lo)
+        return torch.cat([self.encoder(x), gaussians.embedding], dim=-1)
 
     @torch.no_grad()
     def freeze(self) -> TalkingHead:
-        """For rendering: cache what does not change from frame to frame (H(μ) ⊕ z of both sets, the
-        region index lists). Call again after changing the Gaussians; training never uses the cache."""
-        self._spatial_cache = None
-        self._spatial_cache = {id(g): self.spatial_features(g) for g in (self.head, self.mouth)}
+        """For rendering: cache what does not change from frame to frame (the canonical pose, the spatial
+        features of both sets, the region index lists). Call again after changing the Gaussians; training
+        never uses the cache."""
+        self._cache = None
+        cache: dict[str, object] = {"canonical_pose": self.pose(None)}
+        cache["head"] = self.spatial_features(self.head, "head")
+        cache["mouth"] = self.spatial_features(self.mouth, "mouth")
+        for region in ModelRegion:
+            cache[f"index_{region.name}"] = (self.head.region == region).nonzero().squeeze(1)
+        self._cache = cache
         return self
 
+    def _regions(self) -> tuple[Tensor, Tensor, Tensor]:
+        if self._cache is not None:
+            return tuple(self._cache[f"index_{r.name}"] for r in ModelRegion)  # type: ignore[return-value]
+        return tuple((self.head.region == r).nonzero().squeeze(1) for r in ModelRegion)  # type: ignore[return-value]
+
+    # --- forward ---------------------------------------------------------------------------------
     def encode_condition(self, cond: Condition) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Audio tokens (T, A) and the smoothed current audio feature (A,); expression tokens and current."""
         audio_tokens = self.audio_encoder(cond.audio[None])  # (1, T, A)
         f_a = self.audio_attention(audio_tokens)[0]
         expr_tokens = self.expression_encoder(cond.expression[None])[0]
-        return audio_tokens[0], f_a, expr_tokens, expr_tokens[self.config.context // 2]
+        return audio_tokens[0], f_a, expr_tokens, expr_tokens[self.config.context_past]
 
-    def forward(self, cond: Condition | None) -> Frame3D:
-        """Deformed Gaussians for one frame; ``cond=None`` gives the canonical (static) head."""
-        if cond is None:
-            return Frame3D(self.head.splats(), self.mouth.splats())
-        audio_tokens, f_a, expr_tokens, f_e = self.encode_condition(cond)
-        region = self.head.region
-        h = self.spatial_features(self.head)
+    def forward(self, drive: Drive | None = None) -> Frame3D:
+        """The posed Gaussians of one frame (``None``: the canonical face, no residual)."""
+        drive = drive or Drive()
+        pose = self.pose(drive.mesh)
+        code = drive.code if drive.code is not None else torch.zeros_like(self.basis.basis[:, 0, 0])
+        head_colour = mouth_colour = None
+        if self.config.expression_colour:
+            head_colour = self.colour(self.head.embedding, code)
+            mouth_colour = self.colour(self.mouth.embedding, code)
+        if drive.condition is None or not self.config.residual:
+            return Frame3D(
+                self.head.splats(pose, d_color_logits=head_colour),
+                self.mouth.splats(pose, d_color_logits=mouth_colour),
+            )
+        audio_tokens, f_a, expr_tokens, f_e = self.encode_condition(drive.condition)
+        h = self.spatial_features(self.head, "head")
         n = len(self.head)
-        d_mu = h.new_zeros(n, 3)
-        d_s = h.new_zeros(n, 3)
-        d_q = h.new_zeros(n, 4)
-        face = (region == ModelRegion.FACE).nonzero().squeeze(1)
-        eyes = (region == ModelRegion.EYES).nonzero().squeeze(1)
-        lips = (region == ModelRegion.MOUTH).nonzero().squeeze(1)
+        d_mu, d_s, d_q = h.new_zeros(n, 3), h.new_zeros(n, 3), h.new_zeros(n, 4)
+        face, eyes, lips = self._regions()
         if face.numel():
             mu, s, q = self.face(h.index_select(0, face), f_a, f_e)
             d_mu, d_s, d_q = (
@@ -115,9 +198,12 @@ class TalkingHead(nn.Module):
             d_mu = d_mu.index_copy(0, eyes, self.eyes(h.index_select(0, eyes), expr_tokens, f_e))
         if lips.numel():
             d_mu = d_mu.index_copy(0, lips, self.lips(h.index_select(0, lips), audio_tokens, f_a))
-        head = self.head.splats(d_mu, d_s, d_q)
-        mouth = self.mouth.splats(self.lips(self.spatial_features(self.mouth), audio_tokens, f_a))
-        return Frame3D(head, mouth)
+        d_interior = self.interior(self.spatial_features(self.mouth, "mouth"), audio_tokens, f_a)
+        return Frame3D(
+            self.head.splats(pose, d_mu, d_s, d_q, head_colour),
+            self.mouth.splats(pose, d_interior, d_color_logits=mouth_colour),
+            residual=torch.cat([d_mu, d_interior]),
+        )
 
 
 @dataclass

@@ -26,11 +26,12 @@ from ..data.writer import DatasetWriter
 from ..errors import GstalkError
 from ..face.expression import EXPLICIT, expression_features
 from ..face.landmarks import N_LANDMARKS
+from ..face.mesh import face_triangles
 from ..face.pose import estimate_poses, known_poses, normalise_landmarks
 from ..face.track import N_BLENDSHAPES, FaceTracker
 from ..fileio import write_json_atomic
 from ..media.audio import is_silent
-from ..media.features import feature_frames, frame_windows, normalise_loudness, window_frames
+from ..media.features import feature_frames, normalise_loudness, window_frames
 from ..regions import Region
 from .background import BackgroundAccumulator, sample_indices
 from .crop import Crop, choose_crop
@@ -249,7 +250,7 @@ def _step_pose(config: PrepareConfig, source: Source, n_frames: int, wd: Path, d
         reprojection_px=poses.reprojection_px,
     )
     (wd / "pose.json").write_text(
-        json.dumps({"crop": crop.to_dict(), "jitter": poses.jitter, "focal_search": poses.focal_search})
+        json.dumps({"crop": crop.to_dict(), "jitter": poses.jitter, "focal_fit": poses.focal_fit})
     )
 
 
@@ -318,11 +319,17 @@ def _step_audio(config: PrepareConfig, source: Source, n_frames: int, wd: Path, 
         frames, rate = feature_frames(
             normalise_loudness(audio), config.audio_features, config.speech_model, device
         )
-        window = window_frames(AUDIO_WINDOW_MS, rate)
-        feats = frame_windows(frames, rate, n_frames, config.fps, window)
+        spec = AudioSpec(
+            config.audio_features,
+            float(rate),
+            window_frames(AUDIO_WINDOW_MS, rate),
+            frames.shape[1] * (2 if config.audio_deltas else 1),
+            normalisation=config.audio_normalisation,
+            deltas=config.audio_deltas,
+        )
+        feats = spec.windows(spec.finish(frames), n_frames, config.fps)
         bar.update()
     writer.audio_features(feats)
-    spec = AudioSpec(config.audio_features, float(rate), int(window), int(feats.shape[2]))
     (wd / "audio.json").write_text(json.dumps(dataclasses.asdict(spec)))
 
 
@@ -347,7 +354,8 @@ def _step_expression(config: PrepareConfig, source: Source, n_frames: int, wd: P
     tracks = Tracks(
         valid=valid,
         landmarks2d=pose["landmarks"][..., :2],
-        landmarks3d=normalised,
+        mesh=normalised,
+        triangles=face_triangles(pose["canonical"]),
         world_to_cam=pose["world_to_cam"],
         world_to_cam_raw=pose["world_to_cam_raw"],
         reprojection_px=pose["reprojection_px"],
@@ -392,16 +400,17 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
             f"several faces appear in {several:.0%} of the frames; the largest one at the start was "
             "followed. If that is the wrong person, crop the video to the one you want."
         )
-    if pose_info["focal_search"]:
-        fov = pose_info["focal_search"]["fov_deg"]
-        best = int(np.argmin(pose_info["focal_search"]["rms_px"]))
-        if best in (0, len(fov) - 1):
-            warnings.append(
-                f"the focal length is poorly constrained by the landmarks (best fit at the search "
-                f"limit, {fov[best]:.0f}° field of view); pass --fov-deg if you know the lens"
-            )
+    notes = []
+    focal = pose_info["focal_fit"]
+    if focal.get("constrained_by_clip") is False:
+        notes.append(
+            f"the head barely turns in this clip, so its lens is estimated mostly from the face's size "
+            f"({focal['fov_deg']:.0f}° field of view of the crop); pass --fov-deg if you know it"
+        )
     for w in warnings:
         _say(config, "warning: " + w)
+    for n in notes:
+        _say(config, "note: " + n)
     reprojection = tracks.reprojection_px
     summary = {
         "frames": n_frames,
@@ -411,6 +420,7 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
         "crop": pose_info["crop"],
         "intrinsics": intrinsics.tolist(),
         "fov_deg": float(np.degrees(2 * np.arctan(0.5 * config.size / intrinsics[0]))),
+        "focal_fit": focal,
         "pose_jitter": pose_info["jitter"],
         "reprojection_px_median": (
             float(np.nanmedian(reprojection))
@@ -420,6 +430,7 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
         "background_seen_fraction": frames_info["background_seen_fraction"],
         "region_fractions": frames_info["region_fractions"],
         "warnings": warnings,
+        "notes": notes,
         "seconds_per_step": {},
     }
     info = source.info

@@ -1,4 +1,4 @@
-"""Training losses: L1, D-SSIM, LPIPS (when its weights are given), and the mouth-opening consistency loss."""
+"""Training losses: L1, D-SSIM, LPIPS (when its weights are given), and the mouth-interior mask loss."""
 
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ def masked(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask[..., None], pred, target)
 
 
-def mouth_opening_loss(mouth_visible: Tensor, target_mouth: Tensor, scale: float) -> Tensor:
-    """How much mouth interior shows (Σ (1 − α_face) α_mouth) against the tracked mouth-interior area, both
-    in units of ``scale`` pixels (the clip's typical open-mouth area). Plays the papers' jaw loss role."""
-    return (mouth_visible.sum() - target_mouth.float().sum()).abs() / scale
+def mouth_mask_loss(mouth_visible: Tensor, interior: Tensor, region: Tensor) -> Tensor:
+    """Per pixel, where the mouth interior shows through the face ((1 − α_face) α_mouth) against the frame's
+    mouth-interior mask, averaged over the dilated lip and mouth region: it tells each lip Gaussian where
+    the opening is, rather than only how large it is. Plays the papers' jaw loss role."""
+    n = region.float().sum().clamp(min=1.0)
+    return ((mouth_visible - interior.float()).abs() * region).sum() / n
 
 
 def psnr(pred: Tensor, target: Tensor) -> float:

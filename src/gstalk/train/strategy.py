@@ -85,7 +85,6 @@ class DensifyStrategy:
         avg = self.grad[name] / self.count[name].clamp(min=1)
         src = torch.arange(n, device=scale.device)
         new = {k: p[k].detach() for k in PER_GAUSSIAN}
-        region = s.region
         if grow:
             big_grad = avg > c.grad_threshold
             clone = big_grad & (scale <= c.scale_threshold * self.extent)
@@ -102,14 +101,12 @@ class DensifyStrategy:
                 keep[split_idx] = False
                 src = torch.cat([src[keep], clone_idx, split_idx, split_idx])
                 new = {k: v[src] for k, v in new.items()}
-                region = region[src]
                 k0 = int(keep.sum()) + clone_idx.numel()
                 new["means"][k0:] += torch.cat(offsets)
                 new["log_scales"][k0:] -= torch.log(torch.tensor(1.6))
             elif clone_idx.numel():
                 src = torch.cat([src, clone_idx])
                 new = {k: v[src] for k, v in new.items()}
-                region = region[src]
         opacity = torch.sigmoid(new["opacity_logits"])
         scales = torch.exp(new["log_scales"])
         alive = (opacity > c.prune_opacity) & (scales.max(-1).values < c.prune_scale * self.extent)
@@ -120,15 +117,14 @@ class DensifyStrategy:
             alive_idx = alive_idx[torch.topk(score, cap).indices.sort().values]
         src = src[alive_idx]
         new = {k: v[alive_idx] for k, v in new.items()}
-        region = region[alive_idx]
-        _swap(optimizer, s, new, region, src)
+        _swap(optimizer, s, new, src)
 
 
-def _swap(optimizer, s: GaussianSet, new: dict[str, Tensor], region: Tensor, src: Tensor) -> None:
+def _swap(optimizer, s: GaussianSet, new: dict[str, Tensor], src: Tensor) -> None:
     """Replace the set's tensors and carry each parameter's Adam state along ``src`` (the old row each new
     row came from); the second and later copies of a row start with zero moments."""
     old = {k: s.params[k] for k in PER_GAUSSIAN}
-    s.replace(new, region)
+    s.replace(new, s.buffers_at(src))
     order = torch.argsort(src, stable=True)
     repeat = torch.zeros_like(src, dtype=torch.bool)
     repeat[1:] = src[order][1:] == src[order][:-1]
@@ -164,6 +160,7 @@ def _reset_state(optimizer, p: torch.nn.Parameter) -> None:
 
 
 def scene_extent(model) -> float:
-    """Radius of the head's Gaussians around their centre (metres)."""
-    means = model.head.means.detach()
+    """Radius of the head's Gaussians on the canonical face around their centre (metres)."""
+    with torch.no_grad():
+        means = model.canonical_means(model.head)
     return float((means - means.mean(0)).norm(dim=-1).max())

@@ -31,16 +31,20 @@ from ..data.dataset import load_dataset
 from ..data.frames import FrameData
 from ..device import pick_device
 from ..errors import GstalkError
+from ..fileio import strict_json, write_json_atomic
 from ..model.checkpoint import load_model, save_model
 from ..model.init import init_talking_head
-from ..model.talking_head import TalkingHead, render_portrait
+from ..model.talking_head import Drive, TalkingHead, render_portrait
 from ..regions import Region
 from ..splat import RenderOutput
+from .audio_motion import fit_audio_motion, target_coefficients
 from .checkpoint import load_training_state, save_training_checkpoint
-from .losses import dssim, l1, masked, mouth_opening_loss, psnr
+from .losses import dssim, masked, mouth_mask_loss, psnr
 from .strategy import DensifyStrategy, scene_extent
 
-LOG_FIELDS = ["stage", "step", "loss", "l1", "dssim", "lpips", "mouth", "psnr", "gaussians", "seconds"]
+LOG_FIELDS = [
+    "stage", "step", "loss", "l1", "dssim", "lpips", "mouth", "residual", "psnr", "gaussians", "seconds",
+]  # fmt: skip
 
 
 class Diverged(GstalkError):
@@ -95,7 +99,8 @@ class Trainer:
                 f"{config.dataset} has only {len(self.ds.train_ids)} usable training frames",
                 "prepare a longer clip (a few minutes trains best)",
             )
-        self.data = FrameData(self.ds, self.config.size, self.device, self.config.model.context)
+        m = self.config.model
+        self.data = FrameData(self.ds, self.config.size, self.device, m.context_past, m.context_future)
         self.stages = stages(self.config)
         self.lpips = None
         if self.config.lpips_weights is not None:
@@ -139,7 +144,11 @@ class Trainer:
             save_config(self.config, self.out)
             with open(self.out / "log.csv", "w", newline="") as f:
                 csv.writer(f).writerow(LOG_FIELDS)
+            self.fit_audio_motion()
+            save_training_checkpoint(self.out / "checkpoint", model, self._state(0, 0))
         self.model = model
+        self.codes = torch.from_numpy(target_coefficients(self.ds, model.basis.cpu())).to(self.device)
+        model.basis.to(self.device)
         gen = torch.Generator().manual_seed(self.config.seed)
         previous = signal.signal(signal.SIGINT, self._interrupt)
         try:
@@ -162,13 +171,33 @@ class Trainer:
         self._say(f"done: model in {self.out / 'model'}")
         return self.out
 
-    def _final_state(self) -> dict[str, Any]:
+    def fit_audio_motion(self) -> dict[str, float]:
+        """Stage 0: fit the audio → motion model (no rendering); its held-out figures go to
+        ``audio_motion.json`` in the run folder."""
+        self._say("audio → motion: fitting the lower face's motion to the speech")
+        model = self.model
+        model.motion.cpu()
+        figures = fit_audio_motion(self.ds, model.basis.cpu(), model.motion, self.config.audio_motion,
+                                   progress=self.config.progress)  # fmt: skip
+        model.to(self.device)
+        write_json_atomic(self.out / "audio_motion.json", strict_json(figures))
+        self._say(
+            f"audio → motion: held-out lip error {figures['lip_error_mm']:.2f} mm, mouth-gap correlation "
+            f"{figures['gap_correlation']:.2f}, in {figures['seconds']:.0f} s"
+        )
+        return figures
+
+    def _state(self, stage_index: int, step: int) -> dict[str, Any]:
         return {
-            "stage_index": len(self.stages),
-            "step": 0,
+            "stage_index": stage_index,
+            "step": step,
             "dataset": str(Path(self.config.dataset).resolve()),
             "train_size": self.config.size,
+            "config": config_to_dict(self.config),
         }
+
+    def _final_state(self) -> dict[str, Any]:
+        return self._state(len(self.stages), 0)
 
     def _interrupt(self, signum, frame) -> None:  # Ctrl-C: finish the step, save, exit cleanly
         self.request_stop()
@@ -233,13 +262,8 @@ class Trainer:
                 self.on_step(self, stage, step)
             done = step + 1
             if self._stop or done % self.config.checkpoint_every == 0 or done == stage.iterations:
-                state = {
-                    "stage_index": index if done < stage.iterations else index + 1,
-                    "step": done if done < stage.iterations else 0,
-                    "dataset": str(Path(self.config.dataset).resolve()),
-                    "train_size": self.config.size,
-                    "config": config_to_dict(self.config),
-                }
+                finished = done == stage.iterations
+                state = self._state(index + 1 if finished else index, 0 if finished else done)
                 save_training_checkpoint(
                     self.out / "checkpoint",
                     model,
@@ -265,31 +289,39 @@ class Trainer:
         mouth interior's renders (their ``means2d`` gradients feed densification)."""
         model = self.model
         target = self.data.target(i)
-        cond = self.data.condition(i) if stage.deform else None
-        frame = model(cond)
+        drive = Drive(
+            mesh=self.data.mesh(i),
+            condition=self.data.condition(i) if stage.deform else None,
+            code=self.codes[i],
+        )
+        frame = model(drive)
         comp = render_portrait(frame, self.data.camera(i), target.layer, backend=self.config.backend)
+        weight = 1.0 + stage.mouth_region_weight * target.mouth_mask.float()[..., None]
         if stage.masked:
             # losses on the head regions only (averaged over them, not diluted by the rest of the frame),
             # and no head Gaussians where the frame shows hair, neck, torso or background
             inside = target.head_mask
             share = inside.float().mean().clamp(min=1e-3)
             pred = masked(comp.image, target.image, inside)
-            loss_l1 = l1(pred, target.image) / share
+            loss_l1 = (weight * (pred - target.image).abs()).mean() / share
             loss_ssim = dssim(pred, target.image) / share
             stray = (comp.head_alpha * (~inside).float()).mean() / (1 - share).clamp(min=1e-3)
             loss = loss_l1 + stage.dssim_weight * loss_ssim + stray
         else:
             pred = comp.image
-            loss_l1 = l1(pred, target.image)
+            loss_l1 = (weight * (pred - target.image).abs()).mean()
             loss_ssim = dssim(pred, target.image)
             loss = loss_l1 + stage.dssim_weight * loss_ssim
-        loss_mouth = torch.zeros(())
+        zero = torch.zeros((), device=pred.device)
+        loss_mouth = loss_residual = loss_lpips = zero
         if stage.mouth_weight > 0:
-            loss_mouth = mouth_opening_loss(
-                comp.mouth_visible, target.labels == Region.MOUTH_INTERIOR, self.data.mouth_area_scale
+            loss_mouth = mouth_mask_loss(
+                comp.mouth_visible, target.labels == Region.MOUTH_INTERIOR, target.mouth_mask
             )
             loss = loss + stage.mouth_weight * loss_mouth
-        loss_lpips = torch.zeros(())
+        if stage.residual_weight > 0 and frame.residual is not None:
+            loss_residual = (frame.residual * 1000).pow(2).sum(-1).mean()  # mm²
+            loss = loss + stage.residual_weight * loss_residual
         if stage.lpips_weight > 0 and self.lpips is not None:
             loss_lpips = self.lpips(pred, target.image)
             loss = loss + stage.lpips_weight * loss_lpips
@@ -297,7 +329,10 @@ class Trainer:
         if torch.isfinite(loss):  # a non-finite loss never reaches the parameters
             loss.backward()
             optimizer.step()
-        values = {"loss": loss, "l1": loss_l1, "dssim": loss_ssim, "lpips": loss_lpips, "mouth": loss_mouth}
+        values = {
+            "loss": loss, "l1": loss_l1, "dssim": loss_ssim, "lpips": loss_lpips, "mouth": loss_mouth,
+            "residual": loss_residual,
+        }  # fmt: skip
         terms = {
             **{k: float(v.detach()) for k, v in values.items()},
             "psnr": psnr(comp.image.detach(), target.image),
