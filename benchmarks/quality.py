@@ -32,7 +32,7 @@ from gstalk.train import train
 VARIANTS = {
     "no_mesh": ModelConfig(mesh_driven=False),
     "mesh": ModelConfig(residual=False),
-    "mesh_residual": ModelConfig(),
+    "mesh_residual": ModelConfig(residual=True),
 }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from gstalk.config import AudioMotionConfig, TrainConfig
+from gstalk.config import AudioMotionConfig, ModelConfig, TrainConfig
 from gstalk.data import load_dataset
 from gstalk.data.frames import Condition, FrameData
 from gstalk.drive import Driver
@@ -102,7 +102,7 @@ def test_lip_motion_is_recovered_for_every_seed(seed: int, tmp_path: Path):
 
 def test_residual_networks_move_only_their_regions(demo_dataset: Path):
     ds = load_dataset(demo_dataset)
-    model = init_talking_head(ds, 600, seed=1)
+    model = init_talking_head(ds, 600, config=ModelConfig(residual=True), seed=1)
     region = model.head.region
     assert {int(r) for r in region.unique()} == {ModelRegion.FACE, ModelRegion.EYES, ModelRegion.MOUTH}
     data = FrameData(ds, 64)
@@ -128,7 +128,7 @@ def test_lip_gaussians_move_differently_for_a_steady_sound(demo_dataset: Path):
     can move the upper and the lower lip apart. With the attention made uniform (the query then cannot
     tell Gaussians apart), the Gaussians still move differently, and only because of that path."""
     ds = load_dataset(demo_dataset)
-    model = init_talking_head(ds, 600, seed=1)
+    model = init_talking_head(ds, 600, config=ModelConfig(residual=True), seed=1)
     torch.manual_seed(0)
     with torch.no_grad():
         torch.nn.init.normal_(model.lips.deform[-1].weight, std=0.01)
@@ -244,3 +244,20 @@ def test_existing_run_is_not_overwritten(synthetic, tmp_path: Path):
     Trainer(cfg).run()
     with pytest.raises(GstalkError, match="already holds a training run"):
         Trainer(cfg).run()
+
+
+@pytest.mark.parametrize("box", [(30, 60, 20, 50), (0, 20, 0, 80), (80, 96, 70, 80), (0, 96, 0, 80)])
+def test_masked_losses_on_the_mask_box_equal_the_whole_image(box):
+    from gstalk.train.losses import SSIM_RADIUS, dssim, mask_box, masked
+    from gstalk.train.trainer import _window_share
+
+    g = torch.Generator().manual_seed(0)
+    image, target = torch.rand(96, 80, 3, generator=g), torch.rand(96, 80, 3, generator=g)
+    mask = torch.zeros(96, 80, dtype=torch.bool)
+    mask[box[0] : box[1], box[2] : box[3]] = True
+    pred = masked(image, target, mask)
+    crop = mask_box(mask, 2 * SSIM_RADIUS)
+    cropped = dssim(pred[crop], target[crop]) * _window_share(pred.shape, pred[crop].shape)
+    assert float(cropped) == pytest.approx(float(dssim(pred, target)), rel=1e-5)
+    whole = float((pred - target).abs().sum())
+    assert float((pred - target).abs()[crop].sum()) == pytest.approx(whole, rel=1e-6)

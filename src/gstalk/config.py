@@ -141,8 +141,9 @@ class ModelConfig:
     mesh_driven: bool = True
     """Move the Gaussians with the face mesh (off: they stay on the canonical face and the deformation
     networks alone move them, the design before mesh binding; for ablations)."""
-    residual: bool = True
-    """Refine the mesh-driven motion with FG-3DGS's deformation networks (off: the mesh alone)."""
+    residual: bool = False
+    """Refine the mesh-driven motion with FG-3DGS's deformation networks (off: the mesh alone; the
+    ablation in docs/benchmarks.md found no gain from them at the cpu preset's budget)."""
     expression_colour: bool = True
     """Shade the Gaussians by the lower face's expression (GaussianSpeech's colour MLP)."""
     motion_components: int = 8
@@ -277,7 +278,8 @@ class TrainConfig:
     out: Path
     """The run folder: checkpoints, logs, loss curves and the config."""
     preset: Literal["cpu", "gpu"] = "cpu"
-    """cpu: 256², at most ~10k Gaussians, ~30 min on 2 cores; gpu: 512², the papers' iteration counts."""
+    """cpu: 512², at most ~10k Gaussians, under 30 min on 2 cores; gpu: 512², the papers' iteration
+    counts and up to 100k Gaussians."""
     size: int | None = None
     """Training image size (default: the preset's)."""
     max_gaussians: int | None = None
@@ -317,7 +319,7 @@ class TrainConfig:
 
 
 PRESETS = {
-    "cpu": {"size": 256, "max_gaussians": 10_000, "iterations": (1500, 4000, 800)},
+    "cpu": {"size": 512, "max_gaussians": 10_000, "iterations": (1000, 3500, 600)},
     "gpu": {"size": 512, "max_gaussians": 100_000, "iterations": (3000, 47_000, 10_000)},
 }
 

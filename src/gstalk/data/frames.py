@@ -18,6 +18,9 @@ from ..regions import HEAD_REGIONS, PIXEL_REGIONS, Region
 from ..splat import Camera
 from .dataset import Dataset
 
+#: label → True for the regions shown from the real frame (hair, neck, torso, background)
+_PIXEL_LUT = np.isin(np.arange(256), PIXEL_REGIONS)
+
 #: the explicit measures of the upper face that drive the model (never the mouth: see expression_inputs)
 UPPER_FACE = ("eye_open_right", "eye_open_left", "blink", "brow_raise")
 
@@ -47,6 +50,10 @@ def context_indices(centre: int, past: int, future: int, n: int) -> np.ndarray:
 
 def to_uint8(image: Tensor) -> np.ndarray:
     """(H, W, 3) float image in [0, 1] to uint8 RGB on the CPU, rounded."""
+    if image.device.type == "cpu" and image.dtype == torch.float32:
+        from ..splat.images import float_to_uint8
+
+        return float_to_uint8(image.detach().numpy())
     return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
@@ -127,6 +134,19 @@ class FrameData:
             if self.cache_enabled:
                 self._cache[i] = (image, labels)
         return self._target(image, labels)
+
+    def layer(self, i: int) -> Tensor:
+        """Frame i's real-pixel layer alone (what rendering needs of a replayed frame): its hair, neck,
+        torso and background pixels, the background plate where its head was."""
+        image = self._resize(self.ds.image(i), cv2.INTER_AREA)
+        labels = self._resize(self.ds.regions(i), cv2.INTER_NEAREST)
+        real = _PIXEL_LUT[labels][..., None]
+        plate = self._background_uint8
+        return torch.from_numpy(np.where(real, image, plate)).to(self.device).float().div_(255)
+
+    @cached_property
+    def _background_uint8(self) -> np.ndarray:
+        return (self.background.cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
     def _target(self, image: np.ndarray, labels: np.ndarray) -> Target:
         img = torch.from_numpy(image).to(self.device).float() / 255

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,8 @@ class Driver:
         self.expression = torch.from_numpy(expression_inputs(self.ds)).to(self.device)
         self.source_ids = self.ds.train_ids if len(self.ds.train_ids) else np.flatnonzero(self.ds.valid)
         self._layers: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._prefetched: dict[int, Future] = {}
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="gstalk-frames")
 
     @property
     def fps(self) -> float:
@@ -89,10 +92,16 @@ class Driver:
     def layer(self, s: int) -> torch.Tensor:
         """The source frame's real-pixel layer, kept for the few hundred frames a replay revisits."""
         if s not in self._layers:
-            self._layers[s] = self.frames.target(s).layer
+            pending = self._prefetched.pop(s, None)
+            self._layers[s] = pending.result() if pending is not None else self.frames.layer(s)
             if len(self._layers) > 256:
                 self._layers.popitem(last=False)
         return self._layers[s]
+
+    def prefetch(self, s: int) -> None:
+        """Start reading source frame s's layer on a background thread (image decoding releases the GIL)."""
+        if s not in self._layers and s not in self._prefetched:
+            self._prefetched[s] = self._reader.submit(self.frames.layer, s)
 
     def camera(self, s: int, pose: PoseSource):
         cam = self.frames.camera(s)
@@ -132,6 +141,7 @@ class Driver:
         """The composite of frame k of ``audio_features`` (posed by ``source_frame``, by default the pose
         source's frame for k)."""
         s = self.source(k, pose) if source_frame is None else source_frame
+        self.prefetch(self.source(k + 1, pose))
         frame = self.model(self.drive(audio_features, codes, k, s))
         return render_portrait(frame, self.camera(s, pose), self.layer(s), backend=self.backend)
 

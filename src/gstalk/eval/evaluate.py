@@ -59,7 +59,7 @@ def seam_share(comp: Composite, labels: np.ndarray) -> float:
     region = np.isin(labels, (*HEAD_REGIONS, Region.NECK)).astype(np.uint8)
     k = max(3, labels.shape[0] // 64) | 1
     region = cv2.dilate(region, np.ones((k, k), np.uint8)).astype(bool)
-    uncovered = ((1 - comp.head.alpha[0, ..., 0]) * (1 - comp.mouth.alpha[0, ..., 0])).cpu().numpy()
+    uncovered = (1 - comp.alpha).cpu().numpy()
     return float((uncovered * plate)[region].sum() / max(region.sum(), 1))
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
+from queue import Queue
 
 import av
 import numpy as np
@@ -26,24 +28,55 @@ def write_video(
     Frames are encoded as they arrive (nothing is held). Writes ``path`` directly: callers wanting an atomic
     write pass a temporary path (see ``fileio.atomic_path``). Returns the number of frames written.
     """
-    count = 0
     with av.open(str(path), mode="w", format=container_format) as out:
-        vstream = None
         astream = out.add_stream("aac", rate=rate, layout="mono") if audio is not None else None
-        for frame in frames:
-            if vstream is None:
-                vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                vstream.width, vstream.height = frame.shape[1], frame.shape[0]
-                vstream.pix_fmt = "yuv420p"
-                vstream.options = {"crf": str(crf), "preset": "veryfast"}
-            for packet in vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-            count += 1
-        if vstream is not None:
-            for packet in vstream.encode():
-                out.mux(packet)
+        count = _encode_frames(out, frames, fps, crf)
         if astream is not None:
             _encode_audio(out, astream, audio, rate)
+    return count
+
+
+def _encode_frames(out, frames: Iterable[np.ndarray], fps: float, crf: int) -> int:
+    """Encode on a second thread (PyAV releases the GIL while x264 works), so rendering the next frame and
+    encoding this one overlap; a queue of two frames bounds the memory."""
+    queue: Queue = Queue(maxsize=2)
+    state: dict = {"stream": None, "error": None}
+
+    def encoder() -> None:
+        try:
+            while (frame := queue.get()) is not None:
+                stream = state["stream"]
+                if stream is None:
+                    stream = state["stream"] = out.add_stream(
+                        "libx264", rate=Fraction(fps).limit_denominator(1001)
+                    )
+                    stream.width, stream.height = frame.shape[1], frame.shape[0]
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf), "preset": "veryfast"}
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    out.mux(packet)
+            if state["stream"] is not None:
+                for packet in state["stream"].encode():
+                    out.mux(packet)
+        except BaseException as err:  # handed to the producer, which raises it
+            state["error"] = err
+            while queue.get() is not None:  # drain, so the producer never blocks
+                pass
+
+    thread = threading.Thread(target=encoder, name="gstalk-encode", daemon=True)
+    thread.start()
+    count = 0
+    try:
+        for frame in frames:
+            if state["error"] is not None:
+                break
+            queue.put(frame)
+            count += 1
+    finally:
+        queue.put(None)
+        thread.join()
+    if state["error"] is not None:
+        raise state["error"]
     return count
 
 

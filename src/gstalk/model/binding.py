@@ -122,7 +122,9 @@ def frame_index(binding: Tensor, parent: Tensor) -> Tensor:
 def place(means: Tensor, quats: Tensor, log_scales: Tensor, index: Tensor, pose: FacePose):
     """Stored (local) parameters → head-frame means (N, 3), quaternions (N, 4) and log-scales (N, 3)."""
     rot, scale = pose.rot[index], pose.scale[index]
-    world = scale[:, None] * (rot @ means[..., None])[..., 0] + pose.origin[index]
+    # R x as three broadcast products: much faster on a CPU than a batch of 3×3 matrix products
+    turned = rot[:, :, 0] * means[:, :1] + rot[:, :, 1] * means[:, 1:2] + rot[:, :, 2] * means[:, 2:]
+    world = scale[:, None] * turned + pose.origin[index]
     return world, quat_multiply(pose.quat[index], quats), log_scales + torch.log(scale)[:, None]
 
 

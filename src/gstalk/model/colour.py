@@ -20,5 +20,15 @@ class ExpressionColour(nn.Module):
         nn.init.zeros_(self.net[-1].weight)  # start from the base colours
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, latents: Tensor, code: Tensor) -> Tensor:
-        return self.net(torch.cat([latents, code.expand(latents.shape[0], -1)], -1))
+    def forward(self, latents: Tensor, code: Tensor, latent_part: Tensor | None = None) -> Tensor:
+        """``latent_part``: the first layer applied to ``latents`` alone (bias included), cached by
+        :meth:`latent_part` when the latents do not change from frame to frame."""
+        if latent_part is None:
+            return self.net(torch.cat([latents, code.expand(latents.shape[0], -1)], -1))
+        first = self.net[0]
+        hidden = latent_part + code @ first.weight[:, latents.shape[1] :].T
+        return self.net[2:](self.net[1](hidden))
+
+    def latent_part(self, latents: Tensor) -> Tensor:
+        first = self.net[0]
+        return latents @ first.weight[:, : latents.shape[1]].T + first.bias

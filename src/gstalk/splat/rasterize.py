@@ -69,6 +69,7 @@ def rasterize(
     background: Tensor | float | None = None,
     backend: Backend = "auto",
     max_pairs: int = DEFAULT_MAX_PAIRS,
+    groups: Tensor | None = None,
 ) -> RenderOutput:
     """Render N Gaussians into C cameras.
 
@@ -77,29 +78,52 @@ def rasterize(
     colors (N, D) or per camera (C, N, D), any number of channels D.
     background: a colour (D,) or (C, D), an image (H, W, D) or (C, H, W, D), a scalar, or None (black).
     max_pairs: memory bound of the torch backend, in pixel–Gaussian pairs held at once.
+    groups: optional (N,) integers: Gaussians of a lower group are composited in front of every one of a
+        higher group whatever their depths (a face over its mouth interior in one pass). Not supported by
+        gsplat.
     """
     n_cams = len(cameras)
     colors = _check_inputs(means, quats, scales, opacities, colors, n_cams)
     cameras = cameras.to(device=means.device, dtype=means.dtype)
     chosen = resolve_backend(backend, means.device)
     if chosen == "gsplat":
+        if groups is not None:
+            raise ValueError("the gsplat backend composites by depth only; render each group separately")
         color, alpha, depth, means2d, radii = rasterize_gsplat(
             means, quats, scales, opacities, colors, cameras
         )
     else:
-        covars = covariance_3d(quats, scales)
-        proj = project_gaussians(
-            means, covars, opacities, cameras.world_to_cam, cameras.intrinsics, cameras.width, cameras.height
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad
+            for t in (means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics)
         )
+        if chosen == "numba" and not needs_grad:  # rendering: the compiled projection
+            from .numba_backend import project_gaussians_numba
+
+            proj = project_gaussians_numba(
+                means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics, cameras.width,
+                cameras.height,
+            )  # fmt: skip
+        else:
+            covars = covariance_3d(quats, scales)
+            proj = project_gaussians(
+                means,
+                covars,
+                opacities,
+                cameras.world_to_cam,
+                cameras.intrinsics,
+                cameras.width,
+                cameras.height,
+            )
         if chosen == "numba":
             from .numba_backend import rasterize_pixels_numba
 
             color, alpha, depth_sum = rasterize_pixels_numba(
-                proj, opacities, colors, cameras.width, cameras.height
+                proj, opacities, colors, cameras.width, cameras.height, groups
             )
         else:
             color, alpha, depth_sum = rasterize_pixels(
-                proj, opacities, colors, cameras.width, cameras.height, max_pairs=max_pairs
+                proj, opacities, colors, cameras.width, cameras.height, max_pairs, groups
             )
         depth = depth_sum / alpha.clamp(min=1e-10)
         means2d, radii = proj.means2d, proj.radii
@@ -130,6 +154,8 @@ def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tenso
         ("opacities", opacities),
         ("colors", colors),
     ):
+        if t.numel() and bool(torch.isfinite(t.detach().sum())):  # one reduction; a NaN or Inf spoils it
+            continue
         bad = ~torch.isfinite(t)
         if bool(bad.any()):
             per_gaussian = (

@@ -35,10 +35,12 @@ def rasterize_pixels(
     width: int,
     height: int,
     max_pairs: int = DEFAULT_MAX_PAIRS,
+    groups: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Composite projected Gaussians front to back.
 
-    opacities: (N,) in [0, 1]. colors: (C, N, D).
+    opacities: (N,) in [0, 1]. colors: (C, N, D). groups: optional (N,) integers; every Gaussian of a lower
+    group is composited in front of every one of a higher group, whatever their depths.
     Returns accumulated colour (C, H, W, D), alpha (C, H, W, 1) and alpha-weighted depth (C, H, W, 1),
     all without a background.
     """
@@ -74,7 +76,7 @@ def rasterize_pixels(
             height,
         )
         depth_rank = torch.empty_like(flat)
-        order = torch.argsort(table[:, 7].detach(), stable=True)  # ties: lower index in front, as in numba
+        order = draw_order(table[:, 7].detach(), None if groups is None else groups[flat % n])
         depth_rank[order] = torch.arange(flat.numel(), device=device)
         needs_grad = torch.is_grad_enabled() and table.requires_grad
         geometry = table[:, :6].detach().contiguous()  # mean2d, conic, opacity: all the filter reads
@@ -98,6 +100,14 @@ def rasterize_pixels(
             out_depth = out_depth + depth
     shape = (n_cams, height, width)
     return out_color.reshape(*shape, d), out_alpha.reshape(*shape, 1), out_depth.reshape(*shape, 1)
+
+
+def draw_order(depths: Tensor, groups: Tensor | None = None) -> Tensor:
+    """Indices front to back: by group, then depth; ties keep the lower index in front (both backends)."""
+    order = torch.argsort(depths, stable=True)
+    if groups is not None:
+        order = order[torch.argsort(groups[order], stable=True)]
+    return order
 
 
 def pixel_boxes(means2d: Tensor, radii: Tensor, keep: Tensor, width: int, height: int) -> Tensor:

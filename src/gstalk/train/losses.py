@@ -6,6 +6,26 @@ import torch
 from pytorch_msssim import ssim
 from torch import Tensor
 
+#: radius of the D-SSIM window (11 pixels, σ = 1.5)
+SSIM_RADIUS = 5
+
+
+def mask_box(mask: Tensor, margin: int) -> tuple[slice, slice]:
+    """The rows and columns of ``mask``'s bounding box, widened by ``margin`` and kept at least
+    2 · margin + 1 pixels on a side (so an SSIM window fits); the whole image when the mask is empty."""
+    h, w = mask.shape
+    rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+    if rows.numel() == 0:
+        return slice(0, h), slice(0, w)
+
+    def span(idx: Tensor, size: int) -> slice:
+        lo, hi = max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1, size)
+        grow = max(0, 2 * margin + 1 - (hi - lo))
+        lo, hi = max(lo - grow, 0), min(hi + grow, size)
+        return slice(lo, hi)
+
+    return span(rows[:, 0], h), span(cols[:, 0], w)
+
 
 def l1(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).abs().mean()

@@ -39,7 +39,7 @@ from ..regions import Region
 from ..splat import RenderOutput
 from .audio_motion import fit_audio_motion, target_coefficients
 from .checkpoint import load_training_state, save_training_checkpoint
-from .losses import dssim, masked, mouth_mask_loss, psnr
+from .losses import SSIM_RADIUS, dssim, mask_box, masked, mouth_mask_loss, psnr
 from .strategy import DensifyStrategy, scene_extent
 
 LOG_FIELDS = [
@@ -303,8 +303,15 @@ class Trainer:
             inside = target.head_mask
             share = inside.float().mean().clamp(min=1e-3)
             pred = masked(comp.image, target.image, inside)
-            loss_l1 = (weight * (pred - target.image).abs()).mean() / share
-            loss_ssim = dssim(pred, target.image) / share
+            # outside the mask the prediction is the target: both terms are computed on the mask's box
+            # (plus twice the SSIM window's radius), with the whole image's normalisation
+            crop = mask_box(inside, margin=2 * SSIM_RADIUS)
+            n_pixels = inside.numel()
+            diff = (weight * (pred - target.image).abs())[crop]
+            loss_l1 = diff.sum() / (diff.shape[-1] * n_pixels) / share
+            loss_ssim = (
+                dssim(pred[crop], target.image[crop]) * _window_share(pred.shape, pred[crop].shape) / share
+            )
             stray = (comp.head_alpha * (~inside).float()).mean() / (1 - share).clamp(min=1e-3)
             loss = loss_l1 + stage.dssim_weight * loss_ssim + stray
         else:
@@ -345,6 +352,12 @@ class Trainer:
 
     def plot(self) -> None:
         plot_losses(self.out / "log.csv", self.out / "loss.png")
+
+
+def _window_share(full: torch.Size, crop: torch.Size) -> float:
+    """Share of the whole image's SSIM windows that lie in the crop (SSIM maps are valid convolutions)."""
+    side = 2 * SSIM_RADIUS
+    return (crop[0] - side) * (crop[1] - side) / ((full[0] - side) * (full[1] - side))
 
 
 def plot_losses(log: Path, out: Path) -> None:

@@ -1,0 +1,80 @@
+"""gstalk's worker threads for the compiled kernels, and the process's thread policy.
+
+The compiled kernels release the GIL and work on disjoint parts (tiles of the image, ranges of
+Gaussians), so a small pool of ordinary threads runs them in parallel. Unlike OpenMP's (which numba's
+``prange`` and PyTorch use), idle pool threads block rather than spin: two gstalk processes sharing a
+machine then split it fairly instead of each spinning on the other's cores (measured: docs/benchmarks.md).
+
+:func:`configure` sets the thread counts once per process: ``GSTALK_THREADS`` or ``threads`` workers
+(default: the cores this process may use), PyTorch's intra-op threads to match, and OpenMP's waiting
+policy to passive (``gstalk/__init__.py`` sets it before PyTorch loads).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+_pool: ThreadPoolExecutor | None = None
+_threads: int | None = None
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under taskset or a container limit)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads() -> int:
+    """The number of worker threads (configuring the defaults on first use)."""
+    if _threads is None:
+        configure()
+    return _threads  # type: ignore[return-value]
+
+
+def configure(count: int | None = None, torch_threads: int | None = None) -> int:
+    """Use ``count`` threads (default: ``GSTALK_THREADS``, else every available core) for the compiled
+    kernels, and ``torch_threads`` (default: ``count``) for PyTorch's own operations. Returns ``count``."""
+    global _pool, _threads
+    if count is None:
+        env = os.environ.get("GSTALK_THREADS")
+        count = int(env) if env else available_cores()
+    count = max(1, int(count))
+    if count != _threads:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = ThreadPoolExecutor(count, thread_name_prefix="gstalk") if count > 1 else None
+        _threads = count
+    import torch
+
+    torch.set_num_threads(max(1, int(torch_threads or count)))
+    return count
+
+
+def split_tiles(tiles: np.ndarray) -> list[np.ndarray]:
+    """Interleave busy tiles over the workers (neighbouring tiles cost alike, so each gets a fair share)."""
+    n = threads()
+    return [np.ascontiguousarray(tiles[i::n]) for i in range(min(n, max(len(tiles), 1)))]
+
+
+def split_range(n_items: int) -> list[tuple[int, int]]:
+    """Contiguous ranges of ``n_items`` items, one per worker."""
+    n = min(threads(), max(n_items, 1))
+    edges = np.linspace(0, n_items, n + 1).astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+
+
+def for_each_part(fn: Callable, parts: Sequence) -> None:
+    """Run ``fn(part)`` for every part on the workers (in this thread when there is one part)."""
+    if _pool is None or len(parts) < 2:
+        for part in parts:
+            fn(part)
+        return
+    for future in [_pool.submit(fn, part) for part in parts]:
+        future.result()
