@@ -28,6 +28,7 @@ from gstalk.bench import hardware
 from gstalk.config import EvaluateConfig, ModelConfig, TrainConfig
 from gstalk.eval.evaluate import evaluate
 from gstalk.train import train
+from gstalk.train.checkpoint import latest_checkpoint
 
 VARIANTS = {
     "no_mesh": ModelConfig(mesh_driven=False),
@@ -44,6 +45,8 @@ class Args:
     preset: str = "cpu"
     size: int | None = None
     iterations: tuple[int, int, int] | None = None
+    eval_size: int | None = 512
+    """Evaluate every variant at this size (compare presets that train at different sizes)."""
     cross_audio: tuple[Path, ...] = tuple(sorted(Path("../shared/data/audio").glob("*")))
     cross_seconds: float = 10.0
 
@@ -56,11 +59,11 @@ def main(args: Args) -> dict:
         if not (run / "model").is_dir():
             train(TrainConfig(
                 dataset=args.dataset, out=run, preset=args.preset, size=args.size, iterations=args.iterations,
-                model=VARIANTS[name], resume=(run / "checkpoint").is_dir(), progress=False,
+                model=VARIANTS[name], resume=latest_checkpoint(run) is not None, progress=False,
             ))  # fmt: skip
         trained = time.perf_counter() - start
-        m = evaluate(EvaluateConfig(run=run, cross_audio=args.cross_audio, cross_seconds=args.cross_seconds,
-                                    progress=False))  # fmt: skip
+        m = evaluate(EvaluateConfig(run=run, size=args.eval_size, cross_audio=args.cross_audio,
+                                    cross_seconds=args.cross_seconds, progress=False))  # fmt: skip
         art = m["articulation"]
         cross = {
             c["audio"]: {"correlation": c["correlation"], "range_ratio": c["opening_range_ratio"],
@@ -80,7 +83,8 @@ def main(args: Args) -> dict:
         })  # fmt: skip
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result = {"benchmark": "quality", "date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
-              "dataset": str(args.dataset), "preset": args.preset, "iterations": args.iterations,
+              "dataset": str(args.dataset), "preset": args.preset, "size": args.size,
+              "iterations": args.iterations, "eval_size": args.eval_size,
               "results": rows}  # fmt: skip
     print(json.dumps(result, indent=2))
     head = (

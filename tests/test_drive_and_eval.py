@@ -80,7 +80,15 @@ def test_long_audio_on_a_short_clip_and_still_pose(run: Path, tmp_path: Path):
     out = tmp_path / "long.mp4"
     figures = render_video(
         RenderConfig(
-            run=run, audio=long, out=out, pose="still", still_frame=10, yaw_deg=10.0, size=48, progress=False
+            run=run,
+            audio=long,
+            out=out,
+            pose="still",
+            still_frame=10,
+            yaw_deg=10.0,
+            size=48,
+            progress=False,
+            yes=True,  # 10° is past what the generated clip turns: allowed, with a warning
         )
     )
     assert figures["frames"] == 225
@@ -127,8 +135,13 @@ def test_render_bad_inputs(run: Path, tmp_path: Path, speech: Path):
         render_video(
             RenderConfig(run=run, audio=speech, out=tmp_path / "c.mp4", max_audio_seconds=1.0, progress=False)
         )
+    (tmp_path / "not_a_run").mkdir()
     with pytest.raises(GstalkError, match="no checkpoint"):
-        render_video(RenderConfig(run=tmp_path, audio=speech, out=tmp_path / "d.mp4", progress=False))
+        render_video(
+            RenderConfig(run=tmp_path / "not_a_run", audio=speech, out=tmp_path / "d.mp4", progress=False)
+        )
+    with pytest.raises(GstalkError, match="beyond what the training clip shows"):  # far past the clip's turns
+        render_video(RenderConfig(run=run, audio=speech, out=tmp_path / "e.mp4", yaw_deg=30, progress=False))
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".*.mp4*"))
 
 

@@ -28,6 +28,7 @@ LAYERS = [
     {"data"},
     {"face", "media"},
     {"splat", "config", "device", "regions"},
+    {"outputs"},
     {"fileio", "errors", "__init__"},
 ]
 LEVEL = {name: k for k, layer in enumerate(LAYERS) for name in layer}

@@ -21,7 +21,8 @@ from gstalk.model.gaussians import ModelRegion
 from gstalk.model.init import init_talking_head, model_regions
 from gstalk.model.talking_head import Drive, render_portrait
 from gstalk.regions import Region
-from gstalk.train.trainer import Trainer
+from gstalk.train.checkpoint import latest_checkpoint
+from gstalk.train.trainer import Trainer, read_log
 
 from .synthetic import write_synthetic_dataset
 
@@ -183,9 +184,13 @@ def test_corrupt_or_foreign_checkpoints_are_refused(trained: Trainer, tmp_path: 
     path = save_model(tmp_path / "ckpt", trained.model, {"stage_index": 3, "step": 0})
     data = (path / "model.safetensors").read_bytes()
     (path / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(GstalkError, match="corrupt or unreadable"):
+    with pytest.raises(GstalkError, match=r"damaged \(their checksum"):
         load_model(path)
     meta = json.loads((path / "checkpoint.json").read_text())
+    del meta["model_sha256"]  # without a checksum, safetensors itself finds the file cut short
+    (path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(GstalkError, match="corrupt or unreadable"):
+        load_model(path)
     meta["schema_version"] = 99
     (path / "checkpoint.json").write_text(json.dumps(meta))
     with pytest.raises(GstalkError, match="schema 99"):
@@ -212,15 +217,14 @@ def test_resume_continues_exactly_where_it_stopped(synthetic, tmp_path: Path):
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(_fusion_only(root, tmp_path / "b"), on_step=stop_at_17).run()
-    meta = json.loads((tmp_path / "b" / "checkpoint" / "checkpoint.json").read_text())
+    meta = json.loads((latest_checkpoint(tmp_path / "b") / "checkpoint.json").read_text())
     assert meta["step"] == 17 and not (tmp_path / "b" / "model").exists()
     resumed = Trainer(dataclasses.replace(_fusion_only(root, tmp_path / "b"), resume=True))
     resumed.run()
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with open(tmp_path / "b" / "log.csv") as f:
-        steps = [int(r["step"]) for r in csv.DictReader(f)]
-    assert steps == sorted(steps) and steps[-1] == 39
+    steps = [int(r["step"]) for r in read_log(tmp_path / "b" / "log.csv")]
+    assert steps == sorted(steps) and steps[-1] == 39 and len(steps) == len(set(steps))
 
 
 def test_divergence_stops_with_a_clear_message(synthetic, tmp_path: Path):
@@ -233,9 +237,9 @@ def test_divergence_stops_with_a_clear_message(synthetic, tmp_path: Path):
 
     with pytest.raises(GstalkError, match=r"diverged at stage static, step 7 \(head.params.color_logits"):
         Trainer(cfg, on_step=poison_after_6).run()
-    meta = json.loads((tmp_path / "nan" / "checkpoint" / "checkpoint.json").read_text())
+    meta = json.loads((latest_checkpoint(tmp_path / "nan") / "checkpoint.json").read_text())
     assert meta["step"] == 5  # the last good checkpoint is kept
-    load_model(tmp_path / "nan" / "checkpoint")
+    load_model(latest_checkpoint(tmp_path / "nan"))
 
 
 def test_existing_run_is_not_overwritten(synthetic, tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,12 +11,14 @@ import tyro
 
 from .config import (
     BenchConfig,
+    CheckConfig,
     DemoConfig,
     EvaluateConfig,
     ExportErnerfConfig,
     ImportErnerfConfig,
     PrepareConfig,
     RenderConfig,
+    ServeConfig,
     TrainConfig,
     save_config,
 )
@@ -26,6 +29,22 @@ def _bench(config: BenchConfig) -> Any:
     from .bench import run_bench
 
     return run_bench(config)
+
+
+def _serve(config: ServeConfig) -> Any:
+    from .serve import serve
+
+    return serve(config)
+
+
+def _check(config: CheckConfig) -> Any:
+    from .data.check import check_dataset
+    from .data.dataset import load_dataset
+
+    check_dataset(config.dataset)
+    ds = load_dataset(config.dataset)
+    print(f"gstalk check: {config.dataset} is sound ({ds.n_frames} frames at {ds.size}², {ds.fps:g} fps)")
+    return ds
 
 
 def _prepare(config: PrepareConfig) -> Any:
@@ -84,12 +103,14 @@ def _import_ernerf(config: ImportErnerfConfig) -> Any:
 #: subcommand name -> (config dataclass, function that runs it)
 COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "prepare": (PrepareConfig, _prepare),
+    "check": (CheckConfig, _check),
     "train": (TrainConfig, _train),
     "render": (RenderConfig, _render),
     "evaluate": (EvaluateConfig, _evaluate),
     "demo": (DemoConfig, _demo),
     "export-ernerf": (ExportErnerfConfig, _export_ernerf),
     "import-ernerf": (ImportErnerfConfig, _import_ernerf),
+    "serve": (ServeConfig, _serve),
     "bench": (BenchConfig, _bench),
 }
 
@@ -112,7 +133,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gstalk: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # disk full, permissions, a folder where a file was meant: no traceback
+        problem, fix = os_error_advice(err)
+        print(f"gstalk: error: {problem}", file=sys.stderr)
+        print(f"  fix: {fix}", file=sys.stderr)
+        return 2
     return 0
+
+
+def os_error_advice(err: OSError) -> tuple[str, str]:
+    """A message and a fix for an operating-system error that escaped the commands' own checks."""
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    reason = err.strerror or str(err)
+    fixes = {
+        errno.ENOSPC: "free disk space, then run the same command again (prepare and train resume)",
+        errno.EDQUOT: "free disk space, then run the same command again (prepare and train resume)",
+        errno.EACCES: "check the permissions of that path, or choose another output",
+        errno.EPERM: "check the permissions of that path, or choose another output",
+        errno.EISDIR: "pass a file path there, not a folder",
+        errno.ENOTDIR: "a path component is a file: choose another path",
+        errno.EROFS: "choose an output on a writable disk",
+        errno.ENOENT: "check that the path exists",
+    }
+    return f"{reason}{where}", fixes.get(err.errno, "check the path and the disk, then run the command again")
 
 
 if __name__ == "__main__":

@@ -6,27 +6,34 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import tyro
 
 from . import SCHEMA_VERSION, __version__
 from .fileio import write_json_atomic
 
 Device = Literal["auto", "cpu", "cuda"]
+Backend = Literal["auto", "torch", "numba", "gsplat"]
+"""auto: gsplat on CUDA, the compiled numba rasterizer on CPU; torch is the readable reference."""
 
 
 @dataclass
 class BenchConfig:
     """Speed, as JSON: the whole pipeline (prepare, training step, end-to-end render) and the rasterizer."""
 
-    what: tuple[Literal["pipeline", "rasterizer"], ...] = ("pipeline",)
-    """pipeline: prepare throughput, training step time and end-to-end render frames/s on a generated
-    subject (or --run); rasterizer: forward/backward ms per frame of each backend on synthetic scenes."""
+    what: tuple[Literal["pipeline", "rasterizer"], ...] = ("rasterizer", "pipeline")
+    """rasterizer: forward and forward+backward ms per frame of each backend on a synthetic head scene;
+    pipeline: prepare throughput, training step time, and the end-to-end render (frames/s with encoding,
+    and a per-stage profile) on a generated subject or --run."""
     run: Path | None = None
     """Benchmark rendering with this trained run instead of an untrained model of the preset's size."""
     sizes: tuple[int, ...] = (256, 512)
     """Square image sizes in pixels."""
-    gaussians: tuple[int, ...] = (5_000, 20_000, 50_000)
+    gaussians: tuple[int, ...] = (10_000,)
     """Numbers of Gaussians in the rasterizer's synthetic head scene."""
+    render_seconds: float = 10.0
+    """Seconds of generated speech the end-to-end render is timed on."""
     backends: tuple[Literal["numba", "torch", "gsplat"], ...] = ("numba", "torch", "gsplat")
     """Backends to measure; ones not usable on this machine are reported as skipped."""
     device: Device = "auto"
@@ -64,8 +71,8 @@ class PrepareConfig:
     over the whole speech (measured to generalise worse to other speakers; see docs/benchmarks.md)."""
     audio_deltas: bool = False
     """Append the features' time derivatives."""
-    test_fraction: float = 1 / 11
-    """The last part of the clip held out for testing (the papers use 1/11)."""
+    test_fraction: float = 0.09
+    """The last part of the clip held out for testing (the papers use 1/11 ≈ 0.091)."""
     crop_scale: float = 2.6
     """Crop side in face heights (forehead to chin): room for hair, neck and shoulders."""
     fov_deg: float | None = None
@@ -170,11 +177,13 @@ class AudioMotionConfig:
     lr: float = 2e-3
     """Peak learning rate (AdamW, warm-up then cosine decay)."""
     weight_decay: float = 1e-3
+    """AdamW weight decay."""
     augmented_copies: int = 6
     """Augmented copies of the clip's speech (speed, vocal tract length, gain, room, noise)."""
     velocity_weight: float = 1.0
     """Weight of the frame-to-frame velocity error next to the position error."""
     seed: int = 0
+    """Seed of the batch sampling and the augmentation."""
 
 
 @dataclass
@@ -184,10 +193,15 @@ class LearningRates:
     means: float = 1.6e-3
     """Gaussian centres, per metre of the head's extent."""
     log_scales: float = 5e-3
+    """Gaussian sizes (log scale)."""
     quats: float = 1e-3
+    """Gaussian rotations."""
     opacity: float = 5e-2
+    """Opacity logits."""
     colors: float = 1e-2
+    """Colour logits."""
     embedding: float = 1e-3
+    """The per-Gaussian embeddings (DEGSTalk)."""
     colors_only: float = 5e-3
     """Colours in a stage that trains colours alone (fusion)."""
     hash: float = 1e-2
@@ -290,7 +304,7 @@ class TrainConfig:
     """Folder with LPIPS weights (see gstalk.model.lpips); without it the fusion stage skips LPIPS."""
     device: Device = "auto"
     """Where to train: auto picks a CUDA GPU when there is one."""
-    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    backend: Backend = "auto"
     """Rasterizer backend: auto picks the fastest available for the device."""
     seed: int = 0
     """Seed of the initial Gaussians and of the order frames are visited in."""
@@ -352,7 +366,7 @@ class RenderConfig:
     audio: Path
     """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count."""
     out: Path
-    """The mp4 to write (H.264 + AAC). Written whole or not at all."""
+    """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all."""
     size: int | None = None
     """Output size in pixels (default: the training size)."""
     pose: Literal["replay", "still"] = "replay"
@@ -369,9 +383,56 @@ class RenderConfig:
     """The HuBERT / wav2vec 2.0 folder, for runs trained on those features."""
     max_audio_seconds: float = 900.0
     """Refuse longer audio (a guard against feeding the wrong file)."""
+    confirm_minutes: float = 10.0
+    """When the render is estimated (from its first frames) to take longer than this, stop and ask for
+    --yes."""
+    yes: bool = False
+    """Render however long the estimate."""
     device: Device = "auto"
-    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """Where the networks run (auto: CUDA if available)."""
+    backend: Backend = "auto"
+    """The rasterizer."""
     progress: bool = True
+    """Show a progress bar (the summary line is printed either way)."""
+
+
+@dataclass
+class ServeConfig:
+    """A live talking head in the browser: pick an avatar, speak or play a file, watch it answer."""
+
+    run: tuple[Path, ...] = ()
+    """The run folders to serve as avatars (repeat --run, or list several)."""
+    host: str = "127.0.0.1"
+    """Address to listen on; loopback unless you mean to share it (there is no authentication)."""
+    port: int = 8000
+    """Port to listen on."""
+    size: int | None = 256
+    """Frame size in pixels (256² keeps 25 frames/s on 2 cores; None: each run's training size)."""
+    pose: Literal["replay", "still"] = "replay"
+    """Head pose, torso and background: the training clip played back and forth, or one still frame."""
+    still_frame: int = 0
+    """The training frame held with --pose still."""
+    max_sessions: int = 2
+    """Sessions rendering at once; more get a "busy" message (they share the machine's cores)."""
+    max_session_seconds: float = 120.0
+    """Audio accepted per session; the page is told when the limit is reached."""
+    max_upload_mb: float = 20.0
+    """Largest audio file the page accepts (it is decoded in the browser, never stored on disk)."""
+    max_avatars: int = 8
+    """Runs loaded at start-up at most (each holds its model and dataset index in memory)."""
+    jpeg_quality: int = 85
+    """Quality of the frames sent to the page."""
+    device: Device = "auto"
+    """Where the networks run (auto: CUDA if available)."""
+
+
+@dataclass
+class CheckConfig:
+    """Validate a prepared dataset: every frame and label map decodes at the right size, the arrays have
+    consistent lengths and finite values, and the schema version matches. Reports every problem at once."""
+
+    dataset: Path
+    """The dataset folder written by `gstalk prepare`."""
 
 
 @dataclass
@@ -389,7 +450,10 @@ class EvaluateConfig:
     """Evaluation size (default: the training size). LMD is always reported in pixels at 512²."""
     baselines: bool = True
     """Also evaluate the static head and the model driven with silence."""
-    cross_audio: tuple[Path, ...] = ()
+    cross_audio: Annotated[
+        tuple[Path, ...],
+        tyro.conf.arg(help_behavior_hint="(default: none, or the files of the evaluation already in --out)"),
+    ] = ()
     """Speech of other speakers to drive the model with; the lip-sync measure is reported for each."""
     cross_seconds: float = 10.0
     """Seconds of each cross-audio file used."""
@@ -402,8 +466,11 @@ class EvaluateConfig:
     speech_model: Path | None = None
     """The HuBERT / wav2vec 2.0 folder, for runs trained on those features (cross-audio)."""
     device: Device = "auto"
-    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """Where the networks run (auto: CUDA if available)."""
+    backend: Backend = "auto"
+    """The rasterizer."""
     progress: bool = True
+    """Show a progress bar."""
 
 
 @dataclass
@@ -423,11 +490,15 @@ class DemoConfig:
     seconds: float = 20.0
     """Length of the generated subject clip."""
     size: int = 256
+    """Image size of the dataset, training and the rendered video, in pixels."""
     iterations: tuple[int, int, int] = (500, 1500, 300)
     """Training iterations of the static, motion and fusion stages."""
     max_gaussians: int = 5000
+    """Upper bound on the number of Gaussians (face and mouth interior)."""
     device: Device = "auto"
+    """Where training and rendering run (auto: CUDA if available)."""
     progress: bool = True
+    """Show progress bars."""
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import GstalkError
 from ..fileio import atomic_folder
 from ..media import read_audio
+from ..outputs import claim_output
 from ..regions import HEAD_REGIONS, Region
 from .dataset import Dataset, load_dataset
 from .layout import AUDIO, frame_path
@@ -59,10 +60,11 @@ def export_ernerf(dataset: str | Path | Dataset, out: str | Path, overwrite: boo
     of the transforms). The folder is built under a temporary name and moved into place when complete."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise GstalkError(f"{out} already exists", "choose another --out")
-    with atomic_folder(out, overwrite=overwrite) as tmp:
-        _write_ernerf(ds, tmp)
+    with claim_output(out, [ds.root], what="ER-NeRF export"):
+        if out.exists() and not overwrite:
+            raise GstalkError(f"{out} already exists", "choose another --out")
+        with atomic_folder(out, overwrite=overwrite) as tmp:
+            _write_ernerf(ds, tmp)
     return out
 
 
@@ -127,13 +129,14 @@ class ErnerfFolder:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         splits = [self._transforms(split) for split in ("train", "val")]
-        frames = sorted((f for s in splits for f in s["frames"]), key=lambda f: int(f["img_id"]))
+        frames = [f for s in splits for f in s["frames"]]
         if not frames:
             raise GstalkError(
                 f"the transforms of {folder} list no frames",
                 "check transforms_train.json / transforms_val.json",
             )
         try:
+            frames.sort(key=lambda f: int(f["img_id"]))
             self.ids = [int(f["img_id"]) for f in frames]
             w2c = np.stack([from_ernerf_matrix(f["transform_matrix"]) for f in frames])
             focal = float(splits[0]["focal_len"])

@@ -112,6 +112,14 @@ class Driver:
             cam = cam.__class__(cam.world_to_cam @ offset, cam.intrinsics, cam.width, cam.height)
         return cam
 
+    def view_coverage(self) -> tuple[float, float]:
+        """How far (degrees of yaw, pitch) the training frames turn the head from its median pose: the 95th
+        percentile of the deviation. Free-viewpoint offsets beyond it show sides the clip never saw."""
+        rotations = self.ds.world_to_cam[self.ds.train_ids, :3, :3].astype(np.float64)
+        yaw, pitch = Rotation.from_matrix(rotations).as_euler("yxz", degrees=True)[:, :2].T
+        spread = [float(np.percentile(np.abs(a - np.median(a)), 95)) for a in (yaw, pitch)]
+        return spread[0], spread[1]
+
     def condition(self, audio: np.ndarray, k: int, s: int) -> Condition:
         """Audio windows of the output frames around k from ``audio`` (T, W, C); expression of the source
         frames around s."""

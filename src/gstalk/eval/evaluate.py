@@ -12,6 +12,8 @@ were (a hole under a jaw that moved away from the replayed frame's neck).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +29,12 @@ from ..data.frames import to_uint8
 from ..drive.driver import Driver, PoseSource
 from ..errors import GstalkError
 from ..face.mesh import N_MESH, mouth_gap
-from ..fileio import atomic_path, strict_json, write_json_atomic
+from ..fileio import atomic_folder, atomic_path, strict_json, write_json_atomic
 from ..media import AUDIO_RATE, read_audio
 from ..model.checkpoint import load_model
 from ..model.motion import LIPS
 from ..model.talking_head import Composite, Drive, render_portrait
+from ..outputs import claim_output
 from ..regions import HEAD_REGIONS, Region
 from .metrics import (
     LMD_SIZE,
@@ -122,18 +125,43 @@ class _Renderer:
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
+    """Evaluate the run into ``config.out`` (default RUN/eval), replaced whole when complete.
+
+    Without ``--cross-audio``, the files the previous evaluation there was driven with are used again (a
+    re-run keeps the demo's cross-audio row)."""
+    out = Path(config.out) if config.out is not None else Path(config.run) / "eval"
+    with claim_output(out, [config.dataset, *config.cross_audio]):
+        if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
+            raise GstalkError(f"{out} exists and is not a gstalk evaluation", "choose another --out")
+        if not config.cross_audio:
+            config = dataclasses.replace(config, cross_audio=previous_cross_audio(out))
+        with atomic_folder(out, overwrite=True) as tmp:
+            metrics = _evaluate(config, tmp)
+    if config.progress:
+        tqdm.write(f"gstalk evaluate: metrics in {out / 'metrics.json'}, report in {out / 'report.html'}")
+    return metrics
+
+
+def previous_cross_audio(out: Path) -> tuple[Path, ...]:
+    """The cross-audio files of the evaluation in ``out`` that still exist."""
+    try:
+        rows = json.loads((out / "metrics.json").read_text()).get("cross_audio") or []
+        return tuple(Path(r["path"]) for r in rows if Path(r["path"]).is_file())
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ()
+
+
+def _evaluate(config: EvaluateConfig, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     driver = Driver(config.run, config.dataset, config.size, config.device, config.backend)
     device = driver.device
     ds = driver.ds
-    out = Path(config.out) if config.out is not None else Path(config.run) / "eval"
     ids = ds.test_ids[: config.max_frames] if config.max_frames else ds.test_ids
     if len(ids) < 2:
         raise GstalkError(
             f"the dataset {ds.root} has {len(ids)} usable test frame(s); evaluation needs at least 2",
             "prepare it with a larger --test-fraction, or pass a larger --max-frames",
         )
-    out.mkdir(parents=True, exist_ok=True)
     scale = driver.size / ds.size
     lpips_model = None
     if config.lpips_weights is not None:
@@ -232,8 +260,6 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         ids, real_frames, rendered["full"], energy, real_open, opening["full"], predicted_gap, speech
     )
     write_report(out, driver, metrics, results, sequence)
-    if config.progress:
-        tqdm.write(f"gstalk evaluate: metrics in {out / 'metrics.json'}, report in {out / 'report.html'}")
     return metrics
 
 
@@ -299,6 +325,7 @@ def cross_audio(driver: Driver, config: EvaluateConfig, real_open: list[float]) 
         rows.append(
             {
                 "audio": Path(path).name,
+                "path": str(Path(path).resolve()),
                 "seconds": round(len(speech) / AUDIO_RATE, 2),
                 **lip_sync(energy, np.array(opening)).as_dict(),
                 "opening_range_ratio": _ratio(spread(opening), real_range),

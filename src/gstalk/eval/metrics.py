@@ -122,7 +122,11 @@ class SyncMeasure:
 def lip_sync(energy: np.ndarray, opening: np.ndarray, max_offset: int = 5) -> SyncMeasure:
     """How well mouth opening follows the audio energy, searching offsets of ±``max_offset`` frames."""
     best, best_off, at_zero = -2.0, 0, float("nan")
+    n = min(len(energy), len(opening))
+    energy, opening = np.asarray(energy[:n], float), np.asarray(opening[:n], float)
     for off in range(-max_offset, max_offset + 1):
+        if abs(off) >= n:  # too few frames for this offset
+            continue
         if off >= 0:
             e, m = energy[: len(energy) - off], opening[off:]
         else:

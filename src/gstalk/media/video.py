@@ -77,7 +77,11 @@ def read_frames(path: str | Path, fps: float) -> Iterator[tuple[int, np.ndarray]
 
     Frames are chosen by presentation timestamp, so variable-frame-rate input stays in sync with its audio:
     a source frame repeats or is dropped as needed. Time 0 is the first frame's timestamp.
+
+    A decode that ends early (a file cut short, or damaged data the decoder skips silently) is an error
+    naming how much of the container's duration was decoded, checked before the last frames are yielded.
     """
+    expected = probe_video(path).duration
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -111,6 +115,12 @@ def read_frames(path: str | Path, fps: float) -> Iterator[tuple[int, np.ndarray]
             ) from err
         if pending is not None:
             frame_len = 1.0 / float(stream.average_rate or fps)
+            got = pending[0] + frame_len
+            if expected > 0 and got < expected - max(0.5, 0.02 * expected):
+                raise GstalkError(
+                    f"{path} is truncated or corrupt: {got:.1f} s of its {expected:.1f} s of video decode",
+                    "re-export or re-download the video, or cut it to the part that plays",
+                )
             while k / fps < pending[0] + frame_len - 1e-6:
                 yield k, pending[1]
                 k += 1

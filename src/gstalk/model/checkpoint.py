@@ -9,6 +9,7 @@ Loading never unpickles anything.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from .. import SCHEMA_VERSION, __version__
 from ..config import ModelConfig
 from ..errors import GstalkError
 from ..face.mesh import N_MESH
-from ..fileio import atomic_folder
-from .gaussians import GaussianSet
+from ..fileio import atomic_folder, usual_mode
+from .binding import Binding
+from .gaussians import GaussianSet, ModelRegion
 from .motion import LowerFaceBasis
 from .talking_head import TalkingHead
 
@@ -76,15 +78,23 @@ def write_model_files(folder: Path, model: TalkingHead, state: dict[str, Any]) -
     """Write the model's tensors and metadata into an existing ``folder``; returns the metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / MODEL_FILE))
+    usual_mode(folder / MODEL_FILE)
     meta = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "gstalk_version": __version__,
+        "model_sha256": file_digest(folder / MODEL_FILE),
         "model": model_meta(model),
         **state,
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return meta
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file: flipped bits in the weights are found at load, not rendered."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def save_model(folder: str | Path, model: TalkingHead, state: dict[str, Any]) -> Path:
@@ -131,6 +141,12 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
             f"the checkpoint metadata at {folder} is incomplete ({type(err).__name__}: {err})",
             "the checkpoint is damaged: retrain, or resume from an earlier copy",
         ) from err
+    expected, weights = meta.get("model_sha256"), Path(folder) / MODEL_FILE
+    if expected is not None and weights.is_file() and file_digest(weights) != expected:
+        raise GstalkError(
+            f"the model weights at {folder} are damaged (their checksum does not match {META_FILE})",
+            "retrain, or resume from an earlier copy of the run",
+        )
     try:
         tensors = load_file(str(Path(folder) / MODEL_FILE))
     except (SafetensorError, OSError, RuntimeError) as err:
@@ -138,6 +154,12 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
             f"the model weights at {folder} are corrupt or unreadable ({err})",
             "retrain, or resume from an earlier copy of the run",
         ) from err
+    problem = tensor_problem(model, tensors)
+    if problem is not None:
+        raise GstalkError(
+            f"the model weights at {folder} are damaged: {problem}",
+            "retrain, or resume from an earlier copy of the run",
+        )
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
@@ -146,3 +168,29 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
             "the checkpoint is damaged: retrain",
         ) from err
     return model.to(device), meta
+
+
+def tensor_problem(model: TalkingHead, tensors: dict[str, torch.Tensor]) -> str | None:
+    """What is wrong with ``tensors`` as ``model``'s state (names, shapes, dtypes, finite values, indices in
+    range), or None. Checked before loading, so damaged weights give a message and never an IndexError."""
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        return f"tensors missing {missing[:3]} or unexpected {extra[:3]}"
+    for name, want in expected.items():
+        got = tensors[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return f"{name} is {got.dtype} {tuple(got.shape)}, expected {want.dtype} {tuple(want.shape)}"
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            return f"{name} holds NaN or Inf"
+    n_triangles = len(tensors["triangles"])
+    bounds = {"triangles": N_MESH}
+    for part in ("head", "mouth"):
+        bounds[f"{part}.parent"] = max(n_triangles, 1)
+        bounds[f"{part}.binding"] = len(Binding)
+        bounds[f"{part}.region"] = len(ModelRegion)
+    for name, limit in bounds.items():
+        values = tensors[name]
+        if len(values) and (int(values.min()) < 0 or int(values.max()) >= limit):
+            return f"{name} holds indices outside [0, {limit})"
+    return None

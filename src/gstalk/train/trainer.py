@@ -1,8 +1,8 @@
 """One training loop driven by a list of stage configs: static → motion → fusion.
 
 The run folder holds ``config.json`` (the TrainConfig), ``log.csv`` and ``loss.png`` (curves),
-``checkpoint/`` (the latest state, for ``--resume``; written atomically) and, when training ends,
-``model/`` (the final weights that render and evaluate read).
+``checkpoints/`` (versioned states for ``--resume``, crash-safe: see ``train.checkpoint``) and, when
+training ends, ``model/`` (the final weights that render and evaluate read).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..config import (
     save_config,
     stages,
 )
+from ..data.check import check_dataset
 from ..data.dataset import load_dataset
 from ..data.frames import FrameData
 from ..device import pick_device
@@ -35,10 +37,11 @@ from ..fileio import strict_json, write_json_atomic
 from ..model.checkpoint import load_model, save_model
 from ..model.init import init_talking_head
 from ..model.talking_head import Drive, TalkingHead, render_portrait
+from ..outputs import claim_output
 from ..regions import Region
 from ..splat import RenderOutput
 from .audio_motion import fit_audio_motion, target_coefficients
-from .checkpoint import load_training_state, save_training_checkpoint
+from .checkpoint import latest_checkpoint, load_training_state, save_training_checkpoint
 from .losses import SSIM_RADIUS, dssim, mask_box, masked, mouth_mask_loss, psnr
 from .strategy import DensifyStrategy, scene_extent
 
@@ -93,6 +96,7 @@ class Trainer:
         self.config = resolve_train(config)
         self.out = Path(config.out)
         self.device = pick_device(config.device)
+        check_dataset(config.dataset)  # every problem at once, before minutes of training
         self.ds = load_dataset(config.dataset)
         if len(self.ds.train_ids) < 10:
             raise GstalkError(
@@ -128,24 +132,35 @@ class Trainer:
 
     # --- the run ----------------------------------------------------------------------------------
     def run(self) -> Path:
+        """Train (or resume) the run, holding its folder's lock throughout."""
+        with claim_output(self.out, [self.config.dataset], what="run"):
+            return self._run()
+
+    def _run(self) -> Path:
         start_stage, start_step = 0, 0
-        if self.config.resume and (self.out / "checkpoint").is_dir():
-            model, meta = load_model(self.out / "checkpoint", self.device)
+        latest = latest_checkpoint(self.out)
+        if self.config.resume and latest is not None:
+            model, meta = load_model(latest, self.device)
             start_stage, start_step = meta["stage_index"], meta["step"]
-            self._say(f"resuming stage {self.stages[start_stage].name} at step {start_step}")
+            if start_stage >= len(self.stages):
+                self._say("every stage had finished; writing the final model")
+            else:
+                self._say(
+                    f"resuming stage {self.stages[start_stage].name} at step {start_step} ({latest.name})"
+                )
         else:
-            if (self.out / "checkpoint").exists() or (self.out / "model").exists():
+            if latest is not None or (self.out / "model").exists():
                 raise GstalkError(
                     f"{self.out} already holds a training run",
                     "pass --resume to continue it, or choose another --out",
                 )
+            if self.config.resume:
+                self._say(f"no checkpoint in {self.out} yet: starting from the beginning")
             model = self.init_model()
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.out)
-            with open(self.out / "log.csv", "w", newline="") as f:
-                csv.writer(f).writerow(LOG_FIELDS)
             self.fit_audio_motion()
-            save_training_checkpoint(self.out / "checkpoint", model, self._state(0, 0))
+            save_training_checkpoint(self.out, model, self._state(0, 0))
         self.model = model
         self.codes = torch.from_numpy(target_coefficients(self.ds, model.basis.cpu())).to(self.device)
         model.basis.to(self.device)
@@ -154,14 +169,15 @@ class Trainer:
         try:
             for index in range(start_stage, len(self.stages)):
                 first = start_step if index == start_stage else 0
-                resume_from = self.out / "checkpoint" if (index == start_stage and start_step > 0) else None
+                resume_from = latest if (index == start_stage and start_step > 0) else None
                 self._run_stage(index, first, gen, resume_from)
                 if not self._stop:  # each finished stage's model, e.g. the static baseline of evaluate
                     save_model(self.out / "stages" / self.stages[index].name, model, self._final_state())
                 if self._stop:
                     self._say(
-                        f"interrupted: checkpoint saved in {self.out / 'checkpoint'}; "
-                        "continue with the same command and --resume"
+                        f"interrupted: checkpoint saved in {latest_checkpoint(self.out)}; "
+                        "continue with the same command and --resume",
+                        always=True,
                     )
                     raise KeyboardInterrupt
         finally:
@@ -202,9 +218,11 @@ class Trainer:
     def _interrupt(self, signum, frame) -> None:  # Ctrl-C: finish the step, save, exit cleanly
         self.request_stop()
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, always: bool = False) -> None:
         if self.config.progress:
             tqdm.write(f"gstalk train: {text}")
+        elif always:
+            print(f"gstalk train: {text}", file=sys.stderr)
 
     def _run_stage(self, index: int, first_step: int, gen: torch.Generator, resume_from: Path | None) -> None:
         stage = self.stages[index]
@@ -242,8 +260,8 @@ class Trainer:
                 what = f"{broken} holds NaN or Inf" if broken else f"loss {terms['loss']}"
                 raise Diverged(
                     f"training diverged at stage {stage.name}, step {step} ({what})",
-                    f"the last good checkpoint is in {self.out / 'checkpoint'}; resume with a lower learning "
-                    "rate or report the dataset",
+                    f"the last good checkpoint is in {latest_checkpoint(self.out)}; resume with a lower "
+                    "learning rate or report the dataset",
                 )
             if strategy is not None:
                 strategy.step_post_backward(step, renders, optimizer)
@@ -265,7 +283,7 @@ class Trainer:
                 finished = done == stage.iterations
                 state = self._state(index + 1 if finished else index, 0 if finished else done)
                 save_training_checkpoint(
-                    self.out / "checkpoint",
+                    self.out,
                     model,
                     state,
                     optimizer if done < stage.iterations else None,
@@ -347,7 +365,11 @@ class Trainer:
         return terms, {"head": comp.head, "mouth": comp.mouth}
 
     def _log(self, row: dict[str, Any]) -> None:
-        with open(self.out / "log.csv", "a", newline="") as f:
+        """Append a row to log.csv (never truncated: rows a resumed run repeats are dropped on reading)."""
+        path = self.out / "log.csv"
+        with open(path, "a", newline="") as f:
+            if f.tell() == 0:
+                csv.writer(f).writerow(LOG_FIELDS)
             csv.DictWriter(f, LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
 
     def plot(self) -> None:
@@ -360,6 +382,15 @@ def _window_share(full: torch.Size, crop: torch.Size) -> float:
     return (crop[0] - side) * (crop[1] - side) / ((full[0] - side) * (full[1] - side))
 
 
+def read_log(path: Path) -> list[dict[str, str]]:
+    """log.csv's rows, one per (stage, step): where a resumed run logged a step again, its last row, in
+    training order. A row cut short by a crash is skipped."""
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("seconds") not in (None, "") and r["stage"] != "stage"]
+    latest = {(r["stage"], r["step"]): r for r in rows}
+    return list(latest.values())
+
+
 def plot_losses(log: Path, out: Path) -> None:
     import matplotlib
 
@@ -368,8 +399,7 @@ def plot_losses(log: Path, out: Path) -> None:
 
     from ..fileio import atomic_path
 
-    with open(log) as f:
-        rows = list(csv.DictReader(f))
+    rows = read_log(log)
     if not rows:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
