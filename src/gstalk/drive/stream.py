@@ -37,48 +37,74 @@ def stream_frames(
     ``chunks``: 16 kHz mono float32 arrays of any length (e.g. 20 ms from a microphone). When the iterable
     ends, the remaining frames are flushed with their lookahead padded with silence.
     """
-    pose = pose or PoseSource()
-    fps = driver.fps
-    spec = driver.ds.audio_spec
-    spec.check_computable()
-    past, future = driver.past, driver.future
-    window = spec.window_seconds
-    ahead = lookahead_seconds(driver)
-    margin = math.ceil(window * fps) + 1  # frames of audio before the first one used, against edge effects
-    buffer, offset = np.zeros(0, np.float32), 0  # offset: samples already dropped from the front
-    gain: float | None = None
-    stats: tuple[np.ndarray, np.ndarray] | None = None
-    next_frame, ended = 0, False
-    source = iter(chunks)
-    while not ended:
-        try:
-            buffer = np.concatenate([buffer, np.asarray(next(source), dtype=np.float32).reshape(-1)])
-        except StopIteration:
-            ended = True
-        arrived = (offset + buffer.size) / RATE
-        if gain is None:
-            if arrived < 1.0 and not ended:
-                continue
-            gain = loudness_gain(loudness_level(buffer))
+    stream = FrameStream(driver, pose)
+    for chunk in chunks:
+        yield from stream.push(chunk)
+    yield from stream.finish()
+
+
+class FrameStream:
+    """The push side of :func:`stream_frames`: feed audio as it arrives, take the frames it completes.
+
+    Nothing blocks waiting for audio, so one worker thread can serve several streams in turn (``serve``).
+    """
+
+    def __init__(self, driver: Driver, pose: PoseSource | None = None) -> None:
+        self.driver = driver
+        self.pose = pose or PoseSource()
+        self.spec = driver.ds.audio_spec
+        self.spec.check_computable()
+        self.ahead = lookahead_seconds(driver)
+        # frames of audio kept before the first one used, against edge effects
+        self.margin = math.ceil(self.spec.window_seconds * driver.fps) + 1
+        self.buffer, self.offset = np.zeros(0, np.float32), 0  # offset: samples already dropped
+        self.gain: float | None = None
+        self.stats: tuple[np.ndarray, np.ndarray] | None = None
+        self.next_frame = 0
+        self.ended = False
+
+    @property
+    def arrived_seconds(self) -> float:
+        return (self.offset + self.buffer.size) / RATE
+
+    def push(self, chunk: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Add audio; yields the frames it completes."""
+        if self.ended:
+            raise ValueError("the stream has ended")
+        self.buffer = np.concatenate([self.buffer, np.asarray(chunk, dtype=np.float32).reshape(-1)])
+        return self._frames()
+
+    def finish(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The audio has ended: yields the remaining frames (their lookahead padded with silence)."""
+        self.ended = True
+        return self._frames()
+
+    def _frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        driver, spec, fps = self.driver, self.spec, self.driver.fps
+        arrived = self.arrived_seconds
+        if self.gain is None:
+            if arrived < 1.0 and not self.ended:
+                return
+            self.gain = loudness_gain(loudness_level(self.buffer))
             if spec.normalisation == "utterance":  # the utterance so far: its first second
-                first = spec.frames(buffer * gain, normalise_loudness=False)
-                stats = (first.mean(0), first.std(0))
-        last = math.floor(arrived * fps) - 1 if ended else math.floor((arrived - ahead) * fps)
-        if last < next_frame:
-            continue
+                first = spec.frames(self.buffer * self.gain, normalise_loudness=False)
+                self.stats = (first.mean(0), first.std(0))
+        last = math.floor(arrived * fps) - 1 if self.ended else math.floor((arrived - self.ahead) * fps)
+        if last < self.next_frame:
+            return
         # features for frames k_a .. last + future, from audio starting exactly at frame k_a's time
-        k_a = max(0, next_frame - past - margin)
-        start = round(k_a / fps * RATE) - offset
-        segment = buffer[start:]
-        if ended:
-            segment = np.pad(segment, (0, int(ahead * RATE) + RATE // 10))
-        n = last + future - k_a + 1
-        frames = spec.frames(segment * gain, normalise_loudness=False)
-        feats = spec.windows(spec.finish(frames, stats), n, fps)
+        k_a = max(0, self.next_frame - driver.past - self.margin)
+        segment = self.buffer[round(k_a / fps * RATE) - self.offset :]
+        if self.ended:
+            segment = np.pad(segment, (0, int(self.ahead * RATE) + RATE // 10))
+        n = last + driver.future - k_a + 1
+        frames = spec.frames(segment * self.gain, normalise_loudness=False)
+        feats = spec.windows(spec.finish(frames, self.stats), n, fps)
         codes = driver.codes(feats)
-        for k in range(next_frame, last + 1):
-            comp = driver.render_frame(feats, codes, k - k_a, pose, source_frame=driver.source(k, pose))
+        for k in range(self.next_frame, last + 1):
+            source = driver.source(k, self.pose)
+            comp = driver.render_frame(feats, codes, k - k_a, self.pose, source_frame=source)
+            self.next_frame = k + 1
             yield k, to_uint8(comp.image)
-        next_frame = last + 1
-        keep = round(max(0, next_frame - past - margin) / fps * RATE) - offset
-        buffer, offset = buffer[keep:], offset + keep
+        keep = round(max(0, self.next_frame - driver.past - self.margin) / fps * RATE) - self.offset
+        self.buffer, self.offset = self.buffer[keep:], self.offset + keep
