@@ -113,7 +113,6 @@ def pipeline_speed(config: BenchConfig) -> dict[str, Any]:
     from .config import PrepareConfig, TrainConfig
     from .demo.subject import make_demo_subject, speech_like_audio
     from .device import pick_device
-    from .drive import Driver, PoseSource
     from .model.checkpoint import save_model
     from .prepare import prepare
     from .train.trainer import Trainer
@@ -157,35 +156,79 @@ def pipeline_speed(config: BenchConfig) -> dict[str, Any]:
                 model,
                 {"stage_index": 3, "step": 0, "dataset": str(ds_path), "train_size": 256},
             )
-        speech = speech_like_audio(4.0, seed=11).audio
+        speech = speech_like_audio(config.render_seconds, seed=11).audio
         rows["render"] = []
         for size in config.sizes:
-            driver = Driver(run, size=size, device=device)
-            feats = driver.features(speech)
-            frames = driver.render(feats, PoseSource())
-            for _ in range(10):  # warm-up, and the layer cache of the first source frames
-                next(frames)
-            n = min(60, len(feats) - 10)
-            start = time.perf_counter()
-            for _ in range(n):
-                next(frames)
-            seconds = time.perf_counter() - start
-            rows["render"].append(
-                {
-                    "size": size,
-                    "frames": n,
-                    "ms_per_frame": round(1000 * seconds / n, 1),
-                    "frames_per_s": round(n / seconds, 1),
-                    "gaussians": len(driver.model.head) + len(driver.model.mouth),
-                }
-            )
-            print(json.dumps(rows["render"][-1]), file=sys.stderr, flush=True)
+            row = render_profile(run, speech, size, device, work)
+            rows["render"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     return {
         "benchmark": "pipeline_speed",
         "date": dt.date.today().isoformat(),
         "hardware": hardware(),
         "run": str(config.run) if config.run else "untrained model, 10k Gaussians, on the generated subject",
         "results": rows,
+    }
+
+
+def render_profile(run: Path, speech, size: int, device: torch.device, work: Path) -> dict[str, Any]:
+    """End to end as ``gstalk render`` does it (frames/s including H.264 + AAC encoding, written to a file),
+    then the same frames once more stage by stage: milliseconds per frame of audio features (with the
+    audio → motion model), the networks, rasterizing (face and interior in one pass, over the layer),
+    composing (the source frame's layer and the conversion to 8 bits) and encoding."""
+    import soundfile
+
+    from .config import RenderConfig
+    from .data.frames import to_uint8
+    from .drive import Driver, PoseSource
+    from .drive.stream import lookahead_seconds
+    from .drive.video import render_video
+    from .media.encode import write_video
+    from .model.talking_head import render_portrait
+
+    audio = work / f"speech_{size}.wav"
+    soundfile.write(audio, speech, 16_000)
+    figures = render_video(RenderConfig(run=run, audio=audio, out=work / f"e2e_{size}.mp4", size=size,
+                                        device=device.type, progress=False, yes=True))  # fmt: skip
+    driver = Driver(run, size=size, device=device)
+    pose = PoseSource()
+    clock: dict[str, float] = {"features": 0.0, "networks": 0.0, "rasterize": 0.0, "composite": 0.0}
+    t = time.perf_counter()
+    feats = driver.features(speech)
+    codes = driver.codes(feats)
+    clock["features"] = time.perf_counter() - t
+    n = len(feats)
+    frames = []
+    with torch.no_grad():
+        for k in range(n):
+            s = driver.source(k, pose)
+            t0 = time.perf_counter()
+            layer = driver.layer(s)
+            t1 = time.perf_counter()
+            frame = driver.model(driver.drive(feats, codes, k, s))
+            t2 = time.perf_counter()
+            comp = render_portrait(frame, driver.camera(s, pose), layer, backend=driver.backend)
+            t3 = time.perf_counter()
+            frames.append(to_uint8(comp.image))
+            t4 = time.perf_counter()
+            clock["networks"] += t2 - t1
+            clock["rasterize"] += t3 - t2
+            clock["composite"] += (t1 - t0) + (t4 - t3)
+    t = time.perf_counter()
+    write_video(work / f"encode_{size}.mp4", frames, driver.fps, speech, 16_000)
+    clock["encode"] = time.perf_counter() - t
+    return {
+        "size": size,
+        "gaussians": len(driver.model.head) + len(driver.model.mouth),
+        "frames": figures["frames"],
+        "end_to_end_fps": figures["fps"],
+        "end_to_end_ms_per_frame": round(1000 / figures["fps"], 1),
+        "stage_ms_per_frame": {k: round(1000 * v / n, 2) for k, v in clock.items()},
+        "stages_sum_ms": round(1000 * sum(clock.values()) / n, 1),
+        # streaming: a frame can start once its lookahead of audio has arrived, and is ready one frame's
+        # compute later (features of the short recent segment, networks, rasterize, composite)
+        "stream_lookahead_s": round(lookahead_seconds(driver), 3),
+        "stream_latency_s": round(lookahead_seconds(driver) + (sum(clock.values()) - clock["encode"]) / n, 3),
     }
 
 
