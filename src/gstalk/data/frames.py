@@ -20,6 +20,39 @@ from .dataset import Dataset
 
 #: label → True for the regions shown from the real frame (hair, neck, torso, background)
 _PIXEL_LUT = np.isin(np.arange(256), PIXEL_REGIONS)
+_HEAD_LUT = np.isin(np.arange(256), HEAD_REGIONS)
+#: rows of neck colour carried up under the chin, as a share of the image size
+UNDER_CHIN = 0.02
+
+
+def real_layer(image: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> np.ndarray:
+    """The real-pixel layer under the rendered head (uint8, like ``image``): the frame's hair, neck, torso
+    and background pixels, and the background plate where its head was, except in a thin band just above
+    the neck, which takes the colour of the neck pixel below it. When the rendered jaw does not reach as
+    low as the replayed frame's, that band shows there: neck-coloured, like the shadow under a chin,
+    rather than a bright seam of background plate."""
+    layer = np.where(_PIXEL_LUT[labels][..., None], image, plate)
+    neck_rows, neck_cols = np.nonzero(labels == Region.NECK)
+    if not len(neck_rows):
+        return layer
+    band = max(1, round(UNDER_CHIN * labels.shape[0]))
+    # work only on the box from the band above the neck's top to the neck's rows, across its columns
+    r0, r1 = max(0, neck_rows.min() - band), neck_rows.max() + 1
+    c0, c1 = neck_cols.min(), neck_cols.max() + 1
+    box = labels[r0:r1, c0:c1]
+    neck, head = box == Region.NECK, _HEAD_LUT[box]
+    colour, have = np.where(neck[..., None], image[r0:r1, c0:c1], 0), neck.copy()
+    for _ in range(band):  # carry the neck's colour one row up each time
+        take = np.zeros_like(have)
+        take[:-1] = have[1:] & ~have[:-1] & head[:-1]
+        if not take.any():
+            break
+        colour[:-1][take[:-1]] = colour[1:][take[:-1]]
+        have |= take
+    fill = have & head
+    layer[r0:r1, c0:c1][fill] = colour[fill]
+    return layer
+
 
 #: the explicit measures of the upper face that drive the model (never the mouth: see expression_inputs)
 UPPER_FACE = ("eye_open_right", "eye_open_left", "blink", "brow_raise")
@@ -140,9 +173,12 @@ class FrameData:
         torso and background pixels, the background plate where its head was."""
         image = self._resize(self.ds.image(i), cv2.INTER_AREA)
         labels = self._resize(self.ds.regions(i), cv2.INTER_NEAREST)
-        real = _PIXEL_LUT[labels][..., None]
-        plate = self._background_uint8
-        return torch.from_numpy(np.where(real, image, plate)).to(self.device).float().div_(255)
+        return (
+            torch.from_numpy(real_layer(image, labels, self._background_uint8))
+            .to(self.device)
+            .float()
+            .div_(255)
+        )
 
     @cached_property
     def _background_uint8(self) -> np.ndarray:
@@ -151,8 +187,9 @@ class FrameData:
     def _target(self, image: np.ndarray, labels: np.ndarray) -> Target:
         img = torch.from_numpy(image).to(self.device).float() / 255
         lab = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-        real = torch.from_numpy(np.isin(labels, PIXEL_REGIONS)).to(self.device)
-        layer = torch.where(real[..., None], img, self.background)
+        layer = (
+            torch.from_numpy(real_layer(image, labels, self._background_uint8)).to(self.device).float() / 255
+        )
         kernel = np.ones((5, 5), np.uint8)
         head = cv2.dilate(np.isin(labels, HEAD_REGIONS).astype(np.uint8), kernel).astype(bool)
         mouth = cv2.dilate(np.isin(labels, (Region.LIPS, Region.MOUTH_INTERIOR)).astype(np.uint8), kernel)

@@ -60,15 +60,41 @@ def _plots(results, ids, fps, energy, real_open, rendered_open) -> bytes:
     return buf.getvalue()
 
 
+#: one line per score, shown beside it
+EXPLAINED = {
+    "psnr": "whole-frame fidelity to the real held-out frame, dB (higher is better)",
+    "ssim": "structural similarity to the real frame, 0–1 (higher is better)",
+    "mouth_psnr": "fidelity of the mouth crop alone, dB: where speech shows (higher is better)",
+    "lmd": "mean distance of MediaPipe's mouth landmarks, rendered vs real, px at 512² (lower is better)",
+    "lpips": "learned perceptual distance (lower is better); needs --lpips-weights",
+    "lse_c": "SyncNet's confidence that lips and audio match (higher is better); needs --syncnet-weights",
+    "lse_d": "SyncNet's lip–audio feature distance (lower is better); needs --syncnet-weights",
+}
+
+
 def _table(metrics: dict[str, Any]) -> str:
     modes = [m for m in ("full", "zero_audio", "static") if m in metrics]
-    keys = ["psnr", "ssim", "mouth_psnr", "lmd", "lpips", "lse_c", "lse_d"]
     head = "".join(f"<th>{html.escape(m)}</th>" for m in modes)
     rows = []
-    for k in keys:
-        cells = "".join(f"<td>{html.escape(str(metrics[m].get(k, '—')))}</td>" for m in modes)
-        rows.append(f"<tr><th>{k}</th>{cells}</tr>")
-    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+    for k, meaning in EXPLAINED.items():
+        cells = "".join(f"<td>{html.escape(_shown(metrics[m].get(k)))}</td>" for m in modes)
+        rows.append(f"<tr><th>{k}</th>{cells}<td style='text-align:left'>{html.escape(meaning)}</td></tr>")
+    return f"<table><tr><th></th>{head}<th></th></tr>{''.join(rows)}</table>"
+
+
+def _shown(value: Any) -> str:
+    missing = value is None or (isinstance(value, str) and "not computed" in value)
+    return "not computed" if missing else str(value)
+
+
+def _poster(seq) -> str:
+    """A JPEG of the middle frame pair (real | rendered): the video's poster, so it never shows as a black
+    box before it plays."""
+    import cv2
+
+    k = len(seq.real) // 2
+    ok, buf = cv2.imencode(".jpg", np.concatenate([seq.real[k], seq.rendered[k]], axis=1)[..., ::-1])
+    return _b64(buf.tobytes()) if ok else ""
 
 
 def write_report(out: Path, driver, metrics: dict[str, Any], results: dict[str, list], seq) -> Path:
@@ -99,6 +125,7 @@ def write_report(out: Path, driver, metrics: dict[str, Any], results: dict[str, 
         for k in ("opening_correlation", "opening_range_ratio", "lip_vertex_error_mm", "seam_share")
     )
     mouth = _png(out / "mouth_sheet.png")
+    static = metrics.get("static", {}).get("model", "not evaluated")
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>gstalk report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
@@ -108,8 +135,8 @@ img,video{{max-width:100%}}h2{{margin-top:1.6em}}</style></head><body>
 {metrics["test_frames"]} held-out frames at {metrics["size"]}².
 LMD in pixels at {metrics["lmd_pixels_at"]}².</p>
 <h2>Metrics (test split)</h2>{_table(metrics)}
-<p><b>zero_audio</b>: the full model driven with silence;
-<b>static</b>: the canonical head, no deformation.</p>
+<p><b>full</b>: the model driven by the clip's own held-out speech; <b>zero_audio</b>: the same model
+driven with silence (what the audio adds); <b>static</b>: {html.escape(static)}.</p>
 <h2>Articulation (held-out frames)</h2><table>{articulation}</table>
 <h3>Rendered at the most closed and the most open predicted mouth (real frames below)</h3>
 {_img(mouth, "no mouth sheet")}
@@ -122,7 +149,9 @@ LMD in pixels at {metrics["lmd_pixels_at"]}².</p>
 <h3>Driven by other speakers</h3><table><tr><th>audio</th><th>seconds</th><th>correlation</th>
 <th>best offset</th><th>opening range ratio</th><th>seam share</th></tr>{cross}</table>
 <h2>Side by side: real | rendered</h2>
-<video controls src="data:video/mp4;base64,{_b64(video.read_bytes())}"></video>
+<p>The held-out part of the clip ({len(seq.real) / fps:.1f} s), with its sound; it loops.</p>
+<video controls loop preload="auto" poster="data:image/jpeg;base64,{_poster(seq)}"
+ src="data:video/mp4;base64,{_b64(video.read_bytes())}"></video>
 <h2>Per-frame metrics</h2><img src="data:image/png;base64,{plots}">
 <h2>Training losses</h2>{_img(loss, "no loss.png in the run")}
 <h2>Dataset contact sheet</h2>{_img(sheet, "no contact sheet in the dataset")}

@@ -139,7 +139,10 @@ def segment_regions(rgb: np.ndarray, landmarks: np.ndarray | None, person: np.nd
     upper = is_person & ~face & ~below_jaw
     beside_neck = is_person & ~face & below_jaw & ~neck_column & (ys < chin_y + 1.2 * face_h)
     long_hair = beside_neck & (hair_d < np.minimum(clothes, skin))
-    skin_beside_face = upper & (skin < hair_d) & (skin < 3.0)  # ears and temples
+    # ears and temples: skin-coloured, beside the face, from brow height down (higher up, a skin-like
+    # colour is a highlight in the hair, and labelling it face would leave a hole in the hair layer)
+    ear_band = ys > top_y + 0.2 * face_h
+    skin_beside_face = upper & ear_band & (skin < hair_d) & (skin < 3.0)
     fringe = face & (ys < landmarks[FOREHEAD, 1] + 0.25 * face_h) & (hair_d < 0.5 * skin) & ~(brows | eyes)
 
     labels[upper] = Region.HAIR
