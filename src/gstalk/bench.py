@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -188,8 +189,9 @@ def render_profile(run: Path, speech, size: int, device: torch.device, work: Pat
 
     audio = work / f"speech_{size}.wav"
     soundfile.write(audio, speech, 16_000)
-    figures = render_video(RenderConfig(run=run, audio=audio, out=work / f"e2e_{size}.mp4", size=size,
-                                        device=device.type, progress=False, yes=True))  # fmt: skip
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
+        figures = render_video(RenderConfig(run=run, audio=audio, out=work / f"e2e_{size}.mp4", size=size,
+                                            device=device.type, progress=False, yes=True))  # fmt: skip
     driver = Driver(run, size=size, device=device)
     pose = PoseSource()
     clock: dict[str, float] = {"features": 0.0, "networks": 0.0, "rasterize": 0.0, "composite": 0.0}
