@@ -87,8 +87,10 @@ def test_a_session_streams_frames_for_its_audio_and_offers_the_mp4(run: Path, tm
                         break
             assert any(m["type"] == "limit" for m in messages)  # 3 s sent, 2 s allowed
             end = messages[-1]
-            assert indices == sorted(indices) and end["rendered"] == 50  # 2 s at 25 fps
+            # 2 s at 25 fps: every frame was delivered, or dropped (late, or not taken in time) and counted
+            assert indices == sorted(indices) and indices[-1] == 49
             assert len(indices) + end["dropped"] == 50
+            first = indices[0]
             video = await client.get(end["download"])
             assert video.status == 200
             path = tmp_path / "session.mp4"
@@ -98,7 +100,7 @@ def test_a_session_streams_frames_for_its_audio_and_offers_the_mp4(run: Path, tm
         import av
 
         with av.open(str(path)) as f:
-            assert f.streams.video[0].frames == 50 and f.streams.audio
+            assert 50 - first <= f.streams.video[0].frames <= 50 and f.streams.audio  # in step with the audio
 
     asyncio.run(scenario())
 

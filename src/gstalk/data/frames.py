@@ -28,29 +28,27 @@ UNDER_CHIN = 0.02
 def real_layer(image: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> np.ndarray:
     """The real-pixel layer under the rendered head (uint8, like ``image``): the frame's hair, neck, torso
     and background pixels, and the background plate where its head was, except in a thin band just above
-    the neck, which takes the colour of the neck pixel below it. When the rendered jaw does not reach as
-    low as the replayed frame's, that band shows there: neck-coloured, like the shadow under a chin,
-    rather than a bright seam of background plate."""
+    the neck, which takes the neck's mean colour near its top. When the rendered jaw does not reach as low
+    as the replayed frame's, that band shows there: neck-coloured, like the shadow under a chin, rather
+    than a bright seam of background plate."""
     layer = np.where(_PIXEL_LUT[labels][..., None], image, plate)
     neck_rows, neck_cols = np.nonzero(labels == Region.NECK)
     if not len(neck_rows):
         return layer
     band = max(1, round(UNDER_CHIN * labels.shape[0]))
-    # work only on the box from the band above the neck's top to the neck's rows, across its columns
+    # the band: head pixels with a neck pixel at most `band` rows below, within the neck's columns
     r0, r1 = max(0, neck_rows.min() - band), neck_rows.max() + 1
     c0, c1 = neck_cols.min(), neck_cols.max() + 1
     box = labels[r0:r1, c0:c1]
     neck, head = box == Region.NECK, _HEAD_LUT[box]
-    colour, have = np.where(neck[..., None], image[r0:r1, c0:c1], 0), neck.copy()
-    for _ in range(band):  # carry the neck's colour one row up each time
-        take = np.zeros_like(have)
-        take[:-1] = have[1:] & ~have[:-1] & head[:-1]
-        if not take.any():
-            break
-        colour[:-1][take[:-1]] = colour[1:][take[:-1]]
-        have |= take
-    fill = have & head
-    layer[r0:r1, c0:c1][fill] = colour[fill]
+    near = neck.copy()
+    for _ in range(band):
+        near[:-1] |= near[1:]
+    fill = near & head
+    if fill.any():
+        top = neck_rows < neck_rows.min() + 2 * band  # the neck's upper part: skin, not collar
+        colour = image[neck_rows[top], neck_cols[top]].mean(0)
+        layer[r0:r1, c0:c1][fill] = np.round(colour).astype(np.uint8)
     return layer
 
 

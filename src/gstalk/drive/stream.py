@@ -67,12 +67,32 @@ class FrameStream:
     def arrived_seconds(self) -> float:
         return (self.offset + self.buffer.size) / RATE
 
-    def push(self, chunk: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """Add audio; yields the frames it completes."""
+    def push(self, chunk: np.ndarray, render: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+        """Add audio; yields the frames it completes (none with ``render=False``: take them later with
+        :meth:`ready`)."""
         if self.ended:
             raise ValueError("the stream has ended")
         self.buffer = np.concatenate([self.buffer, np.asarray(chunk, dtype=np.float32).reshape(-1)])
+        return self._frames() if render else iter(())
+
+    def ready(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames the audio so far completes."""
         return self._frames()
+
+    def catch_up(self, elapsed: float, max_behind: float) -> int:
+        """Skip the frames that are overdue by more than ``max_behind`` seconds, ``elapsed`` seconds after
+        the stream's audio started arriving in real time (frame k is due at k / fps plus the lookahead).
+        A machine slower than the audio then shows fewer frames rather than ever later ones; audio sent
+        faster than real time is never skipped. Returns how many frames were skipped."""
+        if self.gain is None or self.ended:
+            return 0
+        fps = self.driver.fps
+        overdue = math.floor((elapsed - self.ahead - max_behind) * fps)  # frames up to this one are late
+        renderable = math.floor((self.arrived_seconds - self.ahead) * fps)
+        target = min(overdue + 1, renderable)  # always keep the newest renderable frame
+        skipped = max(0, target - self.next_frame)
+        self.next_frame += skipped
+        return skipped
 
     def finish(self) -> Iterator[tuple[int, np.ndarray]]:
         """The audio has ended: yields the remaining frames (their lookahead padded with silence)."""

@@ -55,8 +55,18 @@ def load_avatars(config: ServeConfig) -> dict[str, Avatar]:
         name = Path(run).resolve().name
         while name in avatars:
             name += "_"
-        avatars[name] = Avatar(name, Driver(run, size=config.size, device=config.device))
+        driver = Driver(run, size=config.size, device=config.device)
+        warm_up(driver)
+        avatars[name] = Avatar(name, driver)
     return avatars
+
+
+def warm_up(driver: Driver) -> None:
+    """Render one frame, so the compiled rasterizer's first-use compilation and the first allocations
+    happen at start-up, not in the first visitor's first seconds."""
+    noise = np.random.default_rng(0).normal(0.0, 0.05, AUDIO_RATE // 2).astype(np.float32)
+    features = driver.features(noise, n_frames=2)
+    driver.render_frame(features, driver.codes(features), 0, PoseSource())
 
 
 class Server:
@@ -210,5 +220,6 @@ def serve(config: ServeConfig) -> None:
         print(f"gstalk serve: warning: listening on {config.host}: anyone who can reach this machine can use "
               "it (there is no authentication)", file=sys.stderr)  # fmt: skip
     server = Server(config, load_avatars(config))
-    print(f"gstalk serve: {len(server.avatars)} avatar(s) on http://{config.host}:{config.port}/", flush=True)
-    web.run_app(server.app(), host=config.host, port=config.port, print=None)
+    ready = f"gstalk serve: {len(server.avatars)} avatar(s) on http://{config.host}:{config.port}/"
+    # printed once the port is bound (run_app calls it after start-up), so a script may connect on seeing it
+    web.run_app(server.app(), host=config.host, port=config.port, print=lambda _: print(ready, flush=True))

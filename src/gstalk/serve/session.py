@@ -26,6 +26,9 @@ from ..drive.stream import FrameStream, lookahead_seconds
 from ..media.audio import AUDIO_RATE
 from ..media.encode import write_video
 
+#: how far behind the audio a session may fall before frames are skipped to catch up, seconds
+MAX_BEHIND_SECONDS = 0.3
+
 
 @dataclass
 class Avatar:
@@ -64,13 +67,13 @@ class Session:
         self.stream = FrameStream(avatar.driver, pose)
         self.lookahead = lookahead_seconds(avatar.driver)
         self.loop = asyncio.get_running_loop()
-        self.outbox: asyncio.Queue[Sent | None] = asyncio.Queue(maxsize=1)
+        self.outbox: asyncio.Queue[Sent | None] = asyncio.Queue()  # at most one frame, then the end
         self.audio: list[np.ndarray] = []
-        self.frames: list[bytes] = []
+        self.frames: dict[int, bytes] = {}  # frame index → JPEG, as rendered (skipped frames absent)
         self.received = 0  # samples
         self.rendered = 0
         self.dropped = 0
-        self.started = time.perf_counter()
+        self.started = self.first_audio_at = time.perf_counter()
         self.closed = False
         self.complete = False  # every frame was rendered and offered to the page
         self.ending = False  # the audio has ended (the page said so, or the length limit was reached)
@@ -88,6 +91,8 @@ class Session:
         samples = samples[: max(room, 0)]
         if not len(samples) or self.closed or self.ending:
             return
+        if not self.received:
+            self.first_audio_at = time.perf_counter()
         self.received += len(samples)
         self.audio.append(samples)
         self._queue(samples)
@@ -111,7 +116,7 @@ class Session:
     def close(self) -> None:
         """The page went away: stop rendering for it and free what it held."""
         self.closed = True
-        self.audio, self.frames = [], []
+        self.audio, self.frames = [], {}
 
     def _render_pending(self) -> None:
         """On the worker thread: feed everything queued to the stream, publish the frames it completes."""
@@ -123,50 +128,69 @@ class Session:
             self.loop.call_soon_threadsafe(self._offer, None)
 
     def _render_queued(self) -> None:
-        while True:
-            with self._guard:
-                if not self._pending or self.closed:
-                    self._busy = False
-                    return
-                chunk = self._pending.pop(0)
-            with self.avatar.lock:
-                frames = self.stream.finish() if chunk is None else self.stream.push(chunk)
-                for k, image in frames:
-                    if self.closed:
-                        break
-                    self._publish(k, image)
-            if chunk is None:
-                self.loop.call_soon_threadsafe(self._offer, None)
+        """One turn: everything queued so far goes to the stream in one push (one feature computation
+        however many chunks arrived); then, if more arrived meanwhile, the session queues for another turn
+        behind the other sessions' (round robin: a busy stream cannot starve the rest)."""
+        with self._guard:
+            if not self._pending or self.closed:
+                self._busy = False
+                return
+            items, self._pending = self._pending, []
+        ended = items[-1] is None  # the end is always last: nothing is queued after it
+        audio = [c for c in items if c is not None]
+        with self.avatar.lock:
+            if audio:
+                self.stream.push(np.concatenate(audio), render=False)
+            # too far behind (the machine is slower than the audio): skip ahead rather than be late
+            self.dropped += self.stream.catch_up(
+                time.perf_counter() - self.first_audio_at, MAX_BEHIND_SECONDS
+            )
+            for k, image in self.stream.finish() if ended else self.stream.ready():
+                if self.closed:
+                    break
+                self._publish(k, image)
+        if ended:
+            self.loop.call_soon_threadsafe(self._offer, None)
+        with self._guard:
+            again = bool(self._pending) and not self.closed
+            self._busy = again
+        if again:
+            self.worker.submit(self._render_pending)
 
     def _publish(self, k: int, image: np.ndarray) -> None:
         ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             return
         jpeg = buf.tobytes()
-        self.frames.append(jpeg)
+        self.frames[k] = jpeg
         self.rendered += 1
         self.loop.call_soon_threadsafe(self._offer, Sent(k, jpeg, self.seconds))
 
     def _offer(self, item: Sent | None) -> None:
-        """On the loop: put the newest frame in the one-slot outbox, dropping an unsent older one."""
-        if self.outbox.full():
-            old = self.outbox.get_nowait()
-            if old is None:  # never drop the end marker
-                self.outbox.put_nowait(old)
-                return
+        """On the loop: hand the newest frame to the page's sender, replacing one it has not taken yet (a
+        slow client gets fewer frames, never a queue). The end marker (None) always goes after the last
+        frame, which it never replaces."""
+        if item is not None and not self.outbox.empty():
+            self.outbox.get_nowait()  # an unsent frame (the end marker is only ever offered last)
             self.dropped += 1
         self.outbox.put_nowait(item)
 
     def write_mp4(self, path: Path) -> Path:
-        """The session so far (frames as rendered, with its audio) as an H.264 + AAC mp4."""
-        frames = (
-            cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for j in list(self.frames)
-        )
+        """The session so far as an H.264 + AAC mp4: every frame index up to the last rendered one, a
+        skipped frame showing the one before it, so the video stays in step with its audio."""
+        frames, fps = dict(self.frames), self.avatar.driver.fps
+        n = max(frames) + 1 if frames else 0
+
+        def images():
+            last = None
+            for k in range(n):
+                last = frames.get(k, last)
+                if last is not None:
+                    yield cv2.imdecode(np.frombuffer(last, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+
         audio = np.concatenate(self.audio) if self.audio else np.zeros(0, np.float32)
-        n = len(self.frames)
-        write_video(
-            path, frames, self.avatar.driver.fps, audio[: round(n / self.avatar.driver.fps * AUDIO_RATE)]
-        )
+        first = min(frames) if frames else 0  # frames before the first rendered one are not in the video
+        write_video(path, images(), fps, audio[round(first / fps * AUDIO_RATE) : round(n / fps * AUDIO_RATE)])
         return path
 
     def stats(self) -> dict:
