@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..face.mesh import JAW
+from ..splat.projection import quat_multiply
 
 
 class Binding(enum.IntEnum):
@@ -75,21 +76,6 @@ def rotmat_to_quat(rot: Tensor) -> Tensor:
     q = torch.gather(candidates, -2, pivots[..., None, None].expand(*pivots.shape, 1, 4))[..., 0, :]
     q = torch.nn.functional.normalize(q, dim=-1)
     return torch.where(q[..., :1] < 0, -q, q)
-
-
-def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of (..., 4) quaternions w, x, y, z."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
 
 
 @dataclass

@@ -30,6 +30,21 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     return torch.stack(rows, -2)
 
 
+def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product of (..., 4) quaternions w, x, y, z."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        -1,
+    )
+
+
 def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
     """(N, 3, 3) covariances ``R S Sᵀ Rᵀ`` from quaternions and (linear, not log) scales."""
     m = quat_to_rotmat(quats) * scales[..., None, :]

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .camera import Camera, intrinsics_from_fov, look_at
+from .projection import quat_multiply
 
 
 @dataclass
@@ -45,7 +46,7 @@ def head_shell(
     quats = torch.cat([(z * half).sum(1, keepdim=True), torch.linalg.cross(z, half)], 1)
     twist = torch.rand(n, generator=g) * math.pi
     twist_q = torch.stack([torch.cos(twist / 2), *([torch.zeros(n)] * 2), torch.sin(twist / 2)], 1)
-    quats = _quat_mul(quats, twist_q)
+    quats = quat_multiply(quats, twist_q)
     area = (
         4
         * math.pi
@@ -72,17 +73,3 @@ def orbit_cameras(
         mats.append(look_at(eye, torch.zeros(3)))
     k = intrinsics_from_fov(fov_x_degrees, size, size)
     return Camera(torch.stack(mats), k.expand(n_views, 4).clone(), size, size)
-
-
-def _quat_mul(a: Tensor, b: Tensor) -> Tensor:
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
