@@ -18,7 +18,7 @@ import torch
 
 from gstalk.data import AudioSpec, DatasetWriter, ExpressionSpec, Manifest, Tracks
 from gstalk.face.landmarks import LEFT_EYE, LIPS_INNER, LIPS_OUTER, RIGHT_EYE
-from gstalk.face.mesh import N_MESH, face_triangles
+from gstalk.face.mesh import N_MESH, face_triangles, sample_surface
 from gstalk.face.pose import canonical_shape
 from gstalk.regions import Region
 from gstalk.splat import Camera, look_at, rasterize
@@ -62,16 +62,6 @@ def animated(mesh: np.ndarray, opening: float) -> np.ndarray:
     return out
 
 
-def _surface(mesh, triangles, n, rng):
-    a, b, c = (mesh[triangles[:, k]] for k in range(3))
-    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    pick = rng.choice(len(triangles), size=n, p=area / area.sum())
-    u, v = rng.random(n), rng.random(n)
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    return pick, u, v
-
-
 def _render(points, colours, cam, scale=0.0025, opacity=0.9, background=None):
     n = len(points)
     out = rasterize(
@@ -94,7 +84,7 @@ def write_synthetic_dataset(root: Path, n_frames: int = 110, seed: int = 0) -> t
     rng = np.random.default_rng(seed)
     rest = face_mesh()
     triangles = face_triangles(rest)
-    pick, u, v = _surface(rest[:N_MESH], triangles, 2500, rng)
+    pick, u, v = sample_surface(rest[:N_MESH], triangles, 2500, rng)
     tri = triangles[pick]
     centre = rest[:N_MESH].mean(0)
     colour = np.clip(0.75 + 0.15 * (rest[tri[:, 0], :1] - centre[0]) / 0.08, 0, 1) * np.array(

@@ -87,3 +87,15 @@ def fit_to_landmarks(
 def mouth_gap(mesh: np.ndarray) -> np.ndarray:
     """(...,) the inner-lip gap at the middle of the mouth, in the mesh's units."""
     return np.linalg.norm(mesh[..., 13, :] - mesh[..., 14, :], axis=-1)
+
+
+def sample_surface(vertices: np.ndarray, triangles: np.ndarray, n: int, rng: np.random.Generator):
+    """``n`` points spread uniformly over the mesh's area, as (triangle, u, v): the point is
+    a + u·(b − a) + v·(c − a) on that triangle (a, b, c), so it can be placed again on a moved mesh."""
+    a, b, c = (vertices[triangles[:, k]] for k in range(3))
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    pick = rng.choice(len(triangles), size=n, p=area / area.sum())
+    u, v = rng.random(n), rng.random(n)
+    flip = u + v > 1
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    return pick, u, v

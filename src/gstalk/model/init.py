@@ -20,7 +20,7 @@ from ..config import ModelConfig
 from ..data.dataset import Dataset
 from ..data.frames import expression_inputs
 from ..face.landmarks import CHIN, LIPS_INNER
-from ..face.mesh import N_MESH, fit_to_landmarks, lower_face_weights
+from ..face.mesh import N_MESH, fit_to_landmarks, lower_face_weights, sample_surface
 from ..regions import Region
 from .binding import Binding, face_pose, frame_index, localise
 from .gaussians import GaussianSet, ModelRegion
@@ -42,14 +42,9 @@ def model_regions(labels: np.ndarray) -> np.ndarray:
 
 def _surface_samples(vertices: np.ndarray, triangles: np.ndarray, n: int, rng: np.random.Generator):
     """``n`` points spread over the mesh by area, and the triangle each lies on."""
-    a, b, c = (vertices[triangles[:, k]] for k in range(3))
-    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    pick = rng.choice(len(triangles), size=n, p=area / area.sum())
-    u, v = rng.random(n), rng.random(n)
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    points = a[pick] + u[:, None] * (b[pick] - a[pick]) + v[:, None] * (c[pick] - a[pick])
-    return points, pick
+    pick, u, v = sample_surface(vertices, triangles, n, rng)
+    a, b, c = (vertices[triangles[pick, k]] for k in range(3))
+    return a + u[:, None] * (b - a) + v[:, None] * (c - a), pick
 
 
 def _bind_volume(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray):
