@@ -29,7 +29,8 @@ LAYERS = [
     {"face", "media"},
     {"splat", "config", "device", "regions"},
     {"outputs"},
-    {"fileio", "errors", "__init__"},
+    {"fileio"},
+    {"errors", "__init__"},
 ]
 LEVEL = {name: k for k, layer in enumerate(LAYERS) for name in layer}
 

@@ -62,12 +62,10 @@ def _mouth_psnr(run: Path, zero_audio: bool = False) -> tuple[float, float]:
     feats = np.asarray(driver.ds.audio_features, np.float32)
     if zero_audio:
         feats = np.ascontiguousarray(np.broadcast_to(driver.frames.silence, feats.shape), dtype=np.float32)
-    codes = driver.codes(feats)
+    speech = driver.speech(features=feats)
     full, mouth = [], []
     for i in driver.ds.test_ids.tolist():
-        with torch.no_grad():
-            frame = driver.model(driver.drive(feats, codes, i, i))
-            comp = render_portrait(frame, driver.frames.camera(i), driver.frames.target(i).layer)
+        comp = driver.render_frame(speech, i, source=i)
         t = driver.frames.target(i)
         err = (comp.image - t.image) ** 2
         full.append(float(err.mean()))
@@ -253,7 +251,7 @@ def test_existing_run_is_not_overwritten(synthetic, tmp_path: Path):
 @pytest.mark.parametrize("box", [(30, 60, 20, 50), (0, 20, 0, 80), (80, 96, 70, 80), (0, 96, 0, 80)])
 def test_masked_losses_on_the_mask_box_equal_the_whole_image(box):
     from gstalk.train.losses import SSIM_RADIUS, dssim, mask_box, masked
-    from gstalk.train.trainer import _window_share
+    from gstalk.train.objective import window_share as _window_share
 
     g = torch.Generator().manual_seed(0)
     image, target = torch.rand(96, 80, 3, generator=g), torch.rand(96, 80, 3, generator=g)

@@ -43,6 +43,20 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, text + "\n")
 
 
+def read_json(path: str | os.PathLike, missing: tuple[str, str], fix: str) -> Any:
+    """The JSON value in ``path``. Raises :class:`GstalkError` with ``missing`` (problem, fix) when the
+    file is absent, and "PATH is corrupt (…)" with ``fix`` when it is not valid UTF-8 JSON."""
+    from .errors import GstalkError
+
+    path = Path(path)
+    if not path.is_file():
+        raise GstalkError(*missing)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GstalkError(f"{path} is corrupt ({type(err).__name__}: {err})", fix) from err
+
+
 def strict_json(value: Any) -> Any:
     """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):

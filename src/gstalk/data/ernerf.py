@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..errors import GstalkError
-from ..fileio import atomic_folder
+from ..fileio import atomic_folder, read_json
 from ..media import read_audio
 from ..outputs import claim_output
 from ..regions import HEAD_REGIONS, Region
@@ -164,15 +164,9 @@ class ErnerfFolder:
 
     def _transforms(self, split: str) -> dict:
         path = self.folder / f"transforms_{split}.json"
-        if not path.is_file():
-            raise GstalkError(
-                f"{path} is missing: {self.folder} is not an ER-NeRF / TalkingGaussian dataset",
-                "point at the folder that holds transforms_train.json and ori_imgs/",
-            )
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise GstalkError(f"{path} is not valid JSON ({err})", "repair or regenerate the file") from err
+        missing = (f"{path} is missing: {self.folder} is not an ER-NeRF / TalkingGaussian dataset",
+                   "point at the folder that holds transforms_train.json and ori_imgs/")  # fmt: skip
+        data = read_json(path, missing, "repair or regenerate the file")
         if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
             raise GstalkError(f"{path} has no frame list", "repair or regenerate the file")
         return data

@@ -22,7 +22,7 @@ from .. import SCHEMA_VERSION, __version__
 from ..config import ModelConfig
 from ..errors import GstalkError
 from ..face.mesh import N_MESH
-from ..fileio import atomic_folder, usual_mode
+from ..fileio import atomic_folder, read_json, usual_mode
 from .binding import Binding
 from .gaussians import GaussianSet, ModelRegion
 from .motion import LowerFaceBasis
@@ -107,17 +107,9 @@ def save_model(folder: str | Path, model: TalkingHead, state: dict[str, Any]) ->
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / META_FILE
-    if not path.is_file():
-        raise GstalkError(
-            f"no checkpoint at {folder} ({META_FILE} missing)",
-            "pass a run folder written by `gstalk train`, or train one first",
-        )
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise GstalkError(
-            f"the checkpoint at {folder} is corrupt ({err})", "retrain, or resume from a copy"
-        ) from err
+    missing = (f"no checkpoint at {folder} ({META_FILE} missing)",
+               "pass a run folder written by `gstalk train`, or train one first")  # fmt: skip
+    meta = read_json(path, missing, "retrain, or resume from a copy")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GstalkError(
             f"{folder} is not a gstalk checkpoint", "pass a run folder written by `gstalk train`"

@@ -7,7 +7,7 @@ training ends, ``model/`` (the final weights that render and evaluate read).
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import math
 import signal
 import sys
@@ -24,6 +24,7 @@ from ..config import (
     StageConfig,
     TrainConfig,
     config_to_dict,
+    resolve_model,
     resolve_train,
     save_config,
     stages,
@@ -38,16 +39,13 @@ from ..model.checkpoint import load_model, save_model
 from ..model.init import init_talking_head
 from ..model.talking_head import Drive, TalkingHead, render_portrait
 from ..outputs import claim_output
-from ..regions import Region
 from ..splat import RenderOutput
 from .audio_motion import fit_audio_motion, target_coefficients
 from .checkpoint import latest_checkpoint, load_training_state, save_training_checkpoint
-from .losses import SSIM_RADIUS, dssim, mask_box, masked, mouth_mask_loss, psnr
+from .log import append_row, plot_losses, read_log
+from .losses import psnr
+from .objective import loss_terms, total_loss
 from .strategy import DensifyStrategy, scene_extent
-
-LOG_FIELDS = [
-    "stage", "step", "loss", "l1", "dssim", "lpips", "mouth", "residual", "psnr", "gaussians", "seconds",
-]  # fmt: skip
 
 
 class Diverged(GstalkError):
@@ -103,7 +101,8 @@ class Trainer:
                 f"{config.dataset} has only {len(self.ds.train_ids)} usable training frames",
                 "prepare a longer clip (a few minutes trains best)",
             )
-        m = self.config.model
+        m = resolve_model(self.config.model, self.ds.audio_spec.features)
+        self.config = dataclasses.replace(self.config, model=m)
         self.data = FrameData(self.ds, self.config.size, self.device, m.context_past, m.context_future)
         self.stages = stages(self.config)
         self.lpips = None
@@ -253,45 +252,49 @@ class Trainer:
         for step in range(first_step, stage.iterations):
             t0 = time.perf_counter()
             i = int(train_ids[torch.randint(len(train_ids), (1,), generator=gen)])
-            broken = self._non_finite_parameter()
-            terms, renders = self.step(stage, i, optimizer) if broken is None else ({"loss": math.nan}, {})
-            if broken is not None or not math.isfinite(terms["loss"]):
-                bar.close()
-                what = f"{broken} holds NaN or Inf" if broken else f"loss {terms['loss']}"
-                raise Diverged(
-                    f"training diverged at stage {stage.name}, step {step} ({what})",
-                    f"the last good checkpoint is in {latest_checkpoint(self.out)}; resume with a lower "
-                    "learning rate or report the dataset",
-                )
-            if strategy is not None:
+            self._check_parameters(stage, step, bar)
+            terms, renders = self.step(stage, i, optimizer)  # render → loss → step
+            self._check_loss(stage, step, terms["loss"], bar)
+            if strategy is not None:  # densify and prune
                 strategy.step_post_backward(step, renders, optimizer)
             bar.update()
             if step % self.config.log_every == 0 or step == stage.iterations - 1:
-                row = {
-                    "stage": stage.name,
-                    "step": step,
-                    **terms,
-                    "gaussians": len(model.head) + len(model.mouth),
-                    "seconds": round(time.perf_counter() - t0, 4),
-                }
-                self._log(row)
-                bar.set_postfix(loss=f"{terms['loss']:.4f}", psnr=f"{terms['psnr']:.2f}", n=row["gaussians"])
+                self._log(stage, step, terms, time.perf_counter() - t0, bar)
             if self.on_step is not None:
                 self.on_step(self, stage, step)
             done = step + 1
             if self._stop or done % self.config.checkpoint_every == 0 or done == stage.iterations:
                 finished = done == stage.iterations
                 state = self._state(index + 1 if finished else index, 0 if finished else done)
-                save_training_checkpoint(
-                    self.out,
-                    model,
-                    state,
-                    optimizer if done < stage.iterations else None,
-                    gen.get_state(),
-                )
+                kept = None if finished else optimizer
+                save_training_checkpoint(self.out, model, state, kept, gen.get_state())
             if self._stop:
                 break
         bar.close()
+
+    def _log(self, stage: StageConfig, step: int, terms: dict[str, float], seconds: float, bar: tqdm) -> None:
+        """A row of log.csv, and the progress bar's figures."""
+        n = len(self.model.head) + len(self.model.mouth)
+        row = {"stage": stage.name, "step": step, **terms, "gaussians": n, "seconds": round(seconds, 4)}
+        append_row(self.out / "log.csv", row)
+        bar.set_postfix(loss=f"{terms['loss']:.4f}", psnr=f"{terms['psnr']:.2f}", n=n)
+
+    def _check_parameters(self, stage: StageConfig, step: int, bar: tqdm) -> None:
+        broken = self._non_finite_parameter()
+        if broken is not None:
+            self._diverged(stage, step, f"{broken} holds NaN or Inf", bar)
+
+    def _check_loss(self, stage: StageConfig, step: int, loss: float, bar: tqdm) -> None:
+        if not math.isfinite(loss):
+            self._diverged(stage, step, f"loss {loss}", bar)
+
+    def _diverged(self, stage: StageConfig, step: int, what: str, bar: tqdm) -> None:
+        bar.close()
+        raise Diverged(
+            f"training diverged at stage {stage.name}, step {step} ({what})",
+            f"the last good checkpoint is in {latest_checkpoint(self.out)}; resume with a lower "
+            "learning rate or report the dataset",
+        )
 
     def _non_finite_parameter(self) -> str | None:
         """The name of the first parameter holding NaN or Inf, or None."""
@@ -303,136 +306,35 @@ class Trainer:
     def step(
         self, stage: StageConfig, i: int, optimizer: torch.optim.Optimizer
     ) -> tuple[dict[str, float], dict[str, RenderOutput]]:
-        """One optimisation step of ``stage`` on training frame ``i``: the loss terms, and the head's and
-        mouth interior's renders (their ``means2d`` gradients feed densification)."""
-        model = self.model
+        """One optimisation step of ``stage`` on training frame ``i``: render, loss, step. Returns the loss
+        terms (``objective.loss_terms``, their total as ``loss``, and ``psnr``), and the head's and mouth
+        interior's renders (their ``means2d`` gradients feed densification)."""
         target = self.data.target(i)
         drive = Drive(
             mesh=self.data.mesh(i),
             condition=self.data.condition(i) if stage.deform else None,
             code=self.codes[i],
         )
-        frame = model(drive)
+        frame = self.model(drive)
         comp = render_portrait(frame, self.data.camera(i), target.layer, backend=self.config.backend)
-        weight = 1.0 + stage.mouth_region_weight * target.mouth_mask.float()[..., None]
-        if stage.masked:
-            # losses on the head regions only (averaged over them, not diluted by the rest of the frame),
-            # and no head Gaussians where the frame shows hair, neck, torso or background
-            inside = target.head_mask
-            share = inside.float().mean().clamp(min=1e-3)
-            pred = masked(comp.image, target.image, inside)
-            # outside the mask the prediction is the target: both terms are computed on the mask's box
-            # (plus twice the SSIM window's radius), with the whole image's normalisation
-            crop = mask_box(inside, margin=2 * SSIM_RADIUS)
-            n_pixels = inside.numel()
-            diff = (weight * (pred - target.image).abs())[crop]
-            loss_l1 = diff.sum() / (diff.shape[-1] * n_pixels) / share
-            loss_ssim = (
-                dssim(pred[crop], target.image[crop]) * _window_share(pred.shape, pred[crop].shape) / share
-            )
-            stray = (comp.head_alpha * (~inside).float()).mean() / (1 - share).clamp(min=1e-3)
-            loss = loss_l1 + stage.dssim_weight * loss_ssim + stray
-        else:
-            pred = comp.image
-            loss_l1 = (weight * (pred - target.image).abs()).mean()
-            loss_ssim = dssim(pred, target.image)
-            loss = loss_l1 + stage.dssim_weight * loss_ssim
-        zero = torch.zeros((), device=pred.device)
-        loss_mouth = loss_residual = loss_lpips = zero
-        if stage.mouth_weight > 0:
-            loss_mouth = mouth_mask_loss(
-                comp.mouth_visible, target.labels == Region.MOUTH_INTERIOR, target.mouth_mask
-            )
-            loss = loss + stage.mouth_weight * loss_mouth
-        if stage.residual_weight > 0 and frame.residual is not None:
-            loss_residual = (frame.residual * 1000).pow(2).sum(-1).mean()  # mm²
-            loss = loss + stage.residual_weight * loss_residual
-        if stage.lpips_weight > 0 and self.lpips is not None:
-            loss_lpips = self.lpips(pred, target.image)
-            loss = loss + stage.lpips_weight * loss_lpips
+        terms = loss_terms(stage, comp, frame, target, self.lpips)
+        loss = total_loss(stage, terms)
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):  # a non-finite loss never reaches the parameters
             loss.backward()
             optimizer.step()
-        values = {
-            "loss": loss, "l1": loss_l1, "dssim": loss_ssim, "lpips": loss_lpips, "mouth": loss_mouth,
-            "residual": loss_residual,
-        }  # fmt: skip
-        terms = {
-            **{k: float(v.detach()) for k, v in values.items()},
-            "psnr": psnr(comp.image.detach(), target.image),
+        values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        return {**values, "psnr": psnr(comp.image.detach(), target.image)}, {
+            "head": comp.head,
+            "mouth": comp.mouth,
         }
-        return terms, {"head": comp.head, "mouth": comp.mouth}
-
-    def _log(self, row: dict[str, Any]) -> None:
-        """Append a row to log.csv (never truncated: rows a resumed run repeats are dropped on reading)."""
-        path = self.out / "log.csv"
-        with open(path, "a", newline="") as f:
-            if f.tell() == 0:
-                csv.writer(f).writerow(LOG_FIELDS)
-            csv.DictWriter(f, LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
 
     def plot(self) -> None:
         plot_losses(self.out / "log.csv", self.out / "loss.png")
-
-
-def _window_share(full: torch.Size, crop: torch.Size) -> float:
-    """Share of the whole image's SSIM windows that lie in the crop (SSIM maps are valid convolutions)."""
-    side = 2 * SSIM_RADIUS
-    return (crop[0] - side) * (crop[1] - side) / ((full[0] - side) * (full[1] - side))
-
-
-def read_log(path: Path) -> list[dict[str, str]]:
-    """log.csv's rows, one per (stage, step): where a resumed run logged a step again, its last row, in
-    training order. A row cut short by a crash is skipped."""
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("seconds") not in (None, "") and r["stage"] != "stage"]
-    latest = {(r["stage"], r["step"]): r for r in rows}
-    return list(latest.values())
-
-
-def plot_losses(log: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_path
-
-    rows = read_log(log)
-    if not rows:
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    offset, x, names = 0, [], []
-    last_stage, last_step = None, 0
-    for r in rows:
-        if r["stage"] != last_stage:
-            offset += last_step if last_stage is not None else 0
-            names.append((offset, r["stage"]))
-            last_stage = r["stage"]
-        last_step = int(r["step"]) + 1
-        x.append(offset + int(r["step"]))
-    for key in ("loss", "l1", "dssim", "mouth"):
-        axes[0].plot(x, [float(r[key] or 0) for r in rows], label=key, lw=0.8)
-    axes[0].set_yscale("log")
-    axes[0].set_title("losses")
-    axes[1].plot(x, [float(r["psnr"]) for r in rows], color="k", lw=0.8)
-    axes[1].set_title("training PSNR (dB)")
-    for ax in axes:
-        for start, name in names:
-            ax.axvline(start, color="grey", ls=":", lw=0.8)
-            ax.text(start, ax.get_ylim()[1], name, fontsize=7, va="top")
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
 
 
 def train(config: TrainConfig) -> Path:
     return Trainer(config).run()
 
 
-__all__ = ["Trainer", "build_optimizer", "train"]
+__all__ = ["Trainer", "build_optimizer", "read_log", "train"]
