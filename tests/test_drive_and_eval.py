@@ -98,7 +98,7 @@ def test_long_audio_on_a_short_clip_and_still_pose(run: Path, tmp_path: Path):
 
 def test_free_viewpoint_turns_the_head(run: Path):
     driver = Driver(run, size=64)
-    feats = driver.features(speech_like_audio(1.0).audio)
+    feats = driver.speech(speech_like_audio(1.0).audio)
     straight = next(driver.render(feats, PoseSource("still", 5)))
     turned = next(driver.render(feats, PoseSource("still", 5, yaw_deg=20)))
     assert np.abs(straight.astype(int) - turned.astype(int)).mean() > 1.0
@@ -109,10 +109,9 @@ def test_one_pass_render_matches_the_two_pass_composite(run: Path, backend: str)
     """Rendering draws face then interior in one pass; training composites two passes. They agree
     except where the early stop falls differently, which is rare and under 1%."""
     driver = Driver(run, size=64, backend=backend)
-    feats = driver.features(speech_like_audio(1.0).audio)
-    codes = driver.codes(feats)
+    speech = driver.speech(speech_like_audio(1.0).audio)
     with torch.no_grad():
-        frame = driver.model(driver.drive(feats, codes, 3, 3))
+        frame = driver.model(driver.drive(speech, 3, 3))
         camera, layer = driver.camera(3, PoseSource()), driver.layer(3)
         one = render_portrait(frame, camera, layer, backend=backend, fused=True)
         two = render_portrait(frame, camera, layer, backend=backend, fused=False)
@@ -161,7 +160,7 @@ def test_incompatible_run_is_refused(run: Path, tmp_path: Path, speech: Path):
 def test_streaming_matches_offline_rendering_with_bounded_lookahead(run: Path):
     driver = Driver(run, size=64)
     audio = speech_like_audio(3.0, seed=8).audio
-    offline = list(driver.render(driver.features(audio)))
+    offline = list(driver.render(driver.speech(audio)))
     chunk = 320  # 20 ms
     arrived, emitted = [], []
 

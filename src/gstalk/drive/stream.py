@@ -1,14 +1,17 @@
 """Streaming: audio chunks in, frames out, with bounded latency.
 
-Frame k needs the audio up to the end of the feature windows of itself and of the frames after it that
-the model's temporal context reaches (``future`` frames, 3 by default: the audio → motion model and the
-residual networks see the same context). The lookahead is therefore fixed: ``future / fps + window / 2``
-seconds of audio (0.2 s at 25 fps with 160 ms windows), plus the time to compute one frame. Features are
-computed on a short sliding segment of recent audio, so memory and
-work per frame stay bounded however long the stream runs.
+Frame k needs the audio its features read (``AudioSpec.ready_seconds``) for itself and for the frames after
+it that the model's temporal context reaches (``future`` frames). With Whisper features the states of a
+block of frames come from one encoder window that ends ``lookahead`` after the block, so a frame at the
+start of a block waits for the block and the lookahead (0.2 s with the default 0.08 s blocks and 0.12 s
+lookahead); with log-mel, 3 frames of context plus half a 160 ms window (also 0.2 s). Either way the
+features are computed by the same ``AudioSpec.compute_range`` that offline rendering and training use, on
+a short sliding segment of recent audio, so memory and work per frame stay bounded however long the
+stream runs. With Whisper features the streamed frames are those of an offline render of the same audio.
 
-Loudness is normalised from the first second of the stream (offline rendering uses the whole file), so
-streamed frames can differ slightly from offline ones at the very start.
+Log-mel features normalise loudness from the first second of the stream (offline rendering uses the whole
+file), so streamed log-mel frames can differ slightly from offline ones; Whisper features are not
+loudness-normalised and start at once.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from .driver import Driver, PoseSource
 
 
 def lookahead_seconds(driver: Driver) -> float:
-    """Audio that must have arrived beyond a frame's own time before it can be rendered."""
-    return driver.future / driver.fps + driver.ds.audio_spec.window_seconds / 2
+    """Audio that must have arrived beyond a frame's own time before it can be rendered (worst case)."""
+    return driver.future / driver.fps + driver.ds.audio_spec.lookahead_seconds()
 
 
 def stream_frames(
@@ -53,12 +56,18 @@ class FrameStream:
         self.driver = driver
         self.pose = pose or PoseSource()
         self.spec = driver.ds.audio_spec
-        self.spec.check_computable()
+        self.spec.check_computable(driver.speech_model)
         self.ahead = lookahead_seconds(driver)
-        # frames of audio kept before the first one used, against edge effects
-        self.margin = math.ceil(self.spec.window_seconds * driver.fps) + 1
+        # log-mel: frames computed before the model's past context, against the STFT's edge at the
+        # segment's start; Whisper's blocks have no such edge
+        self.margin = (
+            0 if self.spec.features == "whisper" else math.ceil(self.spec.window_seconds * driver.fps) + 1
+        )
+        #: frames of audio kept before the first one rendered (context, margin, the features' reach back)
+        self.keep_frames = driver.past + self.margin + math.ceil(self.spec.history_seconds() * driver.fps) + 1
         self.buffer, self.offset = np.zeros(0, np.float32), 0  # offset: samples already dropped
-        self.gain: float | None = None
+        self.loudness_gate = self.spec.features != "whisper"  # log-mel waits for a second of audio
+        self.gain: float | None = None if self.loudness_gate else 1.0
         self.stats: tuple[np.ndarray, np.ndarray] | None = None
         self.next_frame = 0
         self.ended = False
@@ -79,6 +88,16 @@ class FrameStream:
         """The frames the audio so far completes."""
         return self._frames()
 
+    def last_ready(self) -> int:
+        """The last frame whose audio (its own features' and its ``future`` frames') has arrived."""
+        fps, future = self.driver.fps, self.driver.future
+        if self.ended:
+            return math.floor(self.arrived_seconds * fps + 1e-9) - 1
+        k = math.floor(self.arrived_seconds * fps)
+        while k >= 0 and self.spec.ready_seconds(k + future, fps) > self.arrived_seconds + 1e-9:
+            k -= 1
+        return k
+
     def catch_up(self, elapsed: float, max_behind: float) -> int:
         """Skip the frames that are overdue by more than ``max_behind`` seconds, ``elapsed`` seconds after
         the stream's audio started arriving in real time (frame k is due at k / fps plus the lookahead).
@@ -88,8 +107,7 @@ class FrameStream:
             return 0
         fps = self.driver.fps
         overdue = math.floor((elapsed - self.ahead - max_behind) * fps)  # frames up to this one are late
-        renderable = math.floor((self.arrived_seconds - self.ahead) * fps)
-        target = min(overdue + 1, renderable)  # always keep the newest renderable frame
+        target = min(overdue + 1, self.last_ready())  # always keep the newest renderable frame
         skipped = max(0, target - self.next_frame)
         self.next_frame += skipped
         return skipped
@@ -101,30 +119,28 @@ class FrameStream:
 
     def _frames(self) -> Iterator[tuple[int, np.ndarray]]:
         driver, spec, fps = self.driver, self.spec, self.driver.fps
-        arrived = self.arrived_seconds
         if self.gain is None:
-            if arrived < 1.0 and not self.ended:
+            if self.arrived_seconds < 1.0 and not self.ended:
                 return
             self.gain = loudness_gain(loudness_level(self.buffer))
             if spec.normalisation == "utterance":  # the utterance so far: its first second
                 first = spec.frames(self.buffer * self.gain, normalise_loudness=False)
                 self.stats = (first.mean(0), first.std(0))
-        last = math.floor(arrived * fps) - 1 if self.ended else math.floor((arrived - self.ahead) * fps)
+        last = self.last_ready()
         if last < self.next_frame:
             return
-        # features for frames k_a .. last + future, from audio starting exactly at frame k_a's time
+        # features for frames k_a .. last + future (the model's past context included)
         k_a = max(0, self.next_frame - driver.past - self.margin)
-        segment = self.buffer[round(k_a / fps * RATE) - self.offset :]
-        if self.ended:
-            segment = np.pad(segment, (0, int(self.ahead * RATE) + RATE // 10))
+        audio = self.buffer * self.gain if self.gain != 1.0 else self.buffer
+        if self.ended and spec.features != "whisper":  # whisper pads with silence itself
+            audio = np.pad(audio, (0, int(self.ahead * RATE) + RATE // 10))
         n = last + driver.future - k_a + 1
-        frames = spec.frames(segment * self.gain, normalise_loudness=False)
-        feats = spec.windows(spec.finish(frames, self.stats), n, fps)
-        codes = driver.codes(feats)
+        feats = spec.compute_range(audio, self.offset, k_a, n, fps, driver.speech_model,
+                                   driver.device.type, stats=self.stats)  # fmt: skip
+        speech = driver.speech(features=feats)
         for k in range(self.next_frame, last + 1):
-            source = driver.source(k, self.pose)
-            comp = driver.render_frame(feats, codes, k - k_a, self.pose, source_frame=source)
+            comp = driver.render_frame(speech, k - k_a, self.pose, source=driver.source(k, self.pose))
             self.next_frame = k + 1
             yield k, to_uint8(comp.image)
-        keep = round(max(0, self.next_frame - driver.past - self.margin) / fps * RATE) - self.offset
+        keep = max(0, round((self.next_frame - self.keep_frames) / fps * RATE) - self.offset)
         self.buffer, self.offset = self.buffer[keep:], self.offset + keep

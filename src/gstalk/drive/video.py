@@ -12,10 +12,10 @@ from ..config import RenderConfig, save_config
 from ..errors import GstalkError
 from ..fileio import atomic_path
 from ..media import read_audio
-from ..media.audio import AUDIO_RATE, is_silent
+from ..media.audio import AUDIO_RATE, is_silent, resample
 from ..media.encode import write_video
 from ..outputs import check_free_space, claim_output
-from .driver import Driver, PoseSource
+from .driver import Driver, PoseSource, Speech
 
 MUX_RATE = 48_000
 
@@ -48,11 +48,14 @@ def render_video(config: RenderConfig) -> dict:
 
 
 def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
-    speech = read_audio(config.audio, max_seconds=config.max_audio_seconds)
+    # decoded once, at the rate muxed into the video; the model's 16 kHz copy is resampled from it
+    mux = read_audio(config.audio, rate=MUX_RATE, max_seconds=config.max_audio_seconds)
+    speech = resample(mux, MUX_RATE, AUDIO_RATE)
     if is_silent(speech):
         raise GstalkError(f"{config.audio} is silent", "pass the speech you want the person to say")
-    driver = Driver(config.run, config.dataset, config.size, config.device, config.backend)
-    features = driver.features(speech, speech_model=config.speech_model)
+    driver = Driver(config.run, config.dataset, config.size, config.device, config.backend,
+                    speech_model=config.speech_model)  # fmt: skip
+    features = driver.speech(speech)
     n = len(features)
     if n < 1:
         raise GstalkError(f"{config.audio} is shorter than one video frame", "pass a longer audio file")
@@ -62,7 +65,6 @@ def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
     needed = (n * size * size * VIDEO_BITS_PER_PIXEL + n / driver.fps * AUDIO_BITS_PER_SECOND) / 8
     check_free_space(out.parent, needed, "the video")
     _confirm_duration(config, driver, features, pose, n)
-    mux = read_audio(config.audio, rate=MUX_RATE, max_seconds=config.max_audio_seconds)
     bar = tqdm(total=n, desc="render", unit="frame", disable=not config.progress)
 
     def frames():
@@ -113,7 +115,9 @@ def check_viewpoint(driver: Driver, config: RenderConfig) -> None:
         print(f"gstalk render: warning: {message}; expect blotches and seams", file=sys.stderr, flush=True)
 
 
-def _confirm_duration(config: RenderConfig, driver: Driver, features, pose: PoseSource, n: int) -> None:
+def _confirm_duration(
+    config: RenderConfig, driver: Driver, features: Speech, pose: PoseSource, n: int
+) -> None:
     """Time a few frames; a render estimated to take longer than ``confirm_minutes`` needs ``--yes``."""
     if n <= 10 * PROBE_FRAMES:
         return

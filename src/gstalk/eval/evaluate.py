@@ -26,14 +26,14 @@ from tqdm import tqdm
 
 from ..config import EvaluateConfig, save_config
 from ..data.frames import to_uint8
-from ..drive.driver import Driver, PoseSource
+from ..drive.driver import Driver, PoseSource, Speech
 from ..errors import GstalkError
 from ..face.mesh import N_MESH, mouth_gap
 from ..fileio import atomic_folder, atomic_path, strict_json, write_json_atomic
 from ..media import AUDIO_RATE, read_audio
 from ..model.checkpoint import load_model
 from ..model.motion import LIPS
-from ..model.talking_head import Composite, Drive, render_portrait
+from ..model.talking_head import Composite
 from ..outputs import claim_output
 from ..regions import HEAD_REGIONS, Region
 from .metrics import (
@@ -41,6 +41,7 @@ from .metrics import (
     MouthTracker,
     audio_energy,
     face_box,
+    lagged_correlation,
     lip_sync,
     lmd,
     mouth_box,
@@ -80,6 +81,17 @@ class TestSequence:
     speech: np.ndarray  # the whole clip's 16 kHz audio
 
 
+@dataclass
+class ModeRender:
+    """One mode's renders of the test frames: images, MediaPipe mouth landmarks, openings, and (full mode)
+    the seam share of each frame."""
+
+    images: list[np.ndarray]
+    landmarks: list[np.ndarray | None]
+    opening: list[float]
+    seams: list[float]
+
+
 def track_sequence(frames: list[np.ndarray]) -> list[np.ndarray | None]:
     """MediaPipe landmarks of each frame (pixels at 512²), tracked through the sequence."""
     tracker = MouthTracker()
@@ -102,35 +114,13 @@ def _correlation(a, b) -> float | None:
     return round(float(np.corrcoef(a[ok], b[ok])[0, 1]), 4)
 
 
-class _Renderer:
-    """Test frames of each mode, through the path new speech takes."""
-
-    def __init__(self, driver: Driver, static_model) -> None:
-        self.driver, self.static_model = driver, static_model
-        feats = np.asarray(driver.ds.audio_features, np.float32)
-        silence = np.broadcast_to(driver.frames.silence, feats.shape)
-        self.features = {"full": feats, "zero_audio": np.ascontiguousarray(silence, dtype=np.float32)}
-        self.codes = {mode: driver.codes(f) for mode, f in self.features.items()}
-
-    @torch.no_grad()
-    def __call__(self, i: int, mode: str) -> tuple[Composite, np.ndarray]:
-        d = self.driver
-        data = d.frames
-        if mode == "static":
-            frame = (self.static_model or d.model)(Drive())
-        else:
-            frame = d.model(d.drive(self.features[mode], self.codes[mode], i, i))
-        comp = render_portrait(frame, data.camera(i), data.target(i).layer, backend=d.backend)
-        return comp, to_uint8(comp.image)
-
-
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """Evaluate the run into ``config.out`` (default RUN/eval), replaced whole when complete.
 
     Without ``--cross-audio``, the files the previous evaluation there was driven with are used again (a
     re-run keeps the demo's cross-audio row)."""
     out = Path(config.out) if config.out is not None else Path(config.run) / "eval"
-    with claim_output(out, [config.dataset, *config.cross_audio]):
+    with claim_output(out, [config.dataset, *config.cross_audio, *config.cross_video]):
         if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
             raise GstalkError(f"{out} exists and is not a gstalk evaluation", "choose another --out")
         if not config.cross_audio:
@@ -152,9 +142,45 @@ def previous_cross_audio(out: Path) -> tuple[Path, ...]:
 
 
 def _evaluate(config: EvaluateConfig, out: Path) -> dict[str, Any]:
+    """Render the test frames in every mode, score them, add the extras, write metrics and report."""
     start = time.perf_counter()
-    driver = Driver(config.run, config.dataset, config.size, config.device, config.backend)
-    device = driver.device
+    driver = Driver(config.run, config.dataset, config.size, config.device, config.backend,
+                    speech_model=config.speech_model)  # fmt: skip
+    ids = _test_ids(driver, config)
+    modes = MODES if config.baselines else ("full",)
+    static_model, static_source = _static_model(config, driver.device)
+    speech = {"full": driver.speech(features=driver.ds.audio_features)}
+    silence = np.broadcast_to(driver.frames.silence, driver.ds.audio_features.shape)
+    speech["zero_audio"] = driver.speech(features=silence)
+    real_frames = [driver.frames.image(i) for i in ids.tolist()]
+    real_lms = track_sequence(real_frames)
+    bar = tqdm(total=len(ids) * len(modes), desc="evaluate", unit="frame", disable=not config.progress)
+    renders = {mode: render_mode(driver, ids, mode, speech.get(mode), static_model, bar) for mode in modes}
+    bar.close()
+    results = {mode: score_frames(driver, ids, real_frames, real_lms, r.images, r.landmarks)
+               for mode, r in renders.items()}  # fmt: skip
+    metrics = summarise(driver, ids, results, static_source)
+    clip_speech = read_audio(driver.ds.audio_path)
+    real_open = [mouth_opening(lm) for lm in real_lms]
+    energy = audio_energy(clip_speech, driver.ds.n_frames, driver.fps)[ids]
+    add_image_extras(metrics, config, driver, ids, renders["full"].images, real_frames, clip_speech)
+    predicted_gap = _predicted_gap(driver, speech["full"].codes, ids)
+    metrics["articulation"] = _articulation(driver, speech["full"], ids, real_open, renders)
+    metrics["lip_sync"] = {
+        "measure": "Pearson correlation of per-frame audio energy (dB) and MediaPipe mouth opening, "
+        "at the best offset within ±5 frames",
+        "real": lip_sync(energy, np.array(real_open)).as_dict(),
+        "rendered": lip_sync(energy, np.array(renders["full"].opening)).as_dict(),
+    }
+    metrics["cross_audio"] = cross_audio(driver, config, real_open)
+    metrics["cross_video"] = [cross_video(driver, path, config.cross_seconds) for path in config.cross_video]
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    sequence = TestSequence(ids, real_frames, renders["full"].images, energy, real_open,
+                            renders["full"].opening, predicted_gap, clip_speech)  # fmt: skip
+    return write_evaluation(out, config, driver, metrics, results, sequence)
+
+
+def _test_ids(driver: Driver, config: EvaluateConfig) -> np.ndarray:
     ds = driver.ds
     ids = ds.test_ids[: config.max_frames] if config.max_frames else ds.test_ids
     if len(ids) < 2:
@@ -162,103 +188,105 @@ def _evaluate(config: EvaluateConfig, out: Path) -> dict[str, Any]:
             f"the dataset {ds.root} has {len(ids)} usable test frame(s); evaluation needs at least 2",
             "prepare it with a larger --test-fraction, or pass a larger --max-frames",
         )
-    scale = driver.size / ds.size
-    lpips_model = None
-    if config.lpips_weights is not None:
-        from ..model.lpips import LPIPS
+    return ids
 
-        lpips_model = LPIPS.from_folder(config.lpips_weights).to(device)
-    modes = MODES if config.baselines else ("full",)
-    static_model, static_source = None, "the final model on the canonical face (no run/stages/static)"
-    if config.baselines and (Path(config.run) / "stages" / "static" / "checkpoint.json").is_file():
-        static_model = load_model(Path(config.run) / "stages" / "static", device)[0].eval()
-        static_source = "the model saved after the static stage, on the canonical face (no motion)"
-    render = _Renderer(driver, static_model)
-    real_frames = [driver.frames.image(i) for i in ids.tolist()]
-    real_lms = track_sequence(real_frames)
-    real_open = [mouth_opening(lm) for lm in real_lms]
-    results: dict[str, list[dict[str, Any]]] = {}
-    rendered: dict[str, list[np.ndarray]] = {}
-    opening: dict[str, list[float]] = {}
-    seams: list[float] = []
-    bar = tqdm(total=len(ids) * len(modes), desc="evaluate", unit="frame", disable=not config.progress)
-    for mode in modes:
-        fakes = []
-        for i in ids.tolist():
-            comp, image = render(i, mode)
-            fakes.append(image)
-            if mode == "full":
-                seams.append(seam_share(comp, driver.frames.target(i).labels.cpu().numpy()))
+
+def _static_model(config: EvaluateConfig, device) -> tuple[Any, str]:
+    """The model saved after the static stage (the static baseline), or None for the final model."""
+    folder = Path(config.run) / "stages" / "static"
+    if config.baselines and (folder / "checkpoint.json").is_file():
+        return (load_model(folder, device)[0].eval(),
+                "the model saved after the static stage, on the canonical face (no motion)")  # fmt: skip
+    return None, "the final model on the canonical face (no run/stages/static)"
+
+
+def render_mode(driver: Driver, ids: np.ndarray, mode: str, speech: Speech | None, static_model,
+                bar: tqdm | None = None) -> ModeRender:  # fmt: skip
+    """The test frames of one mode, through the path new speech takes: ``full`` (the clip's own speech),
+    ``zero_audio`` (silence) or ``static`` (the static model on the canonical face). Each frame is posed
+    by itself (its camera, upper face and real-pixel layer)."""
+    images, seams = [], []
+    for i in ids.tolist():
+        if mode == "static":
+            comp = driver.render_frame(None, i, source=i, model=static_model)
+        else:
+            comp = driver.render_frame(speech, i, source=i)
+        images.append(to_uint8(comp.image))
+        if mode == "full":
+            seams.append(seam_share(comp, driver.frames.target(i).labels.cpu().numpy()))
+        if bar is not None:
             bar.update()
-        fake_lms = track_sequence(fakes)
-        rows = []
-        for k, i in enumerate(ids.tolist()):
-            real, fake = real_frames[k], fakes[k]
-            box = mouth_box(ds.tracks.landmarks2d[i], driver.size, scale)
-            row: dict[str, Any] = {
-                "frame": i,
-                "psnr": psnr(real, fake),
-                "ssim": ssim(real, fake),
-                "mouth_psnr": mouth_psnr(real, fake, box),
-                "lmd": lmd(real_lms[k], fake_lms[k]),
-            }
-            if lpips_model is not None and mode == "full":
-                as_tensor = lambda x: torch.from_numpy(x).to(device).float() / 255  # noqa: E731
-                row["lpips"] = float(lpips_model(as_tensor(fake), as_tensor(real)))
-            rows.append(row)
-        results[mode], rendered[mode] = rows, fakes
-        opening[mode] = [mouth_opening(lm) for lm in fake_lms]
-    bar.close()
+    landmarks = track_sequence(images)
+    return ModeRender(images, landmarks, [mouth_opening(lm) for lm in landmarks], seams)
 
-    speech = read_audio(ds.audio_path)
-    energy = audio_energy(speech, ds.n_frames, ds.fps)[ids]
+
+def score_frames(driver: Driver, ids: np.ndarray, real: list[np.ndarray], real_lms: list,
+                 fake: list[np.ndarray], fake_lms: list) -> list[dict[str, Any]]:  # fmt: skip
+    """Per test frame: PSNR, SSIM, mouth-crop PSNR and LMD of a rendered frame against the real one."""
+    scale = driver.size / driver.ds.size
+    rows = []
+    for k, i in enumerate(ids.tolist()):
+        box = mouth_box(driver.ds.tracks.landmarks2d[i], driver.size, scale)
+        rows.append({
+            "frame": i, "psnr": psnr(real[k], fake[k]), "ssim": ssim(real[k], fake[k]),
+            "mouth_psnr": mouth_psnr(real[k], fake[k], box), "lmd": lmd(real_lms[k], fake_lms[k]),
+        })  # fmt: skip
+    return rows
+
+
+def summarise(driver: Driver, ids: np.ndarray, results: dict[str, list], static_source: str) -> dict:
+    """The metrics' head: what was evaluated, and each mode's mean scores."""
     metrics: dict[str, Any] = {
-        "run": str(config.run),
-        "dataset": str(ds.root),
+        "run": str(driver.run),
+        "dataset": str(driver.ds.root),
+        "audio_features": driver.ds.audio_spec.features,
         "test_frames": len(ids),
         "size": driver.size,
         "lmd_pixels_at": LMD_SIZE,
     }
-    for mode in modes:
-        rows = results[mode]
+    for mode, rows in results.items():
         metrics[mode] = {
             **({"model": static_source} if mode == "static" else {}),
-            "psnr": _summary(rows, "psnr"),
-            "ssim": _summary(rows, "ssim"),
-            "mouth_psnr": _summary(rows, "mouth_psnr"),
-            "lmd": _summary(rows, "lmd"),
+            **{key: _summary(rows, key) for key in ("psnr", "ssim", "mouth_psnr", "lmd")},
             "lmd_frames": sum(r["lmd"] is not None for r in rows),
         }
-    metrics["full"]["lpips"] = _summary(results["full"], "lpips") if lpips_model else NOT_COMPUTED
-    metrics["full"]["lse_c"] = metrics["full"]["lse_d"] = NOT_COMPUTED
+    return metrics
+
+
+def add_image_extras(metrics: dict, config: EvaluateConfig, driver: Driver, ids: np.ndarray,
+                     fake: list[np.ndarray], real: list[np.ndarray], speech: np.ndarray) -> None:  # fmt: skip
+    """LPIPS and LSE-C/LSE-D of the full model, when their weights are given ("not computed" else)."""
+    full = metrics["full"]
+    full["lpips"] = full["lse_c"] = full["lse_d"] = NOT_COMPUTED
+    device = driver.device
+    if config.lpips_weights is not None:
+        from ..model.lpips import LPIPS
+
+        model = LPIPS.from_folder(config.lpips_weights).to(device)
+        as_tensor = lambda x: torch.from_numpy(x).to(device).float() / 255  # noqa: E731
+        with torch.no_grad():
+            full["lpips"] = round(float(np.mean([float(model(as_tensor(f), as_tensor(r)))
+                                                 for f, r in zip(fake, real)])), 4)  # fmt: skip
     if config.syncnet_weights is not None:
         from .syncnet import SyncNet, lse
 
+        ds, scale = driver.ds, driver.size / driver.ds.size
         syncnet = SyncNet.from_file(config.syncnet_weights).to(device)
         seg = speech[round(ids[0] / ds.fps * AUDIO_RATE) :]
         boxes = [face_box(ds.tracks.landmarks2d[i], driver.size, scale) for i in ids.tolist()]
-        scores = lse(syncnet, rendered["full"], seg, ds.fps, boxes)
-        metrics["full"]["lse_c"], metrics["full"]["lse_d"] = scores["lse_c"], scores["lse_d"]
-    predicted_gap = _predicted_gap(driver, render.codes["full"], ids)
-    metrics["articulation"] = _articulation(driver, render, ids, real_open, opening, seams)
-    metrics["lip_sync"] = {
-        "measure": "Pearson correlation of per-frame audio energy (dB) and MediaPipe mouth opening, "
-        "at the best offset within ±5 frames",
-        "real": lip_sync(energy, np.array(real_open)).as_dict(),
-        "rendered": lip_sync(energy, np.array(opening["full"])).as_dict(),
-    }
-    metrics["cross_audio"] = cross_audio(driver, config, real_open)
-    sheet = out / "mouth_sheet.png"
-    mouth_sheet(rendered["full"], real_frames, predicted_gap, sheet)
-    metrics["seconds"] = round(time.perf_counter() - start, 1)
+        scores = lse(syncnet, fake, seg, ds.fps, boxes)
+        full["lse_c"], full["lse_d"] = scores["lse_c"], scores["lse_d"]
+
+
+def write_evaluation(out: Path, config: EvaluateConfig, driver: Driver, metrics: dict,
+                     results: dict[str, list], sequence: TestSequence) -> dict[str, Any]:  # fmt: skip
+    """metrics.json, the config, the mouth sheet and report.html into ``out``; returns the metrics."""
+    mouth_sheet(sequence.rendered, sequence.real, sequence.predicted_gap, out / "mouth_sheet.png")
     metrics = strict_json(metrics)
     write_json_atomic(out / "metrics.json", metrics)
     save_config(config, out)
     from .report import write_report
 
-    sequence = TestSequence(
-        ids, real_frames, rendered["full"], energy, real_open, opening["full"], predicted_gap, speech
-    )
     write_report(out, driver, metrics, results, sequence)
     return metrics
 
@@ -270,18 +298,19 @@ def _predicted_gap(driver: Driver, codes: torch.Tensor, ids: np.ndarray) -> np.n
     return 1000 * mouth_gap(np.stack(meshes))
 
 
-def _articulation(driver, render: _Renderer, ids, real_open, opening, seams) -> dict[str, Any]:
+def _articulation(driver: Driver, speech: Speech, ids, real_open, renders: dict[str, ModeRender]) -> dict:
     """How the rendered mouth follows the real one, and the audio → motion model's lip error."""
     model, ds = driver.model, driver.ds
     tracked = torch.from_numpy(ds.tracks.mesh[ids, :N_MESH] - ds.tracks.canonical_shape[None, :N_MESH])
     with torch.no_grad():
         basis = model.basis
-        error = basis.reconstruct(render.codes["full"][ids]) - tracked.to(basis.mean)
+        error = basis.reconstruct(speech.codes[ids]) - tracked.to(basis.mean)
         lip_error = float(1000 * error[:, LIPS].norm(dim=-1).mean())
     real_range = spread(real_open)
+    seams = renders["full"].seams
     row: dict[str, Any] = {
-        "opening_correlation": _correlation(opening["full"], real_open),
-        "opening_range_ratio": _ratio(spread(opening["full"]), real_range),
+        "opening_correlation": _correlation(renders["full"].opening, real_open),
+        "opening_range_ratio": _ratio(spread(renders["full"].opening), real_range),
         "real_opening_range": real_range,
         "lip_vertex_error_mm": round(lip_error, 3),
         "seam_share": round(float(np.mean(seams)), 5) if seams else None,
@@ -294,8 +323,8 @@ def _articulation(driver, render: _Renderer, ids, real_open, opening, seams) -> 
             "seam_share": "share of the dilated face-and-neck region where the background plate shows",
         },
     }
-    if "zero_audio" in opening:
-        row["zero_audio_opening_range_ratio"] = _ratio(spread(opening["zero_audio"]), real_range)
+    if "zero_audio" in renders:
+        row["zero_audio_opening_range_ratio"] = _ratio(spread(renders["zero_audio"].opening), real_range)
     return row
 
 
@@ -309,30 +338,57 @@ def cross_audio(driver: Driver, config: EvaluateConfig, real_open: list[float]) 
     rows = []
     real_range = spread(real_open)
     for path in config.cross_audio:
-        speech = read_audio(path)[: int(config.cross_seconds * AUDIO_RATE)]
-        feats = driver.features(speech, speech_model=config.speech_model)
-        codes = driver.codes(feats)
+        audio = read_audio(path)[: int(config.cross_seconds * AUDIO_RATE)]
+        speech = driver.speech(audio)
         tracker = MouthTracker()
         opening, seams = [], []
         pose = PoseSource("replay")
-        for k in range(len(feats)):
-            comp = driver.render_frame(feats, codes, k, pose)
+        for k in range(len(speech)):
+            comp = driver.render_frame(speech, k, pose)
             opening.append(mouth_opening(tracker(to_uint8(comp.image))))
             s = driver.source(k, pose)
             seams.append(seam_share(comp, driver.frames.target(s).labels.cpu().numpy()))
         tracker.close()
-        energy = audio_energy(speech, len(feats), driver.fps)
+        energy = audio_energy(audio, len(speech), driver.fps)
         rows.append(
             {
                 "audio": Path(path).name,
                 "path": str(Path(path).resolve()),
-                "seconds": round(len(speech) / AUDIO_RATE, 2),
+                "seconds": round(len(audio) / AUDIO_RATE, 2),
                 **lip_sync(energy, np.array(opening)).as_dict(),
                 "opening_range_ratio": _ratio(spread(opening), real_range),
                 "seam_share": round(float(np.mean(seams)), 5),
             }
         )
     return rows
+
+
+def cross_video(driver: Driver, path: Path, seconds: float) -> dict[str, Any]:
+    """Another person's talking-head video drives the model: its speech in, and its own tracked mouth as
+    the reference. The correlation of the model's predicted inner-lip gap with the gap MediaPipe tracks in
+    that video while the person said it, both z-scored, at lag 0 and at the best lag within ±3 frames
+    (positive: the model's mouth moves later than the real one). No rendering: the audio → motion model's
+    mesh is what the renders follow."""
+    from ..media import read_frames
+
+    fps = driver.fps
+    n = int(seconds * fps)
+    tracker = MouthTracker()
+    real_gap = []
+    try:
+        for k, rgb in read_frames(path, fps):
+            if k >= n:
+                break
+            real_gap.append(mouth_opening(tracker(rgb)))
+    finally:
+        tracker.close()
+    audio = read_audio(path)[: round(len(real_gap) / fps * AUDIO_RATE)]
+    speech = driver.speech(audio, n_frames=len(real_gap))
+    canonical = driver.model.canonical_mesh
+    with torch.no_grad():
+        gap = mouth_gap((canonical + driver.model.basis.reconstruct(speech.codes)).cpu().numpy())
+    measure = lagged_correlation(gap, np.asarray(real_gap), max_lag=3)
+    return {"video": Path(path).name, "path": str(Path(path).resolve()), "frames": len(real_gap), **measure}
 
 
 def mouth_sheet(

@@ -75,3 +75,13 @@ def is_silent(audio: np.ndarray, threshold_db: float = -50.0) -> bool:
     frames = audio[: n * win].reshape(n, win) if n else audio[None]
     rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)).max()
     return 20 * np.log10(rms + 1e-12) < threshold_db
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Mono float32 ``audio`` at ``rate`` Hz resampled to ``target`` Hz (soxr, high quality, as librosa's
+    default)."""
+    if rate == target:
+        return np.asarray(audio, np.float32)
+    import librosa
+
+    return librosa.resample(np.asarray(audio, np.float32), orig_sr=rate, target_sr=target).astype(np.float32)

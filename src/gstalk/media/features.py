@@ -123,6 +123,11 @@ class SpeechModel:
     def rate_hz(self) -> float:
         return AUDIO_RATE / self.stride
 
+    @property
+    def dim(self) -> int:
+        """Channels of the last hidden layer."""
+        return int(self.model.config.hidden_size)
+
     def __call__(self, audio: np.ndarray, chunk_seconds: float = 20.0) -> np.ndarray:
         """(M, C) last-layer features at ``rate_hz``; long audio runs in chunks to bound memory."""
         torch = self._torch
@@ -141,6 +146,12 @@ class SpeechModel:
         if feats.shape[0] < expected:
             feats = np.pad(feats, ((0, expected - feats.shape[0]), (0, 0)), mode="edge")
         return feats[:expected]
+
+
+@lru_cache(maxsize=2)
+def speech_model(path: str | Path, device: str = "cpu") -> SpeechModel:
+    """The HuBERT / wav2vec 2.0 model in ``path``, loaded once per process."""
+    return SpeechModel(path, device)
 
 
 def frame_windows(frames: np.ndarray, rate_hz: float, n_video: int, fps: float, window: int) -> np.ndarray:
@@ -170,7 +181,7 @@ def feature_frames(
             raise GstalkError(
                 f"--audio-features {kind} needs --speech-model PATH", "or use the default logmel"
             )
-        model = SpeechModel(model_path, device=device)
+        model = speech_model(model_path, device)
         return model(audio), model.rate_hz
     raise GstalkError(f"unknown audio feature kind {kind!r}", "use logmel, hubert or wav2vec2")
 

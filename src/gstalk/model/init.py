@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..config import ModelConfig
+from ..config import ModelConfig, resolve_model
 from ..data.dataset import Dataset
 from ..data.frames import expression_inputs
 from ..face.landmarks import CHIN, LIPS_INNER
@@ -139,7 +139,7 @@ def init_talking_head(
     seed: int = 0,
 ) -> TalkingHead:
     """A TalkingHead whose Gaussians start on the subject's tracked face, coloured from its frames."""
-    config = config or ModelConfig()
+    config = resolve_model(config or ModelConfig(), ds.audio_spec.features)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     canonical = ds.tracks.canonical_shape.astype(np.float64)

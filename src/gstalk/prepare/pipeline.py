@@ -32,7 +32,6 @@ from ..face.pose import estimate_poses, known_poses, normalise_landmarks
 from ..face.track import N_BLENDSHAPES, FaceTracker
 from ..fileio import write_json_atomic
 from ..media.audio import AUDIO_RATE, is_silent
-from ..media.features import feature_frames, normalise_loudness, window_frames
 from ..outputs import check_free_space, claim_output
 from ..regions import Region
 from .background import BackgroundAccumulator, sample_indices
@@ -333,18 +332,11 @@ def _step_audio(config: PrepareConfig, source: Source, n_frames: int, wd: Path, 
     seconds = len(audio) / AUDIO_RATE
     with tqdm(desc=f"{'audio':<10}", total=None, disable=not config.progress,
               bar_format=f"{{desc}}: features of {seconds:.0f} s of speech, {{elapsed}}") as bar:  # fmt: skip
-        frames, rate = feature_frames(
-            normalise_loudness(audio), config.audio_features, config.speech_model, device
-        )
-        spec = AudioSpec(
-            config.audio_features,
-            float(rate),
-            window_frames(AUDIO_WINDOW_MS, rate),
-            frames.shape[1] * (2 if config.audio_deltas else 1),
-            normalisation=config.audio_normalisation,
-            deltas=config.audio_deltas,
-        )
-        feats = spec.windows(spec.finish(frames), n_frames, config.fps)
+        spec = AudioSpec.build(
+            config.audio_features, config.whisper, config.speech_model, config.audio_normalisation,
+            config.audio_deltas, device, AUDIO_WINDOW_MS,
+        )  # fmt: skip
+        feats = spec.compute(audio, n_frames, config.fps, config.speech_model, device)
         bar.update()
     writer.audio_features(feats)
     (wd / "audio.json").write_text(json.dumps(dataclasses.asdict(spec)))
@@ -402,7 +394,7 @@ def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
 
     pose_info = json.loads((wd / "pose.json").read_text())
     frames_info = json.loads((wd / "frames.json").read_text())
-    audio_spec = AudioSpec(**json.loads((wd / "audio.json").read_text()))
+    audio_spec = AudioSpec.from_json(json.loads((wd / "audio.json").read_text()))
     expr_info = json.loads((wd / "expression.json").read_text())
     with np.load(wd / "track.npz") as t:
         n_faces = t["n_faces"]

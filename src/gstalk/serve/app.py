@@ -65,8 +65,7 @@ def warm_up(driver: Driver) -> None:
     """Render one frame, so the compiled rasterizer's first-use compilation and the first allocations
     happen at start-up, not in the first visitor's first seconds."""
     noise = np.random.default_rng(0).normal(0.0, 0.05, AUDIO_RATE // 2).astype(np.float32)
-    features = driver.features(noise, n_frames=2)
-    driver.render_frame(features, driver.codes(features), 0, PoseSource())
+    driver.render_frame(driver.speech(noise, n_frames=2), 0, PoseSource())
 
 
 class Server:

