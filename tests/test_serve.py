@@ -51,13 +51,13 @@ def _port() -> int:
 def test_a_session_streams_frames_for_its_audio_and_offers_the_mp4(run: Path, tmp_path: Path):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from gstalk.serve import Server, load_avatars
+    from gstalk.serve import LocalWorker, Server
 
     config = ServeConfig(run=(run,), size=64, max_sessions=1, max_session_seconds=2.0)
     speech = speech_like_audio(3.0, seed=4).audio
 
     async def scenario():
-        server = Server(config, load_avatars(config))
+        server = Server(config, LocalWorker.from_config(config))
         async with TestClient(TestServer(server.app())) as client:
             info = await (await client.get("/avatars")).json()
             assert info["avatars"] == ["avatar"] and info["size"] == 64
@@ -108,12 +108,12 @@ def test_a_session_streams_frames_for_its_audio_and_offers_the_mp4(run: Path, tm
 def test_a_client_that_disconnects_frees_its_session(run: Path):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from gstalk.serve import Server, load_avatars
+    from gstalk.serve import LocalWorker, Server
 
     config = ServeConfig(run=(run,), size=64, max_sessions=1)
 
     async def scenario():
-        server = Server(config, load_avatars(config))
+        server = Server(config, LocalWorker.from_config(config))
         async with TestClient(TestServer(server.app())) as client:
             ws = await client.ws_connect("/ws")
             await ws.send_json({"type": "start", "avatar": "avatar"})

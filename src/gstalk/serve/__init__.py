@@ -1,5 +1,11 @@
-"""``gstalk serve``: live talking heads in the browser over a WebSocket (see ``serve.app``)."""
+"""``gstalk serve``: live talking heads in the browser over a WebSocket.
 
-from .app import Server, load_avatars, serve
+``serve.app`` is the front end (page, WebSocket, limits), ``serve.access`` who may use it, ``serve.worker``
+the render-worker interface and its in-process implementation, ``serve.cluster``/``serve.replica`` the
+same on Ray Serve replicas (imported only with ``--ray``).
+"""
 
-__all__ = ["Server", "load_avatars", "serve"]
+from .app import Server, make_worker, serve
+from .worker import LocalWorker, load_avatars
+
+__all__ = ["LocalWorker", "Server", "load_avatars", "make_worker", "serve"]
