@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import random
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,30 @@ def _lost(err: BaseException) -> SessionLost:
     return SessionLost(STOPPED)
 
 
+def rank_replicas(
+    replicas: Sequence[tuple[str, int | None]], pinned: str | None, exclude: Sequence[str] = ()
+) -> list[list[str]]:
+    """Replica ids in the order to try, one per rank: ``replicas`` is (id, free slots or None when not yet
+    reported). A ``pinned`` replica is the only choice while it is there (otherwise any replica will do,
+    to be told the session is gone); else the replicas not excluded, most free slots first (ties in random
+    order), or every replica when all are excluded (one answers "full" again: then all are full)."""
+    ids = [r for r, _ in replicas]
+    if pinned is not None:
+        return [[pinned]] if pinned in ids else [ids]
+    skip = set(exclude)
+    order = [(r, -1 if room is None else room, random.random()) for r, room in replicas if r not in skip]
+    order.sort(key=lambda item: (-item[1], item[2]))
+    return [[r] for r, _, _ in order] or [ids]
+
+
 def connect(address: str) -> bool:
     """Join the Ray cluster at ``address`` (``auto``: this machine's), or start one here (``local``).
     Returns whether it was started here. Raises GstalkError without ray, or when the cluster is not there."""
+    # both are read when ray is first imported: no API call may start a Ray instance of its own (Ray's
+    # "auto-connect", e.g. from a Serve thread after shutdown), and a cluster of this machine alone listens
+    # on loopback only (Ray would otherwise pick the address other machines reach it by)
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     if address == "local":
-        # a cluster of this machine alone listens on loopback only (Ray would otherwise pick the address
-        # other machines reach it by); read when ray is first imported
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
@@ -158,6 +177,7 @@ class RayWorker:
         self.started_ray = started_ray
         self.placement: dict[str, tuple[str, int]] = {}
         self.uplinks: dict[str, _Uplink] = {}
+        self.stopped = False
 
     @classmethod
     def start(cls, config: ServeConfig) -> RayWorker:
@@ -242,7 +262,10 @@ class RayWorker:
                 await asyncio.wait_for(self.handle.close.remote(session, replica=placed[0]), 5.0)
 
     async def stop(self) -> None:
-        """Close every session, delete the Serve application, and stop Ray if it was started here."""
+        """Close every session, delete the Serve application, and stop Ray if it was started here (once)."""
+        if self.stopped:
+            return
+        self.stopped = True
         for session in list(self.uplinks):
             await self.close(session)
         await asyncio.to_thread(_teardown, self.started_ray)
@@ -252,7 +275,12 @@ def _teardown(started_ray: bool) -> None:
     import ray
     from ray import serve
 
+    if not ray.is_initialized():  # Serve's calls would start a Ray instance of their own
+        return
     with contextlib.suppress(Exception):
-        serve.delete(APP)
+        if started_ray:
+            serve.shutdown()  # the controller too: the cluster goes with this process
+        else:
+            serve.delete(APP)  # the cluster stays; the replicas' CPUs are freed
     if started_ray:
         ray.shutdown()

@@ -25,7 +25,6 @@ Only ``serve.cluster`` imports this module, and only with ``--ray``.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -33,24 +32,9 @@ from ray import serve
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 from ..config import ServeConfig
+from .cluster import rank_replicas
 from .render import Frame
 from .worker import AvatarInfo, Busy, LocalWorker, Opened
-
-
-def rank_replicas(
-    replicas: Sequence[tuple[str, int | None]], pinned: str | None, exclude: Sequence[str] = ()
-) -> list[list[str]]:
-    """Replica ids in the order to try, one per rank: ``replicas`` is (id, free slots or None when not yet
-    reported). A ``pinned`` replica is the only choice while it is there (otherwise any replica will do,
-    to be told the session is gone); else the replicas not excluded, most free slots first (ties in random
-    order), or every replica when all are excluded (one answers "full" again: then all are full)."""
-    ids = [r for r, _ in replicas]
-    if pinned is not None:
-        return [[pinned]] if pinned in ids else [ids]
-    skip = set(exclude)
-    order = [(r, -1 if room is None else room, random.random()) for r, room in replicas if r not in skip]
-    order.sort(key=lambda item: (-item[1], item[2]))
-    return [[r] for r, _, _ in order] or [ids]
 
 
 class SessionRouter(RequestRouter):
