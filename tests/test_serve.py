@@ -262,6 +262,11 @@ async def _frames_after_start(ws, seconds: float = 1.5, seed: int = 2) -> int:
     await ws.send_json({"type": "start", "avatar": "avatar"})
     ready = await ws.receive_json(timeout=30)
     assert ready["type"] == "ready", ready
+    return await _frames_after_start_ready(ws, seconds, seed)
+
+
+async def _frames_after_start_ready(ws, seconds: float = 1.5, seed: int = 2) -> int:
+    """On a session that is ready: send ``seconds`` of speech and the end; the frames received."""
     speech = speech_like_audio(seconds, seed=seed).audio.astype(np.float32)
     for start in range(0, len(speech), 8000):  # 0.5 s per message (at most 1 s is accepted)
         await ws.send_bytes(speech[start : start + 8000].tobytes())
@@ -505,3 +510,124 @@ def test_tls_files_are_checked_with_clear_errors(tmp_path: Path):
                              (None, keyfile, "without --certfile")):  # fmt: skip
         with pytest.raises(GstalkError, match=words):
             server_context(cert, key)
+
+
+# --- render replicas on Ray Serve -------------------------------------------------------------------------
+def test_replicas_are_ranked_by_room_and_a_session_stays_on_its_own():
+    from gstalk.serve.cluster import rank_replicas
+
+    replicas = [("a", 0), ("b", 2), ("c", None), ("d", 1)]
+    assert rank_replicas(replicas, None) == [["b"], ["d"], ["a"], ["c"]]  # most room first; unknown last
+    assert rank_replicas(replicas, None, exclude=["b", "d"]) == [["a"], ["c"]]
+    assert rank_replicas(replicas, None, exclude=["a", "b", "c", "d"]) == [["a", "b", "c", "d"]]
+    assert rank_replicas(replicas, "a") == [["a"]]  # pinned, though it has no room for new sessions
+    assert rank_replicas(replicas, "gone") == [["a", "b", "c", "d"]]  # any: it will say the session is gone
+
+
+async def _stream(ws, speech: np.ndarray, log: dict, stop: asyncio.Event) -> None:
+    """Send ``speech`` at real-time pace in 0.1 s messages until ``stop``; then the end."""
+    for start in range(0, len(speech), 1600):
+        if stop.is_set() or ws.closed:
+            break
+        await ws.send_bytes(speech[start : start + 1600].tobytes())
+        await asyncio.sleep(0.1)
+    if not ws.closed:
+        await ws.send_json({"type": "end"})
+
+
+async def _receive(ws, log: dict) -> None:
+    """Count frames (with the time each arrived) and keep every message until the connection closes."""
+    async for msg in ws:
+        if msg.type.name == "BINARY":
+            log["frames"].append(time.monotonic())
+        else:
+            data = json.loads(msg.data)
+            if data["type"] != "stats":
+                log["messages"].append(data)
+            if data["type"] == "end":
+                return
+
+
+def test_ray_sessions_stick_to_replicas_and_survive_one_dying(run: Path):
+    """A local Ray cluster (head on loopback, started here): 2 replicas of 1 CPU, 1 session each. Two
+    sessions land on different replicas; a third is told "busy". Killing one replica's process ends only
+    its session, with the message; the other keeps receiving frames and ends normally; Serve replaces the
+    dead replica, and a new session then renders there."""
+    import importlib.util
+    import signal
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("needs Ray Serve: pip install -e '.[ray]' (the dev extra includes it)")
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gstalk.serve import Server
+    from gstalk.serve.cluster import STOPPED, RayWorker
+
+    config = ServeConfig(run=(run,), size=64, max_sessions=1, ray="local", replicas=2, replica_cpus=1.0)
+    worker = RayWorker.start(config)
+    speech = speech_like_audio(30.0, seed=5).audio.astype(np.float32)
+
+    async def start(client):
+        ws = await client.ws_connect("/ws")
+        await ws.send_json({"type": "start", "avatar": "avatar"})
+        return ws, await ws.receive_json(timeout=30)
+
+    async def scenario():
+        server = Server(config, worker)
+        async with TestClient(TestServer(server.app(), host="127.0.0.1")) as client:
+            (ws_a, ready_a), (ws_b, ready_b) = await start(client), await start(client)
+            assert ready_a["type"] == ready_b["type"] == "ready", (ready_a, ready_b)
+            (replica_a, pid_a), (replica_b, pid_b) = (
+                worker.placement[r["session"]] for r in (ready_a, ready_b)
+            )
+            assert replica_a != replica_b and pid_a != pid_b  # each replica took one: its cap is 1
+            ws_c, busy = await start(client)
+            assert busy["type"] == "error" and "busy" in busy["message"]  # only now: every replica is full
+            await ws_c.close()
+
+            logs = {k: {"frames": [], "messages": []} for k in "ab"}
+            stop_b = asyncio.Event()
+            tasks = [asyncio.create_task(c) for c in (
+                _stream(ws_a, speech, logs["a"], asyncio.Event()), _receive(ws_a, logs["a"]),
+                _stream(ws_b, speech, logs["b"], stop_b), _receive(ws_b, logs["b"]))]  # fmt: skip
+            deadline = time.monotonic() + 60
+            while (
+                min(len(logs["a"]["frames"]), len(logs["b"]["frames"])) < 10 and time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.05)
+            assert len(logs["a"]["frames"]) >= 10 and len(logs["b"]["frames"]) >= 10
+            os.kill(pid_a, signal.SIGKILL)
+            killed_at = time.monotonic()
+            await asyncio.wait_for(tasks[1], 30)  # a's connection ends, with the message
+            assert logs["a"]["messages"] == [{"type": "error", "message": STOPPED}]
+            assert ws_a.closed
+            while sum(t > killed_at for t in logs["b"]["frames"]) < 25 and time.monotonic() < killed_at + 60:
+                await asyncio.sleep(0.1)
+            assert sum(t > killed_at for t in logs["b"]["frames"]) >= 25  # b went on: 1 s of frames, and more
+            stop_b.set()
+            await asyncio.wait_for(tasks[3], 60)
+            end = logs["b"]["messages"][-1]
+            assert end["type"] == "end" and "error" not in [m["type"] for m in logs["b"]["messages"]]
+            assert (await client.get(end["download"])).status == 200
+
+            ws_d, ready_d = await start(client)  # b's replica takes it (the only one with room)
+            assert ready_d["type"] == "ready" and worker.placement[ready_d["session"]][0] == replica_b
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # until Serve has replaced the dead replica
+                ws_e, ready_e = await start(client)
+                if ready_e["type"] == "ready":
+                    break
+                await ws_e.close()
+                await asyncio.sleep(1.0)
+            assert ready_e["type"] == "ready", ready_e
+            assert worker.placement[ready_e["session"]][0] not in (replica_a, replica_b)
+            assert await _frames_after_start_ready(ws_e) > 0
+            for ws in (ws_d, ws_e, ws_b):
+                await ws.close()
+            for task in tasks:
+                task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        asyncio.run(worker.stop())
