@@ -43,7 +43,7 @@ from ..media.audio import AUDIO_RATE
 from .access import Access, access_for, is_loopback
 from .session import Session
 from .tls import server_context
-from .worker import Busy, LocalWorker, RenderWorker, SessionLost
+from .worker import Busy, RenderWorker, SessionLost
 
 #: finished sessions kept for download (oldest dropped first)
 KEPT_SESSIONS = 8
@@ -232,6 +232,8 @@ class Server:
 def make_worker(config: ServeConfig) -> RenderWorker:
     """This process's render thread, or Ray Serve replicas with ``--ray`` (ray is imported only then)."""
     if config.ray is None:
+        from .local import LocalWorker
+
         return LocalWorker.from_config(config)
     from .cluster import RayWorker
 

@@ -28,9 +28,7 @@ import numpy as np
 
 from ..config import ServeConfig
 from ..errors import GstalkError
-from ..splat.threads import available_cores
-from .render import Frame
-from .worker import AvatarInfo, Busy, Opened, SessionLost
+from .worker import AvatarInfo, Busy, Frame, Opened, SessionLost
 
 #: what the page is told when its replica stops
 STOPPED = "the render worker for this session stopped; start again"
@@ -82,7 +80,8 @@ def connect(address: str) -> bool:
         return False
     try:
         if address == "local":
-            ray.init(num_cpus=available_cores(), include_dashboard=False, logging_level="WARNING")
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            ray.init(num_cpus=cores or 1, include_dashboard=False, logging_level="WARNING")
             return True
         ray.init(address=address, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as err:

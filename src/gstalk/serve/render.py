@@ -23,6 +23,7 @@ import numpy as np
 from ..drive import Driver, PoseSource
 from ..drive.stream import FrameStream, lookahead_seconds
 from ..media.audio import AUDIO_RATE
+from .worker import Emitted, Frame, SessionFailed
 
 #: how far behind the audio a session may fall before frames are skipped to catch up, seconds
 MAX_BEHIND_SECONDS = 0.3
@@ -35,29 +36,6 @@ class Avatar:
     name: str
     driver: Driver
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass(frozen=True)
-class Frame:
-    """A rendered frame on its way to the page.
-
-    ``audio_seconds``: audio the worker had received when it was ready; ``skipped``: frames this session
-    has skipped so far to keep up; ``ready_at``: wall-clock time (``time.time()``, seconds) it was encoded,
-    so the front end can measure the hop from the worker."""
-
-    index: int
-    jpeg: bytes
-    audio_seconds: float
-    skipped: int
-    ready_at: float
-
-
-class SessionFailed(Exception):
-    """Rendering failed for one session (the worker goes on)."""
-
-
-#: what a render session hands out: a frame, None (the last frame was emitted), or its failure
-Emitted = Frame | SessionFailed | None
 
 
 class RenderSession:

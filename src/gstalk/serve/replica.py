@@ -1,6 +1,6 @@
 """The Ray Serve side of ``gstalk serve --ray``: render replicas, and the router that keeps a session on one.
 
-Each replica (:class:`RenderReplica`) is a :class:`~gstalk.serve.worker.LocalWorker` inside a Ray Serve
+Each replica (:class:`RenderReplica`) is a :class:`~gstalk.serve.local.LocalWorker` inside a Ray Serve
 deployment: its avatars loaded once and kept warm, one render thread over the cores it reserved, its own
 session cap. A session lives on one replica for its whole life, because its state (the audio stream's
 buffer, its frame counter) lives there; the front end (``serve.cluster.RayWorker``) reaches it through a
@@ -33,8 +33,8 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 
 from ..config import ServeConfig
 from .cluster import rank_replicas
-from .render import Frame
-from .worker import AvatarInfo, Busy, LocalWorker, Opened
+from .local import LocalWorker
+from .worker import AvatarInfo, Busy, Frame, Opened
 
 
 class SessionRouter(RequestRouter):

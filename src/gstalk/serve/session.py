@@ -18,8 +18,7 @@ import numpy as np
 
 from ..media.audio import AUDIO_RATE
 from ..media.encode import write_video
-from .render import Frame
-from .worker import AvatarInfo
+from .worker import AvatarInfo, Frame
 
 #: hops from the worker kept for the session's statistics (the newest)
 KEPT_TRANSITS = 500
