@@ -138,7 +138,7 @@ def _start(args: Args, mode: str) -> tuple[subprocess.Popen, int]:
     if mode == "ray":
         cap = math.ceil(cap / args.replicas)
         cmd += ["--ray", "local", "--replicas", str(args.replicas), "--replica-cpus", str(args.replica_cpus)]
-    server = subprocess.Popen(cmd + ["--max-sessions", str(cap)], stdout=subprocess.PIPE, text=True,
+    server = subprocess.Popen([*cmd, "--max-sessions", str(cap)], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)  # fmt: skip
     line = server.stdout.readline()
     if "gstalk serve:" not in line:
@@ -166,7 +166,8 @@ def run_mode(args: Args, mode: str, speech: np.ndarray) -> list[dict]:
         for count in args.streams:
 
             async def together(count=count):
-                return await asyncio.gather(*[_stream(url, avatar, speech, args.seconds) for _ in range(count)])
+                clients = [_stream(url, avatar, speech, args.seconds) for _ in range(count)]
+                return await asyncio.gather(*clients)
 
             streams = asyncio.run(together())
             row = {"mode": mode, "streams": count, "per_stream": streams, "front_end": _memory_mb(server.pid)}
