@@ -55,7 +55,7 @@ class Args:
 async def _stream(url: str, avatar: str, speech: np.ndarray, seconds: float) -> dict:
     import aiohttp
 
-    latencies, delivery = [], []
+    latencies, delivery, sizes = [], [], []
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
         await ws.send_json({"type": "start", "avatar": avatar})
         ready = await ws.receive_json()
@@ -78,6 +78,7 @@ async def _stream(url: str, avatar: str, speech: np.ndarray, seconds: float) -> 
                 if msg.type.name == "BINARY":
                     index, audio_seconds = struct.unpack("<If", msg.data[:8])
                     latencies.append(now - index / fps)
+                    sizes.append(len(msg.data) - 8)
                     delivery.append(now - audio_seconds)
                 else:
                     data = json.loads(msg.data)
@@ -99,6 +100,7 @@ async def _stream(url: str, avatar: str, speech: np.ndarray, seconds: float) -> 
         "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
         "ready_to_arrival_p50_ms": round(1000 * float(np.percentile(delivery, 50)), 1),
         "worker_hop_p50_ms": end_stats.get("worker_hop_ms"),
+        "jpeg_kb_mean": round(float(np.mean(sizes)) / 1024, 1),
         "dropped_by_server": end_stats.get("dropped"),
         "error": end_stats.get("error"),
     }

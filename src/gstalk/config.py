@@ -408,11 +408,11 @@ class ServeConfig:
     printed, unless you give --token-file, GSTALK_TOKEN or --token). Host and Origin are always checked."""
     port: int = 8000
     """Port to listen on."""
-    allow_host: tuple[str, ...] = ()
-    """More names the server answers to, NAME or NAME:PORT (e.g. behind a proxy); the address and port
-    bound, loopback names on loopback, and this machine's names are always accepted."""
-    allow_origin: tuple[str, ...] = ()
-    """More page origins allowed to open the WebSocket, SCHEME://HOST[:PORT] (e.g. behind a proxy)."""
+    allow_host: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Another name the server answers to, NAME or NAME:PORT (repeat for more; e.g. behind a proxy); the
+    address and port bound, loopback names on loopback, and this machine's names are always accepted."""
+    allow_origin: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Another page origin allowed to open the WebSocket, SCHEME://HOST[:PORT] (repeat for more)."""
     token: str | None = None
     """The access token (at least 16 characters). Visible to other users in `ps`: prefer --token-file or
     the GSTALK_TOKEN environment variable."""

@@ -103,7 +103,9 @@ def deploy(config: ServeConfig):
     from .replica import RenderReplica, SessionRouter
 
     replicas = config.replicas or max(1, int(ray.cluster_resources().get("CPU", 0) // config.replica_cpus))
-    replica_config = dataclasses.replace(config, run=tuple(Path(r).resolve() for r in config.run), ray=None)
+    # the replicas need the runs (as absolute paths) and the render options, never the access token
+    runs = tuple(Path(r).resolve() for r in config.run)
+    replica_config = dataclasses.replace(config, run=runs, ray=None, token=None, token_file=None)
     deployment = serve.deployment(RenderReplica, name="RenderReplica").options(
         num_replicas=replicas,
         # a session holds one streaming call, plus at most one push, open or close at a time

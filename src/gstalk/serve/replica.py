@@ -33,7 +33,6 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 
 from ..config import ServeConfig
 from .cluster import rank_replicas
-from .local import LocalWorker
 from .worker import AvatarInfo, Busy, Frame, Opened
 
 
@@ -59,6 +58,7 @@ class RenderReplica:
 
     def __init__(self, config: ServeConfig) -> None:
         from ..splat.threads import configure
+        from .local import LocalWorker  # here, not at the top: the front end imports this module too
 
         configure(max(1, round(config.replica_cpus)))
         self.worker = LocalWorker.from_config(config)
