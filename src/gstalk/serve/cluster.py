@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import os
 import random
 import sys
@@ -62,9 +63,11 @@ def rank_replicas(
     return [[r] for r, _, _ in order] or [ids]
 
 
-def connect(address: str) -> bool:
-    """Join the Ray cluster at ``address`` (``auto``: this machine's), or start one here (``local``).
-    Returns whether it was started here. Raises GstalkError without ray, or when the cluster is not there."""
+def connect(address: str, cpus: float = 0.0) -> bool:
+    """Join the Ray cluster at ``address`` (``auto``: this machine's), or start one here (``local``, with
+    this machine's cores as its CPUs, or ``cpus`` if more: Ray's CPUs are a count to reserve from, and the
+    replicas asked for must fit). Returns whether it was started here. Raises GstalkError without ray, or
+    when the cluster is not there."""
     # both are read when ray is first imported: no API call may start a Ray instance of its own (Ray's
     # "auto-connect", e.g. from a Serve thread after shutdown), and a cluster of this machine alone listens
     # on loopback only (Ray would otherwise pick the address other machines reach it by)
@@ -81,7 +84,9 @@ def connect(address: str) -> bool:
     try:
         if address == "local":
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            ray.init(num_cpus=cores or 1, include_dashboard=False, logging_level="WARNING")
+            ray.init(
+                num_cpus=max(cores or 1, math.ceil(cpus)), include_dashboard=False, logging_level="WARNING"
+            )
             return True
         ray.init(address=address, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as err:
@@ -116,15 +121,36 @@ def deploy(config: ServeConfig):
         ),
         graceful_shutdown_timeout_s=2.0,
         health_check_period_s=2.0,
+        # no line per call (25 a second per session) in the front end's output; warnings and errors stay
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
     )
     serve.start(proxy_location="Disabled")
+    total = ray.cluster_resources().get("CPU", 0)
+    print(f"gstalk serve: starting {replicas} render replica(s) of {config.replica_cpus:g} CPU(s) on Ray "
+          f"(the cluster has {total:g} CPUs)", file=sys.stderr, flush=True)  # fmt: skip
     try:
         return serve.run(deployment.bind(replica_config), name=APP, route_prefix=None)
     except RuntimeError as err:
         raise GstalkError(
             f"the render replicas did not start: {err}",
-            "check that every node reads the --run folders at the same path",
+            "see the replica's error above; every node must read the --run folders at the same path",
         ) from None
+
+
+def _check_runs(config: ServeConfig) -> None:
+    """Runs the replicas will load: on this machine alone they must be here; on a cluster, the nodes must
+    read them (this machine may not)."""
+    if not config.run:
+        raise GstalkError("no avatar to serve", "pass --run RUN (a folder written by `gstalk train`)")
+    for run in config.run:
+        if Path(run).is_dir():
+            continue
+        if config.ray == "local":
+            raise GstalkError(
+                f"the run {run} is not a folder", "pass --run RUN (a folder written by `gstalk train`)"
+            )
+        print(f"gstalk serve: warning: {run} is not a folder here; every node of the cluster must read it",
+              file=sys.stderr)  # fmt: skip
 
 
 class _Uplink:
@@ -183,9 +209,8 @@ class RayWorker:
     @classmethod
     def start(cls, config: ServeConfig) -> RayWorker:
         """Join or start the cluster (``config.ray``), deploy the replicas, read their avatars."""
-        if not config.run:
-            raise GstalkError("no avatar to serve", "pass --run RUN (a folder written by `gstalk train`)")
-        started = connect(config.ray or "auto")
+        _check_runs(config)
+        started = connect(config.ray or "auto", (config.replicas or 0) * config.replica_cpus)
         try:
             handle = deploy(config)
             avatars = handle.info.remote().result()
