@@ -49,7 +49,7 @@ def test_weights_from_a_folder(tmp_path: Path):
     weights = find_weights(folder=tmp_path)
     assert weights.sha256 == MODELS["base"].sha256 and weights.source == str(tmp_path)
     (tmp_path / "config.json").unlink()
-    with pytest.raises(GstalkError, match="missing config.json"):
+    with pytest.raises(GstalkError, match=r"missing config\.json"):
         find_weights(folder=tmp_path)
     with pytest.raises(GstalkError, match="no Whisper model folder"):
         find_weights(folder=tmp_path / "nowhere")

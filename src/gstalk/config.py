@@ -434,11 +434,32 @@ class ServeConfig:
     """A live talking head in the browser: pick an avatar, speak or play a file, watch it answer."""
 
     run: tuple[Path, ...] = ()
-    """The run folders to serve as avatars (repeat --run, or list several)."""
+    """The run folders to serve as avatars (repeat --run, or list several). With --ray, every node of the
+    cluster must read them at the same path."""
     host: str = "127.0.0.1"
-    """Address to listen on; loopback unless you mean to share it (there is no authentication)."""
+    """Address to listen on. Loopback needs no token; any other address requires one (generated and
+    printed, unless you give --token-file, GSTALK_TOKEN or --token). Host and Origin are always checked."""
     port: int = 8000
     """Port to listen on."""
+    allow_host: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Another name the server answers to, NAME or NAME:PORT (repeat for more; e.g. behind a proxy); the
+    address and port bound, loopback names on loopback, and this machine's names are always accepted."""
+    allow_origin: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """Another page origin allowed to open the WebSocket, SCHEME://HOST[:PORT] (repeat for more)."""
+    token: str | None = None
+    """The access token (at least 16 characters). Visible to other users in `ps`: prefer --token-file or
+    the GSTALK_TOKEN environment variable."""
+    token_file: Path | None = None
+    """A file holding the access token on one line."""
+    certfile: Path | None = None
+    """PEM certificate (chain) for HTTPS and WSS; browsers give the microphone only to https pages (or
+    localhost)."""
+    keyfile: Path | None = None
+    """PEM private key of --certfile (unencrypted; omit it when --certfile holds the key)."""
+    rate_burst: int = 30
+    """Requests a client address may make at once before it is limited (HTTP 429)."""
+    rate_per_minute: float = 60.0
+    """Requests per minute a client address regains after its burst."""
     size: int | None = 256
     """Frame size in pixels (256² keeps 25 frames/s on 2 cores; None: each run's training size)."""
     pose: Literal["replay", "still"] = "replay"
@@ -446,7 +467,8 @@ class ServeConfig:
     still_frame: int = 0
     """The training frame held with --pose still."""
     max_sessions: int = 2
-    """Sessions rendering at once; more get a "busy" message (they share the machine's cores)."""
+    """Sessions rendering at once per render worker (this process, or each Ray replica); more get a
+    "busy" message (they share the worker's cores)."""
     max_session_seconds: float = 120.0
     """Audio accepted per session; the page is told when the limit is reached."""
     max_upload_mb: float = 20.0
@@ -457,6 +479,14 @@ class ServeConfig:
     """Quality of the frames sent to the page."""
     device: Device = "auto"
     """Where the networks run (auto: CUDA if available)."""
+    ray: str | None = None
+    """Render on Ray Serve replicas: a cluster's ADDRESS (host:port or ray://host:port), auto (the
+    cluster this machine belongs to, started with `ray start`), or local (start one on this machine,
+    loopback only). Needs the ray extra: pip install -e ".[ray]". Without it, this process renders."""
+    replicas: int | None = None
+    """Render replicas with --ray (default: the cluster's CPUs / --replica-cpus)."""
+    replica_cpus: float = 2.0
+    """CPUs each replica reserves, and the render threads it uses."""
 
 
 @dataclass

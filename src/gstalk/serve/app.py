@@ -1,5 +1,9 @@
 """``gstalk serve``: one page where a person picks an avatar, speaks or plays a file, and watches it talk.
 
+This module is the front end: the page, the WebSocket, the checks (``serve.access``) and the limits. The
+frames come from a render worker (``serve.worker``): this process's own render thread, or Ray Serve
+replicas (``serve.cluster``, with ``--ray``); the protocol is the same.
+
 Transport (see docs/architecture.md): a WebSocket. The page sends 16 kHz mono float32 audio as it is
 captured (microphone) or played (a file, decoded in the page); the server answers with JPEG frames, each
 tagged with its index, which the page shows against its own audio clock. On loopback a frame costs well
@@ -7,10 +11,11 @@ under a millisecond to deliver, so the latency is the stream's lookahead plus on
 
 Messages:
 - page → server: ``{"type": "start", "avatar": NAME}``; then binary float32 audio; ``{"type": "end"}``.
-- server → page: ``{"type": "ready", ...limits}`` or ``{"type": "error", "message": ...}``; binary frames
-  (uint32 index, float32 seconds of audio received when it was ready, then the JPEG); ``{"type": "stats"}``
-  twice a second; ``{"type": "limit"}`` when the session reaches its length; ``{"type": "end", "download":
-  URL}`` when the last frame is sent.
+- server → page: ``{"type": "ready", ...limits}`` or ``{"type": "error", "message": ...}`` (also mid-session,
+  when the session cannot go on; the connection then closes); binary frames (uint32 index, float32 seconds
+  of audio received when it was ready, then the JPEG); ``{"type": "stats"}`` twice a second; ``{"type":
+  "limit"}`` when the session reaches its length; ``{"type": "end", "download": URL}`` when the last frame
+  is sent.
 
 Nothing the page sends becomes a path: avatars are the runs given on the command line, downloads are looked
 up by a random session id among the sessions this process kept.
@@ -33,10 +38,12 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from ..config import ServeConfig
-from ..drive import Driver, PoseSource
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
-from .session import Avatar, Session
+from .access import Access, access_for, is_loopback
+from .session import Session
+from .tls import server_context
+from .worker import Busy, RenderWorker, SessionLost
 
 #: finished sessions kept for download (oldest dropped first)
 KEPT_SESSIONS = 8
@@ -44,41 +51,21 @@ KEPT_SESSIONS = 8
 MAX_CHUNK = AUDIO_RATE
 
 
-def load_avatars(config: ServeConfig) -> dict[str, Avatar]:
-    if not config.run:
-        raise GstalkError("no avatar to serve", "pass --run RUN (a folder written by `gstalk train`)")
-    if len(config.run) > config.max_avatars:
-        raise GstalkError(f"{len(config.run)} runs given; at most {config.max_avatars} are served",
-                          "serve fewer avatars, or raise --max-avatars")  # fmt: skip
-    avatars: dict[str, Avatar] = {}
-    for run in config.run:
-        name = Path(run).resolve().name
-        while name in avatars:
-            name += "_"
-        driver = Driver(run, size=config.size, device=config.device)
-        warm_up(driver)
-        avatars[name] = Avatar(name, driver)
-    return avatars
-
-
-def warm_up(driver: Driver) -> None:
-    """Render one frame, so the compiled rasterizer's first-use compilation and the first allocations
-    happen at start-up, not in the first visitor's first seconds."""
-    noise = np.random.default_rng(0).normal(0.0, 0.05, AUDIO_RATE // 2).astype(np.float32)
-    driver.render_frame(driver.speech(noise, n_frames=2), 0, PoseSource())
-
-
 class Server:
-    def __init__(self, config: ServeConfig, avatars: dict[str, Avatar]) -> None:
+    """The front end over one render worker; ``access`` None admits everyone (in-process tests)."""
+
+    def __init__(self, config: ServeConfig, worker: RenderWorker, access: Access | None = None) -> None:
         self.config = config
-        self.avatars = avatars
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix="gstalk-render")
+        self.worker = worker
+        self.access = access
         self.live: set[Session] = set()
         self.finished: OrderedDict[str, Session] = OrderedDict()
         self.downloads = Path(tempfile.mkdtemp(prefix="gstalk-serve-"))
+        self.encoder = ThreadPoolExecutor(1, thread_name_prefix="gstalk-mp4")
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024**2)
+        middlewares = [self.access.middleware] if self.access is not None else []
+        app = web.Application(client_max_size=1024**2, middlewares=middlewares)
         app.add_routes([
             web.get("/", self.page),
             web.get("/avatars", self.list_avatars),
@@ -93,9 +80,9 @@ class Server:
         return web.Response(text=html, content_type="text/html")
 
     async def list_avatars(self, request: web.Request) -> web.Response:
-        first = next(iter(self.avatars.values())).driver
+        first = next(iter(self.worker.avatars.values()))
         return web.json_response({
-            "avatars": list(self.avatars), "size": first.size, "fps": first.fps,
+            "avatars": list(self.worker.avatars), "size": first.size, "fps": first.fps,
             "max_seconds": self.config.max_session_seconds, "max_upload_mb": self.config.max_upload_mb,
             "live_sessions": len(self.live), "kept_sessions": len(self.finished),
         })  # fmt: skip
@@ -104,8 +91,7 @@ class Server:
         ws = web.WebSocketResponse(max_msg_size=4 * MAX_CHUNK + 1024, heartbeat=10)
         await ws.prepare(request)
         session: Session | None = None
-        sender: asyncio.Task | None = None
-        ticker: asyncio.Task | None = None
+        tasks: list[asyncio.Task] = []
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -118,57 +104,86 @@ class Server:
                     if kind == "start" and session is None:
                         session = await self._start(ws, data.get("avatar"))
                         if session is not None:
-                            sender = asyncio.create_task(self._send_frames(ws, session))
-                            ticker = asyncio.create_task(self._send_stats(ws, session))
+                            jobs = (self._pump(ws, session), self._send_frames(ws, session),
+                                    self._send_stats(ws, session))  # fmt: skip
+                            tasks = [asyncio.create_task(job) for job in jobs]
                     elif kind == "end" and session is not None:
-                        session.end()
+                        await self._end_audio(ws, session)
                 elif msg.type == WSMsgType.BINARY and session is not None:
-                    samples = np.frombuffer(msg.data[: 4 * (len(msg.data) // 4)], np.float32)[:MAX_CHUNK]
-                    before = session.seconds
-                    session.add_audio(np.nan_to_num(samples).clip(-1, 1))
-                    if session.seconds >= session.max_seconds > before:
-                        await ws.send_json(
-                            {
-                                "type": "limit",
-                                "message": f"this session reached its {session.max_seconds:g} s limit",
-                            }
-                        )
-                        session.end()
-            if sender is not None:
-                await asyncio.wait([sender], timeout=1.0)
+                    await self._audio(ws, session, msg.data)
+            if tasks:
+                await asyncio.wait([tasks[1]], timeout=1.0)
         finally:
-            for task in (sender, ticker):
-                if task is not None:
-                    task.cancel()
+            for task in tasks:
+                task.cancel()
             if session is not None and not session.complete:
                 # the page went away mid-session: stop rendering for it and free its frames
                 self.live.discard(session)
                 session.close()
+                with contextlib.suppress(Exception):
+                    await self.worker.close(session.id)
         return ws
 
     async def _start(self, ws: web.WebSocketResponse, name) -> Session | None:
-        if not isinstance(name, str) or name not in self.avatars:
+        if not isinstance(name, str) or name not in self.worker.avatars:
             await ws.send_json({"type": "error", "message": f"unknown avatar {name!r}"})
             return None
-        if len(self.live) >= self.config.max_sessions:
-            await ws.send_json(
-                {
-                    "type": "error",
-                    "message": f"the server is busy ({len(self.live)} sessions); try again shortly",
-                }
-            )
+        try:
+            opened = await self.worker.open(name)
+        except (Busy, SessionLost) as err:
+            await ws.send_json({"type": "error", "message": str(err)})
             return None
-        avatar = self.avatars[name]
-        pose = PoseSource(self.config.pose, self.config.still_frame)
-        session = Session(
-            avatar, self.worker, self.config.max_session_seconds, self.config.jpeg_quality, pose
-        )
+        session = Session(opened.session, opened.avatar, self.config.max_session_seconds, opened.worker)
         self.live.add(session)
         await ws.send_json({
-            "type": "ready", "session": session.id, "fps": avatar.driver.fps, "size": avatar.driver.size,
-            "rate": AUDIO_RATE, "lookahead": session.lookahead, "max_seconds": session.max_seconds,
+            "type": "ready", "session": session.id, "fps": opened.avatar.fps, "size": opened.avatar.size,
+            "rate": AUDIO_RATE, "lookahead": opened.avatar.lookahead, "max_seconds": session.max_seconds,
         })  # fmt: skip
         return session
+
+    async def _audio(self, ws: web.WebSocketResponse, session: Session, data: bytes) -> None:
+        samples = np.frombuffer(data[: 4 * (len(data) // 4)], np.float32)[:MAX_CHUNK]
+        before = session.seconds
+        samples = session.add_audio(np.nan_to_num(samples).clip(-1, 1))
+        if len(samples):
+            try:
+                await self.worker.push(session.id, samples)
+            except SessionLost as err:
+                await self._lost(ws, session, err)
+                return
+        if session.seconds >= session.max_seconds > before:
+            message = f"this session reached its {session.max_seconds:g} s limit"
+            await ws.send_json({"type": "limit", "message": message})
+            await self._end_audio(ws, session)
+
+    async def _end_audio(self, ws: web.WebSocketResponse, session: Session) -> None:
+        if session.ending or session.closed:
+            return
+        session.ending = True
+        try:
+            await self.worker.finish(session.id)
+        except SessionLost as err:
+            await self._lost(ws, session, err)
+
+    async def _pump(self, ws: web.WebSocketResponse, session: Session) -> None:
+        """Every frame from the worker: recorded, and offered to the page; then the end."""
+        try:
+            async for frame in self.worker.frames(session.id):
+                session.record(frame)
+                session.offer(frame)
+            session.offer(None)
+        except SessionLost as err:
+            await self._lost(ws, session, err)
+
+    async def _lost(self, ws: web.WebSocketResponse, session: Session, err: Exception) -> None:
+        """The session cannot go on: tell the page why, and close its connection."""
+        if session.closed:
+            return
+        self.live.discard(session)
+        session.close()
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await ws.send_json({"type": "error", "message": str(err)})
+        await ws.close()
 
     async def _send_frames(self, ws: web.WebSocketResponse, session: Session) -> None:
         while True:
@@ -200,25 +215,64 @@ class Server:
             raise web.HTTPNotFound(text="no such session (sessions are kept until 8 newer ones end)")
         path = self.downloads / f"{session.id}.mp4"
         if not path.is_file():
-            await asyncio.get_running_loop().run_in_executor(self.worker, session.write_mp4, path)
+            await asyncio.get_running_loop().run_in_executor(self.encoder, session.write_mp4, path)
         return web.FileResponse(path, headers={"Content-Disposition": 'attachment; filename="gstalk.mp4"'})
 
     async def shutdown(self, app: web.Application) -> None:
         for session in list(self.live) + list(self.finished.values()):
             session.close()
-        self.worker.shutdown(wait=False, cancel_futures=True)
+        await self.worker.stop()
+        self.encoder.shutdown(wait=False, cancel_futures=True)
         for p in self.downloads.glob("*.mp4"):
             p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.downloads.rmdir()
 
 
+def make_worker(config: ServeConfig) -> RenderWorker:
+    """This process's render thread, or Ray Serve replicas with ``--ray`` (ray is imported only then)."""
+    if config.ray is None:
+        from .local import LocalWorker
+
+        return LocalWorker.from_config(config)
+    from .cluster import RayWorker
+
+    return RayWorker.start(config)
+
+
+def _browse_url(config: ServeConfig, scheme: str, token: str | None, generated: bool) -> str:
+    host = config.host
+    if host.lower() in ("", "0.0.0.0", "::", "[::]"):
+        import socket
+
+        host = socket.getfqdn() or socket.gethostname()
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    url = f"{scheme}://{host}:{config.port}/"
+    if token is not None:
+        url += f"?token={token}" if generated else "?token=<the token you gave>"
+    return url
+
+
 def serve(config: ServeConfig) -> None:
-    """Load the avatars and serve the page until interrupted."""
-    if config.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"gstalk serve: warning: listening on {config.host}: anyone who can reach this machine can use "
-              "it (there is no authentication)", file=sys.stderr)  # fmt: skip
-    server = Server(config, load_avatars(config))
-    ready = f"gstalk serve: {len(server.avatars)} avatar(s) on http://{config.host}:{config.port}/"
+    """Check the options, start the render worker and serve the page until interrupted.
+
+    Raises GstalkError for bad access or TLS options (before any avatar is loaded)."""
+    access, generated = access_for(config)
+    ssl_context = server_context(config.certfile, config.keyfile)
+    scheme = "https" if ssl_context is not None else "http"
+    if not is_loopback(config.host) and ssl_context is None:
+        print(f"gstalk serve: warning: serving {config.host} over plain http: the token travels in clear "
+              "text, and browsers give the microphone only to https pages (or localhost); "
+              "give --certfile/--keyfile", file=sys.stderr)  # fmt: skip
+    worker = make_worker(config)
+    server = Server(config, worker, access)
+    url = _browse_url(config, scheme, access.token, generated)
+    ready = f"gstalk serve: {len(worker.avatars)} avatar(s) on {url}"
     # printed once the port is bound (run_app calls it after start-up), so a script may connect on seeing it
-    web.run_app(server.app(), host=config.host, port=config.port, print=lambda _: print(ready, flush=True))
+    try:
+        web.run_app(server.app(), host=config.host, port=config.port, ssl_context=ssl_context,
+                    print=lambda _: print(ready, flush=True))  # fmt: skip
+    except OSError as err:
+        raise GstalkError(f"cannot listen on {config.host}:{config.port}: {err.strerror or err}",
+                          "pick another --port, or stop what uses this one") from None  # fmt: skip

@@ -1,0 +1,158 @@
+"""The in-process render worker: sessions rendered by one thread of this process (see ``serve.worker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ServeConfig
+from ..drive import Driver, PoseSource
+from ..drive.stream import lookahead_seconds
+from ..errors import GstalkError
+from ..media.audio import AUDIO_RATE
+from .render import Avatar, RenderSession
+from .worker import AvatarInfo, Busy, Emitted, Frame, Opened, SessionFailed, SessionLost
+
+#: a session that neither sent audio nor took a frame for this long is closed (its front end is gone)
+IDLE_SECONDS = 60.0
+
+
+def load_avatars(
+    runs: tuple[Path, ...] | list[Path], size: int | None, device: str, max_avatars: int
+) -> dict[str, Avatar]:
+    """Load every run as an avatar named after its folder (``_`` appended to repeated names), each warmed
+    up. Raises GstalkError when there is none or too many, and whatever ``Driver`` raises for a run."""
+    if not runs:
+        raise GstalkError("no avatar to serve", "pass --run RUN (a folder written by `gstalk train`)")
+    if len(runs) > max_avatars:
+        raise GstalkError(f"{len(runs)} runs given; at most {max_avatars} are served",
+                          "serve fewer avatars, or raise --max-avatars")  # fmt: skip
+    avatars: dict[str, Avatar] = {}
+    for run in runs:
+        name = Path(run).resolve().name
+        while name in avatars:
+            name += "_"
+        driver = Driver(run, size=size, device=device)
+        warm_up(driver)
+        avatars[name] = Avatar(name, driver)
+    return avatars
+
+
+def warm_up(driver: Driver) -> None:
+    """Render one frame, so the compiled rasterizer's first-use compilation and the first allocations
+    happen at start-up, not in the first visitor's first seconds."""
+    noise = np.random.default_rng(0).normal(0.0, 0.05, AUDIO_RATE // 2).astype(np.float32)
+    driver.render_frame(driver.speech(noise, n_frames=2), 0, PoseSource())
+
+
+class _Live:
+    """A session on a :class:`LocalWorker`: its renderer and the frames it emitted, not yet taken."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: asyncio.Queue[Emitted] = asyncio.Queue()
+        self.loop = loop
+        self.render: RenderSession | None = None
+
+    def emit(self, item: Emitted) -> None:  # on the render thread
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+class LocalWorker:
+    """Sessions rendered by one thread in this process, at most ``max_sessions`` at once.
+
+    ``pose``: makes each session's :class:`PoseSource`. Call every method on one asyncio loop."""
+
+    def __init__(
+        self,
+        avatars: dict[str, Avatar],
+        max_sessions: int,
+        max_seconds: float,
+        jpeg_quality: int,
+        pose: Callable[[], PoseSource] = PoseSource,
+    ) -> None:
+        self._avatars = avatars
+        self.max_sessions = max_sessions
+        self.max_seconds = max_seconds
+        self.jpeg_quality = jpeg_quality
+        self.pose = pose
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="gstalk-render")
+        self.sessions: dict[str, _Live] = {}
+        self.avatars = {
+            name: AvatarInfo(name, a.driver.size, a.driver.fps, lookahead_seconds(a.driver))
+            for name, a in avatars.items()
+        }
+
+    @classmethod
+    def from_config(cls, config: ServeConfig) -> LocalWorker:
+        """Load ``config.run`` and make the worker ``config`` describes."""
+        avatars = load_avatars(config.run, config.size, config.device, config.max_avatars)
+        return cls(avatars, config.max_sessions, config.max_session_seconds, config.jpeg_quality,
+                   lambda: PoseSource(config.pose, config.still_frame))  # fmt: skip
+
+    @property
+    def room(self) -> int:
+        """Sessions this worker would still open."""
+        return max(0, self.max_sessions - len(self.sessions))
+
+    def _reap_idle(self) -> None:
+        now = time.monotonic()
+        for sid, live in list(self.sessions.items()):
+            if live.render is not None and now - live.render.last_seen > IDLE_SECONDS:
+                live.render.close()
+                del self.sessions[sid]
+
+    async def open(self, avatar: str) -> Opened:
+        """Raises KeyError for an unknown avatar, :class:`Busy` when every slot is taken."""
+        info = self.avatars[avatar]
+        self._reap_idle()
+        if not self.room:
+            raise Busy(f"the server is busy ({len(self.sessions)} sessions); try again shortly")
+        live = _Live(asyncio.get_running_loop())
+        live.render = RenderSession(self._avatars[avatar], self.pool, live.emit, self.max_seconds,
+                                    self.jpeg_quality, self.pose())  # fmt: skip
+        self.sessions[live.render.id] = live
+        return Opened(live.render.id, info)
+
+    def _render(self, session: str) -> RenderSession:
+        live = self.sessions.get(session)
+        if live is None or live.render is None:
+            raise SessionLost("this session is not on this render worker; start again")
+        return live.render
+
+    async def push(self, session: str, audio: np.ndarray) -> None:
+        self._render(session).add_audio(np.asarray(audio, np.float32).reshape(-1))
+
+    async def finish(self, session: str) -> None:
+        self._render(session).end()
+
+    async def close(self, session: str) -> None:
+        live = self.sessions.pop(session, None)
+        if live is not None and live.render is not None:
+            live.render.close()
+
+    async def frames(self, session: str) -> AsyncIterator[Frame]:
+        """Every frame of ``session`` as it is rendered; ends after the last. Leaving early (the caller
+        stops iterating, or is cancelled) closes the session. Raises :class:`SessionLost`."""
+        render = self._render(session)
+        live = self.sessions[session]
+        try:
+            while True:
+                item = await live.queue.get()
+                if item is None:
+                    return
+                if isinstance(item, SessionFailed):
+                    raise SessionLost(str(item))
+                render.last_seen = time.monotonic()
+                yield item
+        finally:
+            await self.close(session)
+
+    async def stop(self) -> None:
+        for sid in list(self.sessions):
+            await self.close(sid)
+        self.pool.shutdown(wait=False, cancel_futures=True)
