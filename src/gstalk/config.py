@@ -477,6 +477,9 @@ class ServeConfig:
     """Runs loaded at start-up at most (each holds its model and dataset index in memory)."""
     jpeg_quality: int = 85
     """Quality of the frames sent to the page."""
+    speech_model: Path | None = None
+    """The speech-model folder, for runs whose dataset took its features from one (HuBERT, wav2vec 2.0,
+    or a Whisper model given by folder); the pinned Whisper weights need none."""
     device: Device = "auto"
     """Where the networks run (auto: CUDA if available)."""
     ray: str | None = None

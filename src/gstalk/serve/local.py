@@ -23,7 +23,11 @@ IDLE_SECONDS = 60.0
 
 
 def load_avatars(
-    runs: tuple[Path, ...] | list[Path], size: int | None, device: str, max_avatars: int
+    runs: tuple[Path, ...] | list[Path],
+    size: int | None,
+    device: str,
+    max_avatars: int,
+    speech_model: Path | None = None,
 ) -> dict[str, Avatar]:
     """Load every run as an avatar named after its folder (``_`` appended to repeated names), each warmed
     up. Raises GstalkError when there is none or too many, and whatever ``Driver`` raises for a run."""
@@ -37,7 +41,7 @@ def load_avatars(
         name = Path(run).resolve().name
         while name in avatars:
             name += "_"
-        driver = Driver(run, size=size, device=device)
+        driver = Driver(run, size=size, device=device, speech_model=speech_model)
         warm_up(driver)
         avatars[name] = Avatar(name, driver)
     return avatars
@@ -90,7 +94,8 @@ class LocalWorker:
     @classmethod
     def from_config(cls, config: ServeConfig) -> LocalWorker:
         """Load ``config.run`` and make the worker ``config`` describes."""
-        avatars = load_avatars(config.run, config.size, config.device, config.max_avatars)
+        c = config
+        avatars = load_avatars(c.run, c.size, c.device, c.max_avatars, c.speech_model)
         return cls(avatars, config.max_sessions, config.max_session_seconds, config.jpeg_quality,
                    lambda: PoseSource(config.pose, config.still_frame))  # fmt: skip
 
