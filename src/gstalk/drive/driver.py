@@ -24,6 +24,7 @@ from scipy.spatial.transform import Rotation
 
 from ..data.dataset import Dataset, load_dataset
 from ..data.frames import Condition, FrameData, context_indices, expression_inputs, to_uint8
+from ..data.layout import MANIFEST
 from ..device import pick_device
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
@@ -63,7 +64,7 @@ class Driver:
         self.model, meta = load_model(self.run / "model", device)
         self.model.eval().freeze()
         ds_path = Path(dataset) if dataset is not None else Path(meta["dataset"])
-        if not (ds_path / "manifest.json").is_file():
+        if not (ds_path / MANIFEST).is_file():
             raise GstalkError(
                 f"the run's dataset is not at {ds_path}",
                 "pass --dataset with the folder `gstalk prepare` made for this run",

@@ -8,20 +8,22 @@ the input (no face, no audio, too short, ...) removes the work folder and names 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ..config import PrepareConfig, config_hash, save_config
+from ..config import PrepareConfig, config_hash
+from ..data.dataset import prepared_config_hash
+from ..data.layout import MANIFEST
 from ..data.manifest import AudioSpec, ExpressionSpec, Manifest, SourceInfo
+from ..data.summary import Summary, summarise
 from ..data.tracks import Tracks
 from ..data.writer import DatasetWriter
 from ..errors import GstalkError
@@ -30,7 +32,6 @@ from ..face.landmarks import N_LANDMARKS
 from ..face.mesh import face_triangles
 from ..face.pose import estimate_poses, known_poses, normalise_landmarks
 from ..face.track import N_BLENDSHAPES, FaceTracker
-from ..fileio import write_json_atomic
 from ..media.audio import AUDIO_RATE, is_silent
 from ..media.features import feature_frames, normalise_loudness, window_frames
 from ..outputs import check_free_space, claim_output
@@ -38,7 +39,9 @@ from ..regions import Region
 from .background import BackgroundAccumulator, sample_indices
 from .crop import Crop, choose_crop
 from .regions import PersonSegmenter, segment_regions
-from .sources import Source, VideoSource
+from .report import contact_sheet, sheet_ids, timeline
+from .sources import ErnerfSource, Source, VideoSource
+from .work import Expressed, Featured, Framed, Posed, Tracked, WorkFolder
 
 #: audio window centred on each frame (ER-NeRF / TalkingGaussian use 16 frames of 10 ms)
 AUDIO_WINDOW_MS = 160.0
@@ -49,30 +52,6 @@ AUDIO_WINDOW_MS = 160.0
 BYTES_PER_PIXEL = 0.35
 
 
-class _Work:
-    """The work folder: step outputs plus a record of which steps finished, for one config."""
-
-    def __init__(self, out: Path, digest: str) -> None:
-        self.dir = out.parent / f".{out.name}.partial"
-        self.state_path = self.dir / "steps.json"
-        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
-        if state.get("config") != digest:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            state = {"config": digest, "done": {}}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.state = state
-
-    def done(self, step: str) -> bool:
-        return step in self.state["done"]
-
-    def finish(self, step: str, seconds: float) -> None:
-        self.state["done"][step] = round(seconds, 2)
-        write_json_atomic(self.state_path, self.state)
-
-    def seconds(self) -> dict[str, float]:
-        return dict(self.state["done"])
-
-
 def _check_output(config: PrepareConfig) -> None:
     if config.out.exists() and not config.overwrite:
         raise GstalkError(
@@ -80,26 +59,27 @@ def _check_output(config: PrepareConfig) -> None:
         )
 
 
-def _is_complete(config: PrepareConfig, digest: str) -> bool:
-    manifest = config.out / "manifest.json"
-    if not manifest.is_file():
-        return False
-    try:
-        return json.loads(manifest.read_text()).get("config_hash") == digest
-    except json.JSONDecodeError:
-        return False
-
-
 def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
     """Build the dataset at ``config.out`` from ``config.video`` (or another ``source``); returns its path."""
     digest = config_hash(config, ignore=("overwrite", "progress"))
     inputs = [config.video]
-    with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset"):
-        if not config.overwrite and _is_complete(config, digest):
+    with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset", marker=MANIFEST):
+        if not config.overwrite and prepared_config_hash(config.out) == digest:
             _say(config, f"{config.out} is already prepared with this config; nothing to do")
             return config.out
         _check_output(config)
         return _prepare(config, source or VideoSource(config.video), digest)
+
+
+def import_ernerf(folder: str | Path, out: str | Path, fps: float = 25.0, **prepare_options) -> Path:
+    """Prepare a gstalk dataset from an ER-NeRF / TalkingGaussian folder, keeping its frames and cameras.
+
+    Landmarks, regions, background, audio features and expression are computed the gstalk way from its
+    images and ``aud.wav``. ``prepare_options`` are PrepareConfig fields; returns the dataset's path.
+    """
+    source = ErnerfSource(folder, fps)
+    options = {"size": source.info.width, "min_seconds": 1.0, "fps": fps, **prepare_options}
+    return prepare(PrepareConfig(video=Path(folder), out=Path(out), **options), source=source)
 
 
 def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
@@ -117,9 +97,9 @@ def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
             "use a longer clip of the person talking",
         )
     check_free_space(config.out.parent, n_frames * config.size**2 * BYTES_PER_PIXEL, "the dataset")
-    work = _Work(config.out, digest)
+    work = WorkFolder(config.out, digest)
     try:
-        _run_steps(config, source, n_frames, work)
+        _run_steps(_Job(config, source, n_frames, work))
     except GstalkError:
         shutil.rmtree(work.dir, ignore_errors=True)
         raise
@@ -133,10 +113,10 @@ def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
         if aside.exists():
             shutil.rmtree(aside)
         os.replace(config.out, aside)
-        os.replace(work.dir / "dataset", config.out)
+        os.replace(work.dataset, config.out)
         shutil.rmtree(aside)
     else:
-        os.replace(work.dir / "dataset", config.out)
+        os.replace(work.dataset, config.out)
     shutil.rmtree(work.dir, ignore_errors=True)
     _say(config, f"dataset written to {config.out}")
     return config.out
@@ -151,20 +131,32 @@ def _bar(config: PrepareConfig, total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=f"{desc:<10}", unit="frame", disable=not config.progress, leave=True)
 
 
-def _run_steps(config: PrepareConfig, source: Source, n_frames: int, work: _Work) -> None:
-    ds = work.dir / "dataset"
-    ds.mkdir(exist_ok=True)
+@dataclass
+class _Job:
+    """What every step is given: the config, the input, the frame count and the work folder."""
+
+    config: PrepareConfig
+    source: Source
+    n_frames: int
+    work: WorkFolder
+
+    def writer(self) -> DatasetWriter:
+        return DatasetWriter(self.work.dataset, self.config.jpeg_quality)
+
+
+def _run_steps(job: _Job) -> None:
     for step, run in STEPS.items():
-        if work.done(step):
-            _say(config, f"{step}: done in an earlier run, skipped")
+        if job.work.done(step):
+            _say(job.config, f"{step}: done in an earlier run, skipped")
             continue
         start = time.perf_counter()
-        run(config, source, n_frames, work.dir, ds)
-        work.finish(step, time.perf_counter() - start)
+        run(job)
+        job.work.finish(step, time.perf_counter() - start)
 
 
 # --- steps ------------------------------------------------------------------------------------------
-def _step_track(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
+def _step_track(job: _Job) -> None:
+    config, source, n_frames = job.config, job.source, job.n_frames
     audio = source.audio()
     if is_silent(audio):
         raise GstalkError(
@@ -189,10 +181,7 @@ def _step_track(config: PrepareConfig, source: Source, n_frames: int, wd: Path, 
     if source.cameras is not None:
         valid &= source.cameras.valid[:n_frames]
     _check_tracking(config, source.name, valid)
-    extra = {"blendshapes": blend} if blend is not None else {}
-    np.savez(wd / "track.npz", landmarks=landmarks, valid=valid, n_faces=n_faces, **extra)
-    np.save(wd / "audio.npy", audio)
-    (wd / "blendshape_names.json").write_text(json.dumps(names or []))
+    job.work.save(Tracked(landmarks, valid, n_faces, audio, list(names or []), blend))
 
 
 def _lost_runs(valid: np.ndarray) -> list[tuple[int, int]]:
@@ -229,9 +218,10 @@ def _check_tracking(config: PrepareConfig, name: str, valid: np.ndarray) -> None
         )
 
 
-def _step_pose(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    with np.load(wd / "track.npz") as t:
-        landmarks, valid = t["landmarks"], t["valid"]
+def _step_pose(job: _Job) -> None:
+    config, source = job.config, job.source
+    tracked = job.work.load(Tracked)
+    landmarks, valid = tracked.landmarks, tracked.valid
     width, height = source.info.width, source.info.height
     if source.cameras is not None:  # cameras come with the input: keep its framing and its poses
         crop = Crop(0, 0, width, config.size)
@@ -251,32 +241,32 @@ def _step_pose(config: PrepareConfig, source: Source, n_frames: int, wd: Path, d
         focal=focal,
     )
     if source.cameras is not None:
-        known = source.cameras
-        poses = known_poses(
-            poses, known.world_to_cam[:n_frames], known.valid[:n_frames], known.intrinsics * crop.scale
+        known, n = source.cameras, job.n_frames
+        poses = known_poses(poses, known.world_to_cam[:n], known.valid[:n], known.intrinsics * crop.scale)
+    job.work.save(
+        Posed(
+            landmarks=lm,
+            world_to_cam=poses.world_to_cam,
+            world_to_cam_raw=poses.world_to_cam_raw,
+            intrinsics=poses.intrinsics,
+            canonical=poses.canonical,
+            reprojection_px=poses.reprojection_px,
+            crop=crop,
+            jitter=poses.jitter,
+            focal_fit=poses.focal_fit,
         )
-    np.savez(
-        wd / "pose.npz",
-        landmarks=lm,
-        world_to_cam=poses.world_to_cam,
-        world_to_cam_raw=poses.world_to_cam_raw,
-        intrinsics=poses.intrinsics,
-        canonical=poses.canonical,
-        reprojection_px=poses.reprojection_px,
-    )
-    (wd / "pose.json").write_text(
-        json.dumps({"crop": crop.to_dict(), "jitter": poses.jitter, "focal_fit": poses.focal_fit})
     )
 
 
-def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    crop = Crop(**json.loads((wd / "pose.json").read_text())["crop"])
-    with np.load(wd / "pose.npz") as p:
-        landmarks = p["landmarks"]
-    with np.load(wd / "track.npz") as t:
-        valid = t["valid"]
-    writer = DatasetWriter(ds, config.jpeg_quality)
+def _step_frames(job: _Job) -> None:
+    config, n_frames = job.config, job.n_frames
+    posed = job.work.load(Posed)
+    crop, landmarks, valid = posed.crop, posed.landmarks, job.work.load(Tracked).valid
+    writer = job.writer()
     samples = sample_indices(n_frames, config.background_samples)
+    sheet = {int(i): k for k, i in enumerate(sheet_ids(n_frames))}
+    sheet_frames = np.zeros((len(sheet), config.size, config.size, 3), np.uint8)
+    sheet_labels = np.zeros((len(sheet), config.size, config.size), np.uint8)
     plate = BackgroundAccumulator()
     segmenter = PersonSegmenter()
     counts = np.zeros(len(Region), np.int64)
@@ -286,20 +276,21 @@ def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
         writer.frame(i, rgb, labels)
         return labels
 
+    def collect(item: tuple[int, np.ndarray, Any]) -> None:
+        i, rgb, future = item
+        labels = future.result()
+        counts[:] += np.bincount(labels.ravel(), minlength=len(Region))
+        if i in samples:
+            plate.add(rgb, labels)
+        if i in sheet:
+            sheet_frames[sheet[i]], sheet_labels[sheet[i]] = rgb, labels
+        bar.update()
+
     # decoding and person segmentation here; region labelling and encoding on two worker threads
     # (OpenCV and most NumPy work release the GIL)
     with ThreadPoolExecutor(max_workers=2) as pool, _bar(config, n_frames, "regions") as bar:
         pending: list[tuple[int, np.ndarray, Any]] = []
-
-        def collect(item) -> None:
-            i, rgb, future = item
-            labels = future.result()
-            counts[:] += np.bincount(labels.ravel(), minlength=len(Region))
-            if i in samples:
-                plate.add(rgb, labels)
-            bar.update()
-
-        for i, full in source.frames(config.fps):
+        for i, full in job.source.frames(config.fps):
             if i >= n_frames:
                 break
             rgb = crop.apply(full)
@@ -311,19 +302,15 @@ def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
     segmenter.close()
     background, seen = plate.plate()
     writer.background(background)
-    (wd / "frames.json").write_text(
-        json.dumps(
-            {
-                "background_seen_fraction": float(seen.mean()),
-                "region_fractions": {r.name.lower(): float(counts[r] / max(counts.sum(), 1)) for r in Region},
-            }
-        )
-    )
+    fractions = {r.name.lower(): float(counts[r] / max(counts.sum(), 1)) for r in Region}
+    ids = np.array(sorted(sheet), np.int64)
+    job.work.save(Framed(float(seen.mean()), fractions, ids, sheet_frames, sheet_labels))
 
 
-def _step_audio(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    audio = np.load(wd / "audio.npy")
-    writer = DatasetWriter(ds)
+def _step_audio(job: _Job) -> None:
+    config = job.config
+    audio = job.work.load(Tracked).audio
+    writer = job.writer()
     writer.audio(audio)
     device = "cuda" if config.device == "cuda" else "cpu"
     if config.device == "auto":
@@ -344,10 +331,10 @@ def _step_audio(config: PrepareConfig, source: Source, n_frames: int, wd: Path, 
             normalisation=config.audio_normalisation,
             deltas=config.audio_deltas,
         )
-        feats = spec.windows(spec.finish(frames), n_frames, config.fps)
+        feats = spec.windows(spec.finish(frames), job.n_frames, config.fps)
         bar.update()
     writer.audio_features(feats)
-    (wd / "audio.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    job.work.save(Featured(spec))
 
 
 def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -357,130 +344,106 @@ def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np
     return train[valid[train]], test[valid[test]]
 
 
-def _step_expression(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    with np.load(wd / "track.npz") as t:
-        valid = t["valid"]
-        blend = t["blendshapes"] if "blendshapes" in t.files else None
-    with np.load(wd / "pose.npz") as p:
-        pose = {k: p[k] for k in p.files}
-    train, test = _splits(config, n_frames, valid)
-    with _bar(config, 1, "expression") as bar:
-        normalised = normalise_landmarks(pose["landmarks"], pose["canonical"], valid)
-        expr = expression_features(normalised, valid, train, blend)
+def _step_expression(job: _Job) -> None:
+    tracked, pose = job.work.load(Tracked), job.work.load(Posed)
+    valid = tracked.valid
+    train, test = _splits(job.config, job.n_frames, valid)
+    with _bar(job.config, 1, "expression") as bar:
+        normalised = normalise_landmarks(pose.landmarks, pose.canonical, valid)
+        expr = expression_features(normalised, valid, train, tracked.blendshapes)
         bar.update()
     tracks = Tracks(
         valid=valid,
-        landmarks2d=pose["landmarks"][..., :2],
+        landmarks2d=pose.landmarks[..., :2],
         mesh=normalised,
-        triangles=face_triangles(pose["canonical"]),
-        world_to_cam=pose["world_to_cam"],
-        world_to_cam_raw=pose["world_to_cam_raw"],
-        reprojection_px=pose["reprojection_px"],
-        canonical_shape=pose["canonical"],
+        triangles=face_triangles(pose.canonical),
+        world_to_cam=pose.world_to_cam,
+        world_to_cam_raw=pose.world_to_cam_raw,
+        reprojection_px=pose.reprojection_px,
+        canonical_shape=pose.canonical,
         expression=expr.explicit,
         expression_code=expr.code,
         pca_mean=expr.pca_mean,
         pca_basis=expr.pca_basis,
     )
-    DatasetWriter(ds).tracks(tracks)
-    names = json.loads((wd / "blendshape_names.json").read_text())
-    (wd / "expression.json").write_text(
-        json.dumps(
-            {
-                "train": train.tolist(),
-                "test": test.tolist(),
-                "code_kind": expr.code_kind,
-                "code_dim": int(expr.code.shape[1]),
-                "code_names": names if expr.code_kind == "blendshapes" else None,
-            }
-        )
-    )
+    job.writer().tracks(tracks)
+    names = tracked.blendshape_names if expr.code_kind == "blendshapes" else None
+    job.work.save(Expressed(train.tolist(), test.tolist(), expr.code_kind, int(expr.code.shape[1]), names))
 
 
-def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    from .report import contact_sheet, timeline
-
-    pose_info = json.loads((wd / "pose.json").read_text())
-    frames_info = json.loads((wd / "frames.json").read_text())
-    audio_spec = AudioSpec(**json.loads((wd / "audio.json").read_text()))
-    expr_info = json.loads((wd / "expression.json").read_text())
-    with np.load(wd / "track.npz") as t:
-        n_faces = t["n_faces"]
-    tracks = Tracks.load(ds / "tracks.npz", n_frames)
-    with np.load(wd / "pose.npz") as p:
-        intrinsics = p["intrinsics"]
-    valid = tracks.valid
-    several = float((n_faces > 1).mean())
-    warnings = []
-    if several > 0.05:
+def _advice(summary: Summary) -> tuple[list[str], list[str]]:
+    """Warnings (the data may be wrong) and notes (worth knowing) about a prepared clip."""
+    warnings, notes = [], []
+    if summary.several_faces_fraction > 0.05:
         warnings.append(
-            f"several faces appear in {several:.0%} of the frames; the largest one at the start was "
-            "followed. If that is the wrong person, crop the video to the one you want."
+            f"several faces appear in {summary.several_faces_fraction:.0%} of the frames; the largest one "
+            "at the start was followed. If that is the wrong person, crop the video to the one you want."
         )
-    notes = []
-    focal = pose_info["focal_fit"]
+    focal = summary.focal_fit
     if focal.get("constrained_by_clip") is False:
         notes.append(
             f"the head barely turns in this clip, so its lens is estimated mostly from the face's size "
             f"({focal['fov_deg']:.0f}° field of view of the crop); pass --fov-deg if you know it"
         )
-    for w in warnings:
-        _say(config, "warning: " + w)
-    for n in notes:
-        _say(config, "note: " + n)
-    reprojection = tracks.reprojection_px
-    summary = {
-        "frames": n_frames,
-        "tracked_fraction": float(valid.mean()),
-        "lost_frames": int((~valid).sum()),
-        "several_faces_fraction": several,
-        "crop": pose_info["crop"],
-        "intrinsics": intrinsics.tolist(),
-        "fov_deg": float(np.degrees(2 * np.arctan(0.5 * config.size / intrinsics[0]))),
-        "focal_fit": focal,
-        "pose_jitter": pose_info["jitter"],
-        "reprojection_px_median": (
-            float(np.nanmedian(reprojection))
-            if reprojection is not None and np.isfinite(reprojection).any()
-            else "not computed: cameras came with the input"
-        ),
-        "background_seen_fraction": frames_info["background_seen_fraction"],
-        "region_fractions": frames_info["region_fractions"],
-        "warnings": warnings,
-        "notes": notes,
-        "seconds_per_step": {},
-    }
-    info = source.info
-    manifest = Manifest(
-        n_frames=n_frames,
+    return warnings, notes
+
+
+def _manifest(job: _Job, posed: Posed, featured: Featured, expressed: Expressed) -> Manifest:
+    config, info = job.config, job.source.info
+    return Manifest(
+        n_frames=job.n_frames,
         fps=config.fps,
         size=config.size,
-        intrinsics=tuple(float(v) for v in intrinsics),
-        train=tuple(expr_info["train"]),
-        test=tuple(expr_info["test"]),
-        audio=audio_spec,
+        intrinsics=tuple(float(v) for v in posed.intrinsics),
+        train=tuple(expressed.train),
+        test=tuple(expressed.test),
+        audio=featured.spec,
         expression=ExpressionSpec(
             explicit=EXPLICIT,
-            code_kind=expr_info["code_kind"],
-            code_dim=expr_info["code_dim"],
-            code_names=tuple(expr_info["code_names"]) if expr_info["code_names"] else None,
+            code_kind=expressed.code_kind,
+            code_dim=expressed.code_dim,
+            code_names=tuple(expressed.code_names) if expressed.code_names else None,
         ),
-        source=SourceInfo(source.name, info.width, info.height, info.fps, info.duration, info.codec),
+        source=SourceInfo(job.source.name, info.width, info.height, info.fps, info.duration, info.codec),
         config_hash=config_hash(config, ignore=("overwrite", "progress")),
         extra={"regions": {int(r): r.name.lower() for r in Region}},
     )
-    with _bar(config, 2, "report") as bar:
-        contact_sheet(ds, tracks, intrinsics, ds / "contact_sheet.png")
-        bar.update()
-        timeline(tracks, config.fps, ds / "timeline.png")
-        bar.update()
-    summary["seconds_per_step"] = json.loads((wd / "steps.json").read_text())["done"]
-    write_json_atomic(ds / "summary.json", summary)
-    save_config(config, ds)
-    DatasetWriter(ds).manifest(manifest)
 
 
-#: The steps in order; each reads what earlier steps left in the work folder.
+def _step_report(job: _Job) -> None:
+    work, writer = job.work, job.writer()
+    tracked, posed, framed = work.load(Tracked), work.load(Posed), work.load(Framed)
+    tracks = writer.written_tracks(job.n_frames)
+    summary = summarise(
+        tracks,
+        tracked.n_faces,
+        job.config.size,
+        posed.intrinsics,
+        crop=posed.crop.to_dict(),
+        focal_fit=posed.focal_fit,
+        pose_jitter=posed.jitter,
+        background_seen_fraction=framed.background_seen_fraction,
+        region_fractions=framed.region_fractions,
+    )
+    summary.warnings, summary.notes = _advice(summary)
+    for w in summary.warnings:
+        _say(job.config, "warning: " + w)
+    for n in summary.notes:
+        _say(job.config, "note: " + n)
+    with _bar(job.config, 2, "report") as bar:
+        sheet = contact_sheet(
+            framed.sheet_frames, framed.sheet_labels, framed.sheet_ids, tracks, posed.intrinsics
+        )
+        writer.contact_sheet(sheet)
+        bar.update()
+        writer.timeline(timeline(tracks, job.config.fps))
+        bar.update()
+    summary.seconds_per_step = work.seconds()
+    manifest = _manifest(job, posed, work.load(Featured), work.load(Expressed))
+    writer.finish(manifest, summary, job.config)
+
+
+#: The steps in order; each reads the records earlier steps left in the work folder.
 STEPS = {
     "track": _step_track,
     "pose": _step_pose,

@@ -82,17 +82,3 @@ class ErnerfSource(Source):
 
     def audio(self) -> np.ndarray:
         return self.folder.audio()
-
-
-def import_ernerf(folder: str | Path, out: str | Path, fps: float = 25.0, **prepare_options) -> Path:
-    """Prepare a gstalk dataset from an ER-NeRF / TalkingGaussian folder, keeping its frames and cameras.
-
-    Landmarks, regions, background, audio features and expression are computed the gstalk way from its
-    images and ``aud.wav``.
-    """
-    from ..config import PrepareConfig
-    from .pipeline import prepare
-
-    source = ErnerfSource(folder, fps)
-    options = {"size": source.info.width, "min_seconds": 1.0, "fps": fps, **prepare_options}
-    return prepare(PrepareConfig(video=Path(folder), out=Path(out), **options), source=source)
