@@ -47,6 +47,38 @@ class Summary:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds_per_step: dict[str, float] = field(default_factory=dict)
+    source: dict[str, Any] | None = None
+    """The video as stored and as shown: sizes, rotation, mirroring, sample aspect ratio."""
+    coverage: dict[str, Any] | None = None
+    """Which of the video's frames had sound under them and were kept: first_frame, frames_kept,
+    frames_in_video, seconds_kept."""
+    sync: dict[str, Any] | None = None
+    """The sync check: verdict, offset_s (positive: the sound came early), shift_s (how much later the
+    sound was placed), message, and the measure's figures."""
+    face_upscale: float | None = None
+    """Output size over the crop's side in the shown video: above 1 the frames were enlarged."""
+
+    def check_lines(self) -> list[str]:
+        """What ``gstalk check`` reports about the clip beyond soundness: sync, coverage, upscaling and the
+        warnings of ``prepare`` (datasets from older versions have fewer of them)."""
+        lines = []
+        if self.sync is not None:
+            offset = self.sync.get("offset_s")
+            figure = f"audio–video offset {offset:+.2f} s, " if offset is not None else ""
+            shift = self.sync.get("shift_s") or 0.0
+            moved = f", sound moved {shift:+.2f} s" if shift else ""
+            lines.append(f"sync: {figure}{self.sync.get('verdict')}{moved}")
+        if self.coverage is not None and self.coverage.get("frames_kept") != self.coverage.get(
+            "frames_in_video"
+        ):
+            c = self.coverage
+            lines.append(f"sound covers {c['frames_kept']} of the video's {c['frames_in_video']} frames "
+                         f"(from frame {c['first_frame']}); only those were kept")  # fmt: skip
+        if self.face_upscale is not None:
+            lines.append(f"face crop enlarged {self.face_upscale:.1f}×" if self.face_upscale > 1
+                         else f"face crop reduced {1 / self.face_upscale:.1f}×")  # fmt: skip
+        lines += [f"warning: {w}" for w in self.warnings]
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         return strict_json(asdict(self))

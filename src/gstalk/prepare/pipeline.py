@@ -28,24 +28,28 @@ from ..data.tracks import Tracks
 from ..data.writer import DatasetWriter
 from ..errors import GstalkError
 from ..face.expression import EXPLICIT, expression_features
-from ..face.landmarks import N_LANDMARKS
 from ..face.mesh import face_triangles
 from ..face.pose import estimate_poses, known_poses, normalise_landmarks
-from ..face.track import N_BLENDSHAPES, FaceTracker
-from ..media.audio import AUDIO_RATE, is_silent
+from ..media.audio import AUDIO_RATE
 from ..media.features import feature_frames, normalise_loudness, window_frames
 from ..outputs import check_free_space, claim_output
 from ..regions import Region
 from .background import BackgroundAccumulator, sample_indices
 from .crop import Crop, choose_crop
+from .progress import bar, say
 from .regions import PersonSegmenter, segment_regions
 from .report import contact_sheet, sheet_ids, timeline
 from .sources import ErnerfSource, Source, VideoSource
-from .work import Expressed, Featured, Framed, Posed, Tracked, WorkFolder
+from .sync import sync_caption
+from .track import track_step
+from .work import Expressed, Featured, Framed, Posed, Timing, Tracked, WorkFolder
 
 #: audio window centred on each frame (ER-NeRF / TalkingGaussian use 16 frames of 10 ms)
 AUDIO_WINDOW_MS = 160.0
 
+
+#: enlarging the face crop more than this makes soft renders: prepare warns
+MAX_UPSCALE = 2.0
 
 #: disk a dataset takes per frame pixel (JPEG frames, PNG label maps, arrays): 0.26 measured on the
 #: 71 s CNN clip at 512², with a margin
@@ -65,7 +69,7 @@ def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
     inputs = [config.video]
     with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset", marker=MANIFEST):
         if not config.overwrite and prepared_config_hash(config.out) == digest:
-            _say(config, f"{config.out} is already prepared with this config; nothing to do")
+            say(config, f"{config.out} is already prepared with this config; nothing to do")
             return config.out
         _check_output(config)
         return _prepare(config, source or VideoSource(config.video), digest)
@@ -118,36 +122,33 @@ def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
     else:
         os.replace(work.dataset, config.out)
     shutil.rmtree(work.dir, ignore_errors=True)
-    _say(config, f"dataset written to {config.out}")
+    say(config, f"dataset written to {config.out}")
     return config.out
-
-
-def _say(config: PrepareConfig, text: str) -> None:
-    if config.progress:
-        tqdm.write(f"gstalk prepare: {text}")
-
-
-def _bar(config: PrepareConfig, total: int, desc: str) -> tqdm:
-    return tqdm(total=total, desc=f"{desc:<10}", unit="frame", disable=not config.progress, leave=True)
 
 
 @dataclass
 class _Job:
-    """What every step is given: the config, the input, the frame count and the work folder."""
+    """What every step is given: the config, the input, its frame count and the work folder."""
 
     config: PrepareConfig
     source: Source
-    n_frames: int
+    n_video: int
+    """Frames of the input at the dataset's fps."""
     work: WorkFolder
 
     def writer(self) -> DatasetWriter:
         return DatasetWriter(self.work.dataset, self.config.jpeg_quality)
 
+    def frames(self) -> tuple[int, int]:
+        """(the input frame that is the dataset's frame 0, frames in the dataset), once tracked."""
+        timing = self.work.load(Timing)
+        return timing.first_frame, timing.n_frames
+
 
 def _run_steps(job: _Job) -> None:
     for step, run in STEPS.items():
         if job.work.done(step):
-            _say(job.config, f"{step}: done in an earlier run, skipped")
+            say(job.config, f"{step}: done in an earlier run, skipped")
             continue
         start = time.perf_counter()
         run(job)
@@ -156,66 +157,9 @@ def _run_steps(job: _Job) -> None:
 
 # --- steps ------------------------------------------------------------------------------------------
 def _step_track(job: _Job) -> None:
-    config, source, n_frames = job.config, job.source, job.n_frames
-    audio = source.audio()
-    if is_silent(audio):
-        raise GstalkError(
-            f"the audio track of {source.name} is silent",
-            "gstalk learns lip motion from the speech: use a clip where the person is heard",
-        )
-    landmarks = np.zeros((n_frames, N_LANDMARKS, 3), np.float32)
-    valid = np.zeros(n_frames, bool)
-    n_faces = np.zeros(n_frames, np.int16)
-    blend = np.zeros((n_frames, N_BLENDSHAPES), np.float32) if config.landmarker else None
-    with FaceTracker(config.landmarker, fps=config.fps) as tracker, _bar(config, n_frames, "track") as bar:
-        for i, rgb in source.frames(config.fps):
-            if i >= n_frames:
-                break
-            obs = tracker.track(rgb)
-            if obs is not None:
-                landmarks[i], valid[i], n_faces[i] = obs.landmarks, True, obs.n_faces
-                if blend is not None and obs.blendshapes is not None:
-                    blend[i] = obs.blendshapes
-            bar.update()
-        names = tracker.blendshape_names
-    if source.cameras is not None:
-        valid &= source.cameras.valid[:n_frames]
-    _check_tracking(config, source.name, valid)
-    job.work.save(Tracked(landmarks, valid, n_faces, audio, list(names or []), blend))
-
-
-def _lost_runs(valid: np.ndarray) -> list[tuple[int, int]]:
-    runs, start = [], None
-    for i, v in enumerate(np.append(valid, True)):
-        if not v and start is None:
-            start = i
-        elif v and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
-
-
-def _check_tracking(config: PrepareConfig, name: str, valid: np.ndarray) -> None:
-    if not valid.any():
-        raise GstalkError(
-            f"no face was found in {name}",
-            "use a video where the person's face is visible and turned toward the camera",
-        )
-    lost = 1 - valid.mean()
-    runs = _lost_runs(valid)
-    longest = max((b - a for a, b in runs), default=0) / config.fps
-    if lost > config.max_lost_fraction or longest > config.max_lost_seconds:
-        spans = ", ".join(
-            f"{a / config.fps:.1f}–{b / config.fps:.1f} s"
-            for a, b in sorted(runs, key=lambda r: r[0] - r[1])[:5]
-        )
-        raise GstalkError(
-            f"the face is lost in {lost:.0%} of the frames of {name} "
-            f"(longest stretch {longest:.1f} s; "
-            f"lost at {spans})",
-            "cut the video to the part where the face is visible, or raise --max-lost-fraction / "
-            "--max-lost-seconds",
-        )
+    tracked, timing = track_step(job.config, job.source, job.n_video)
+    job.work.save(tracked)
+    job.work.save(timing)
 
 
 def _step_pose(job: _Job) -> None:
@@ -241,8 +185,9 @@ def _step_pose(job: _Job) -> None:
         focal=focal,
     )
     if source.cameras is not None:
-        known, n = source.cameras, job.n_frames
-        poses = known_poses(poses, known.world_to_cam[:n], known.valid[:n], known.intrinsics * crop.scale)
+        first, n = job.frames()
+        known, kept = source.cameras, slice(first, first + n)
+        poses = known_poses(poses, known.world_to_cam[kept], known.valid[kept], known.intrinsics * crop.scale)
     job.work.save(
         Posed(
             landmarks=lm,
@@ -259,7 +204,8 @@ def _step_pose(job: _Job) -> None:
 
 
 def _step_frames(job: _Job) -> None:
-    config, n_frames = job.config, job.n_frames
+    config = job.config
+    first, n_frames = job.frames()
     posed = job.work.load(Posed)
     crop, landmarks, valid = posed.crop, posed.landmarks, job.work.load(Tracked).valid
     writer = job.writer()
@@ -284,15 +230,14 @@ def _step_frames(job: _Job) -> None:
             plate.add(rgb, labels)
         if i in sheet:
             sheet_frames[sheet[i]], sheet_labels[sheet[i]] = rgb, labels
-        bar.update()
+        progress.update()
 
     # decoding and person segmentation here; region labelling and encoding on two worker threads
     # (OpenCV and most NumPy work release the GIL)
-    with ThreadPoolExecutor(max_workers=2) as pool, _bar(config, n_frames, "regions") as bar:
+    with ThreadPoolExecutor(max_workers=2) as pool, bar(config, n_frames, "regions") as progress:
         pending: list[tuple[int, np.ndarray, Any]] = []
-        for i, full in job.source.frames(config.fps):
-            if i >= n_frames:
-                break
+        for k, full in job.source.frames(config.fps, first, first + n_frames):
+            i = k - first
             rgb = crop.apply(full)
             pending.append((i, rgb, pool.submit(label_and_write, i, rgb, segmenter(rgb))))
             if len(pending) > 8:
@@ -331,7 +276,7 @@ def _step_audio(job: _Job) -> None:
             normalisation=config.audio_normalisation,
             deltas=config.audio_deltas,
         )
-        feats = spec.windows(spec.finish(frames), job.n_frames, config.fps)
+        feats = spec.windows(spec.finish(frames), job.frames()[1], config.fps)
         bar.update()
     writer.audio_features(feats)
     job.work.save(Featured(spec))
@@ -347,11 +292,11 @@ def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np
 def _step_expression(job: _Job) -> None:
     tracked, pose = job.work.load(Tracked), job.work.load(Posed)
     valid = tracked.valid
-    train, test = _splits(job.config, job.n_frames, valid)
-    with _bar(job.config, 1, "expression") as bar:
+    train, test = _splits(job.config, len(valid), valid)
+    with bar(job.config, 1, "expression") as progress:
         normalised = normalise_landmarks(pose.landmarks, pose.canonical, valid)
         expr = expression_features(normalised, valid, train, tracked.blendshapes)
-        bar.update()
+        progress.update()
     tracks = Tracks(
         valid=valid,
         landmarks2d=pose.landmarks[..., :2],
@@ -371,8 +316,8 @@ def _step_expression(job: _Job) -> None:
     job.work.save(Expressed(train.tolist(), test.tolist(), expr.code_kind, int(expr.code.shape[1]), names))
 
 
-def _advice(summary: Summary) -> tuple[list[str], list[str]]:
-    """Warnings (the data may be wrong) and notes (worth knowing) about a prepared clip."""
+def _advice(summary: Summary, size: int) -> tuple[list[str], list[str]]:
+    """Warnings (the data may be wrong, or renders poor) and notes (worth knowing) about a prepared clip."""
     warnings, notes = [], []
     if summary.several_faces_fraction > 0.05:
         warnings.append(
@@ -385,13 +330,22 @@ def _advice(summary: Summary) -> tuple[list[str], list[str]]:
             f"the head barely turns in this clip, so its lens is estimated mostly from the face's size "
             f"({focal['fov_deg']:.0f}° field of view of the crop); pass --fov-deg if you know it"
         )
+    side, upscale = summary.crop["side"], summary.face_upscale or 1.0
+    if upscale > MAX_UPSCALE:
+        warnings.append(
+            f"the face crop is {side} px of the video, enlarged {upscale:.1f}× to {size}²: renders will be "
+            f"soft. A closer or sharper video avoids it, or prepare at a smaller --size (about {2 * side} "
+            "at most)"
+        )
+    elif upscale > 1.05:
+        notes.append(f"the face crop is {side} px of the video, enlarged {upscale:.1f}× to {size}²")
     return warnings, notes
 
 
 def _manifest(job: _Job, posed: Posed, featured: Featured, expressed: Expressed) -> Manifest:
     config, info = job.config, job.source.info
     return Manifest(
-        n_frames=job.n_frames,
+        n_frames=job.frames()[1],
         fps=config.fps,
         size=config.size,
         intrinsics=tuple(float(v) for v in posed.intrinsics),
@@ -411,36 +365,47 @@ def _manifest(job: _Job, posed: Posed, featured: Featured, expressed: Expressed)
 
 
 def _step_report(job: _Job) -> None:
-    work, writer = job.work, job.writer()
-    tracked, posed, framed = work.load(Tracked), work.load(Posed), work.load(Framed)
-    tracks = writer.written_tracks(job.n_frames)
+    work, writer, config = job.work, job.writer(), job.config
+    tracked, posed, framed, timing = (
+        work.load(Tracked),
+        work.load(Posed),
+        work.load(Framed),
+        work.load(Timing),
+    )
+    tracks = writer.written_tracks(timing.n_frames)
     summary = summarise(
         tracks,
         tracked.n_faces,
-        job.config.size,
+        config.size,
         posed.intrinsics,
         crop=posed.crop.to_dict(),
         focal_fit=posed.focal_fit,
         pose_jitter=posed.jitter,
         background_seen_fraction=framed.background_seen_fraction,
         region_fractions=framed.region_fractions,
+        source=timing.source,
+        coverage=timing.coverage,
+        sync=timing.sync,
+        face_upscale=round(config.size / posed.crop.side, 3),
     )
-    summary.warnings, summary.notes = _advice(summary)
-    for w in summary.warnings:
-        _say(job.config, "warning: " + w)
-    for n in summary.notes:
-        _say(job.config, "note: " + n)
-    with _bar(job.config, 2, "report") as bar:
+    warnings, notes = _advice(summary, config.size)
+    for text in warnings:
+        say(config, "warning: " + text)
+    for text in notes:
+        say(config, "note: " + text)
+    summary.warnings, summary.notes = timing.warnings + warnings, timing.notes + notes
+    with bar(config, 2, "report") as progress:
+        caption = sync_caption(timing.sync)
         sheet = contact_sheet(
-            framed.sheet_frames, framed.sheet_labels, framed.sheet_ids, tracks, posed.intrinsics
+            framed.sheet_frames, framed.sheet_labels, framed.sheet_ids, tracks, posed.intrinsics, caption
         )
         writer.contact_sheet(sheet)
-        bar.update()
-        writer.timeline(timeline(tracks, job.config.fps))
-        bar.update()
+        progress.update()
+        writer.timeline(timeline(tracks, config.fps))
+        progress.update()
     summary.seconds_per_step = work.seconds()
     manifest = _manifest(job, posed, work.load(Featured), work.load(Expressed))
-    writer.finish(manifest, summary, job.config)
+    writer.finish(manifest, summary, config)
 
 
 #: The steps in order; each reads the records earlier steps left in the work folder.

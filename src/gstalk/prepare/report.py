@@ -30,11 +30,13 @@ def contact_sheet(
     ids: np.ndarray,
     tracks: Tracks,
     intrinsics: np.ndarray,
+    caption: str = "",
     tile: int = 256,
 ) -> np.ndarray:
     """(H, W, 3) uint8 picture of sample frames: landmarks and pose axes (top), the frame under its region
-    colours (bottom), a legend of the regions below. ``frames`` (S, size, size, 3) uint8 and ``labels``
-    (S, size, size) uint8 are the dataset's frames ``ids``."""
+    colours (bottom), a legend of the regions below, and ``caption`` (e.g. the sync check) under that.
+    ``frames`` (S, size, size, 3) uint8 and ``labels`` (S, size, size) uint8 are the dataset's frames
+    ``ids``."""
     columns = []
     for rgb, regions, i in zip(frames, labels, ids):
         overlay = rgb.copy()
@@ -56,7 +58,12 @@ def contact_sheet(
         cv2.rectangle(legend, (x, 7), (x + 14, 21), tuple(int(c) for c in REGION_COLOURS[r]), -1)
         cv2.putText(legend, r.name.lower(), (x + 18, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         x += 30 + 9 * len(r.name)
-    return np.concatenate([sheet, legend], 0)
+    rows = [sheet, legend]
+    if caption:
+        band = np.full((26, sheet.shape[1], 3), 255, np.uint8)
+        cv2.putText(band, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        rows.append(band)
+    return np.concatenate(rows, 0)
 
 
 def sheet_ids(n_frames: int, n: int = 8) -> np.ndarray:

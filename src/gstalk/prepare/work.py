@@ -3,6 +3,7 @@ the next, as one typed record per step, as ``data.tracks`` is for the dataset.
 
 step         record        files in the work folder
 track        Tracked       track.npz (landmarks, faces, speech), track.json
+             Timing        timing.json (which video frames became the dataset's, coverage, sync check)
 pose         Posed         pose.npz (poses, intrinsics, canonical face), pose.json (crop, jitter, focal fit)
 frames       Framed        frames.npz (the contact sheet's sample frames), frames.json (coverage figures)
 audio        Featured      audio.json (the AudioSpec of the features written)
@@ -76,7 +77,8 @@ class Record:
 
 @dataclass
 class Tracked(Record):
-    """The ``track`` step: landmarks of every frame, and the clip's speech."""
+    """The ``track`` step: landmarks of the dataset's frames (the video's frames with sound under them),
+    and the speech under them."""
 
     step: ClassVar[str] = "track"
     landmarks: np.ndarray
@@ -86,10 +88,29 @@ class Tracked(Record):
     n_faces: np.ndarray
     """(T,) int16: faces seen in the frame."""
     audio: np.ndarray
-    """(N,) float32 16 kHz mono speech; sample 0 is at the time of frame 0."""
+    """(N,) float32 16 kHz mono speech; sample 0 is at the time of the dataset's frame 0."""
     blendshape_names: list[str]
     blendshapes: np.ndarray | None = None
     """(T, 52) float32 MediaPipe blendshapes, when a landmarker bundle was given."""
+
+
+@dataclass
+class Timing(Record):
+    """The ``track`` step's placing of the dataset on the video's timeline."""
+
+    step: ClassVar[str] = "timing"
+    first_frame: int
+    """The video frame (at the dataset's fps, from the first shown frame) that is the dataset's frame 0."""
+    n_frames: int
+    """Frames in the dataset: the video's frames with sound under them."""
+    coverage: dict[str, Any]
+    """``media.clip.Coverage.as_dict()`` of the sound as placed."""
+    sync: dict[str, Any]
+    """``prepare.sync.SyncCheck.as_dict()``."""
+    source: dict[str, Any]
+    """The video as stored and as shown (sizes, rotation, sample aspect ratio)."""
+    notes: list[str]
+    warnings: list[str]
 
 
 @dataclass
