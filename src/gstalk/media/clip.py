@@ -46,7 +46,7 @@ class Coverage:
         if self.complete:
             return f"the sound covers all {self.total} frames"
         return (
-            f"the sound covers {self.kept / self.fps:.1f} s of the {self.total / self.fps:.1f} s of video "
+            f"the sound covers {self.kept / self.fps:.2f} s of the {self.total / self.fps:.2f} s of video "
             f"({self.first / self.fps:.2f}–{self.stop / self.fps:.2f} s): frames without sound under them "
             f"are dropped, {self.kept} of {self.total} kept ({self.kept / max(self.total, 1):.0%})"
         )

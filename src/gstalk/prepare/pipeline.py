@@ -395,7 +395,7 @@ def _step_report(job: _Job) -> None:
         say(config, "note: " + text)
     summary.warnings, summary.notes = timing.warnings + warnings, timing.notes + notes
     with bar(config, 2, "report") as progress:
-        caption = sync_caption(timing.sync)
+        caption = _caption(summary, timing)
         sheet = contact_sheet(
             framed.sheet_frames, framed.sheet_labels, framed.sheet_ids, tracks, posed.intrinsics, caption
         )
@@ -406,6 +406,17 @@ def _step_report(job: _Job) -> None:
     summary.seconds_per_step = work.seconds()
     manifest = _manifest(job, posed, work.load(Featured), work.load(Expressed))
     writer.finish(manifest, summary, config)
+
+
+def _caption(summary: Summary, timing: Timing) -> str:
+    """The contact sheet's line: the sync check, which video frames were kept, the crop's scale."""
+    parts = [sync_caption(timing.sync)]
+    cover = timing.coverage
+    if cover["frames_kept"] != cover["frames_in_video"]:
+        last = cover["first_frame"] + cover["frames_kept"] - 1
+        parts.append(f"video frames {cover['first_frame']}-{last} of {cover['frames_in_video']} have sound")
+    parts.append(f"face crop scaled {summary.face_upscale:.2f}x")
+    return "  |  ".join(parts)
 
 
 #: The steps in order; each reads the records earlier steps left in the work folder.

@@ -63,8 +63,9 @@ class SyncCheck:
 
 
 def search_frames(fps: float, max_correction: float) -> int:
-    """Offsets searched either way, frames: a little beyond the largest correction (at least 0.6 s)."""
-    return math.ceil((max(max_correction, 0.5) + 0.1) * fps)
+    """Offsets searched either way, frames: beyond the largest correction by more than the mouth's natural
+    lead and the in-sync band (at least 0.7 s)."""
+    return math.ceil((max(max_correction, 0.5) + 0.2) * fps)
 
 
 def check_sync(
