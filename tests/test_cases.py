@@ -115,13 +115,6 @@ def test_sound_that_starts_late_stays_with_its_frames(tmp_path: Path, may: Path)
     assert summary["sync"]["verdict"] == "in sync" and summary["sync"]["shift_s"] == 0
 
 
-@pytest.mark.shared_data
-def test_check_reports_the_sync_and_coverage(capsys, tmp_path: Path, may: Path):
-    assert main(["check", "--dataset", str(may)]) == 0
-    out = capsys.readouterr().out
-    assert "is sound" in out and "sync: audio–video offset" in out and "in sync" in out
-
-
 # --- generated: the rest of the kind -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo(demo_clip: Path) -> tuple[list[np.ndarray], np.ndarray]:
@@ -185,3 +178,15 @@ def test_small_face_is_reported_as_enlarged(tmp_path: Path, demo):
     assert summary["coverage"]["frames_kept"] == 100 and summary["sync"]["verdict"] == "in sync"
     assert summary["face_upscale"] > 2 and any("renders will be soft" in w for w in summary["warnings"])
     assert summary["face_upscale"] == pytest.approx(512 / summary["crop"]["side"], rel=1e-3)
+
+
+def test_check_reports_the_sync_coverage_and_scale(capsys, demo_dataset: Path):
+    """`gstalk check` says what prepare found: the offset and verdict, and the crop's scale."""
+    assert main(["check", "--dataset", str(demo_dataset)]) == 0
+    out = capsys.readouterr().out
+    sync = _summary(demo_dataset)["sync"]
+    assert (
+        "is sound" in out and f"sync: audio–video offset {sync['offset_s']:+.2f} s, {sync['verdict']}" in out
+    )
+    assert "face crop" in out
+    assert any("face crop is" in n for n in _summary(demo_dataset)["notes"])

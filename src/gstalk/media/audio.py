@@ -67,9 +67,12 @@ class TimedAudio:
         return self.between(0.0, max(self.end, 0.0))
 
 
-def decode_audio(path: str | Path, rate: int = AUDIO_RATE, max_seconds: float | None = None) -> TimedAudio:
+def decode_audio(
+    path: str | Path, rate: int = AUDIO_RATE, max_seconds: float | None = None, origin: float | None = None
+) -> TimedAudio:
     """The first audio stream of ``path`` (a video or an audio file) as mono float32 at ``rate``, with the
     time of its first sample after the video's first shown frame (see the module docstring).
+    ``origin``: that frame's time on the container's clock (``VideoInfo.start``), when the caller knows it.
 
     Errors name the problem: a missing or unreadable file, no audio stream, audio that does not decode,
     or (with ``max_seconds``) more than ``max_seconds`` of it.
@@ -91,7 +94,7 @@ def decode_audio(path: str | Path, rate: int = AUDIO_RATE, max_seconds: float | 
                 "gstalk needs the speech: use a clip with its sound, or add it with ffmpeg -i video -i audio",
             )
         start, samples = _decode(container, path, rate, max_seconds)
-    origin = _video_origin(path)
+    origin = _video_origin(path) if origin is None else origin
     if samples.size == 0:
         raise GstalkError(f"{path}: its audio track is empty", "use a file with speech in it")
     return TimedAudio(samples, start - origin if origin is not None else 0.0, rate)

@@ -87,11 +87,11 @@ class Clip:
 
     def audio(self, rate: int = AUDIO_RATE, max_seconds: float | None = None) -> TimedAudio:
         """The sound, with its start on the frames' clock (GstalkError if there is none)."""
-        return decode_audio(self.path, rate, max_seconds)
+        return decode_audio(self.path, rate, max_seconds, origin=self.info.start)
 
     def frames(self, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(k, (H, W, 3) uint8 RGB)`` for ``first <= k < stop``, as ``media.video.read_frames``."""
-        return read_frames(self.path, self.fps, first, stop)
+        return read_frames(self.path, self.fps, first, stop, self.info)
 
     def coverage(self, audio: TimedAudio) -> Coverage:
         return coverage(audio, self.n_frames, self.fps)

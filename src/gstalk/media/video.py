@@ -123,7 +123,7 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def read_frames(
-    path: str | Path, fps: float, first: int = 0, stop: int | None = None
+    path: str | Path, fps: float, first: int = 0, stop: int | None = None, info: VideoInfo | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(k, rgb uint8 (H, W, 3))`` for ``first <= k < stop``: frame k is what a player shows at
     ``k / fps`` seconds after the first shown frame, upright and with square pixels (``VideoInfo.width`` ×
@@ -135,8 +135,9 @@ def read_frames(
 
     A decode that ends early (a file cut short, or damaged data the decoder skips silently) is an error
     naming how much of the container's duration was decoded, checked before the last frames are yielded.
+    ``info``: the file's ``probe_video``, when the caller has it (saves decoding the first frame twice).
     """
-    info = probe_video(path)
+    info = info or probe_video(path)
     with open_media(path) as container:
         stream = video_stream(container)
         stream.thread_type = "AUTO"

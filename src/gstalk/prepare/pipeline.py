@@ -337,8 +337,9 @@ def _advice(summary: Summary, size: int) -> tuple[list[str], list[str]]:
             f"soft. A closer or sharper video avoids it, or prepare at a smaller --size (about {2 * side} "
             "at most)"
         )
-    elif upscale > 1.05:
-        notes.append(f"the face crop is {side} px of the video, enlarged {upscale:.1f}× to {size}²")
+    else:
+        how = f"enlarged {upscale:.1f}×" if upscale > 1.05 else f"scaled {upscale:.2f}×"
+        notes.append(f"the face crop is {side} px of the video, {how} to {size}²")
     return warnings, notes
 
 

@@ -50,10 +50,10 @@ class VideoSource(Source):
         self.info = probe_video(path)
 
     def frames(self, fps: float, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        return read_frames(self.path, fps, first, stop)
+        return read_frames(self.path, fps, first, stop, self.info)
 
     def audio(self) -> TimedAudio:
-        return decode_audio(self.path)
+        return decode_audio(self.path, origin=self.info.start)
 
 
 class ErnerfSource(Source):
