@@ -190,3 +190,16 @@ def test_check_reports_the_sync_coverage_and_scale(capsys, demo_dataset: Path):
     )
     assert "face crop" in out
     assert any("face crop is" in n for n in _summary(demo_dataset)["notes"])
+
+
+@pytest.mark.shared_data
+def test_digital_silence_is_read_as_silence():
+    """The speech with 2 s of digital zeros (3 s to 5 s): the reader keeps them at their place, so the
+    features there are those of silence (whether the mouth then closes is the render's concern)."""
+    from gstalk.media.audio import speech_energy
+
+    audio = read_audio(shared_file("data", "cases", "speech_with_2s_digital_silence.wav"))
+    assert np.abs(audio[3 * 16000 + 160 : 5 * 16000 - 160]).max() <= 2 / 32768  # 16-bit zeros
+    assert np.abs(audio[: 3 * 16000]).max() > 0.05 and np.abs(audio[5 * 16000 :]).max() > 0.05
+    energy = speech_energy(audio, len(audio) // 640, FPS)
+    assert (energy[76:124] == energy.min()).all()  # floored: 50 dB below the loudest frame
