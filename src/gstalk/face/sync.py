@@ -163,10 +163,11 @@ def estimate_offset(
     each :func:`detrend`-ed, with a chance level from ``trials`` circular shifts of the energy by more
     than the search range (seeded: the same clip gives the same answer).
 
-    Measured on the first 20 s of the six shared clips (``media.audio.speech_energy`` and
-    :func:`jaw_openings`): moving the sound ±3 to ±12 frames moves the estimate by as much in all 40 cases
-    on the five clips where the peak is above chance (46 of 48 within a frame with the sixth); eval's pair
-    (broadband energy, inner-lip gap, no detrending) finds 34 of 48 within a frame.
+    Measured on the first 20 s of the six shared clips (``benchmarks/sync_offsets.py``, with
+    ``media.audio.speech_energy`` and :func:`jaw_openings`): moving the sound ±3 to ±12 frames moves the
+    estimate by exactly as much in all 40 cases on the five clips where the peak is above chance; on the
+    sixth (8 s, below chance) none is found, and prepare calls it inconclusive. Eval's pair (broadband
+    energy, inner-lip gap, no detrending) finds 29 of the 48 within a frame.
     """
     e, m = detrend(energy), detrend(opening)
     r = correlations(e, m, max_offset)
