@@ -133,7 +133,7 @@ def pause_figures(ds, basis, model, spec: AudioSpec, clip: Clip, args: Args) -> 
     n = int(len(audio) / 16_000 * ds.fps)
     gap = predicted_gap(ds, basis, model, spec, audio, n)
     hop = 16_000 / ds.fps
-    silent = np.array([not audio[int(k * hop) : int((k + 1) * hop)].any() for k in range(n)])
+    silent = np.array([np.abs(audio[int(k * hop) : int((k + 1) * hop)]).max() < 1e-4 for k in range(n)])
     settled = silent & np.roll(silent, 3)  # 3 frames (0.12 s) into the silence
     train = ds.train_ids[ds.valid[ds.train_ids]]
     p10 = float(np.nanpercentile(clip.gap[train], 10))

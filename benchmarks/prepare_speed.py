@@ -106,6 +106,9 @@ def run(video: Path, size: int, workdir: Path) -> dict:
         "translation_noise_mm": round(s["pose_jitter"]["translation_noise_mm"], 2),
         "fov_deg": round(s["fov_deg"], 1),
         "seconds_per_step": s["seconds_per_step"],
+        "sync": (s.get("sync") or {}).get("verdict"),
+        "audio_video_offset_s": (s.get("sync") or {}).get("offset_s"),
+        "face_upscale": s.get("face_upscale"),
         "warnings": s["warnings"],
     }
 

@@ -92,3 +92,46 @@ def test_the_check_sees_function_level_and_relative_imports(tmp_path: Path):
         assert _imported_units(fake) == {"prepare", "train"}
     finally:
         fake.unlink()
+
+
+def _string_constants(module: Path) -> set[str]:
+    return {
+        node.value
+        for node in ast.walk(ast.parse(module.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+
+
+def test_dataset_file_names_live_in_data_layout():
+    from gstalk.data import layout
+
+    names = {
+        getattr(layout, n)
+        for n in ("MANIFEST", "SUMMARY", "TRACKS", "AUDIO", "AUDIO_FEATURES", "BACKGROUND", "CONTACT_SHEET",
+                  "TIMELINE")
+    }  # fmt: skip
+    spelled = [
+        f"{module.relative_to(ROOT)}: {name}"
+        for module in sorted(ROOT.rglob("*.py"))
+        if module != ROOT / "data" / "layout.py"
+        for name in sorted(names & _string_constants(module))
+    ]
+    assert not spelled, "dataset file names spelled outside data/layout.py:\n" + "\n".join(spelled)
+
+
+def test_prepare_has_no_cycle_and_short_functions():
+    """prepare's modules import each other one way (sources never imports the pipeline), and no function
+    in prepare/ is longer than a screen (80 lines)."""
+    package = ROOT / "prepare"
+    long = []
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{module.name}:{node.name} ({lines} lines)")
+    assert not long, "functions over 80 lines: " + ", ".join(long)
+    for module in ("sources", "work", "crop", "report", "regions", "background"):
+        tree = ast.parse((package / f"{module}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+        assert "pipeline" not in imported, f"prepare/{module}.py imports the pipeline"

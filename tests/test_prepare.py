@@ -236,3 +236,44 @@ def test_demo_subject_is_deterministic(tmp_path: Path):
     from gstalk.media import read_audio
 
     assert np.array_equal(read_audio(a), read_audio(b))
+
+
+def test_work_records_round_trip_and_damage_is_named(tmp_path: Path):
+    """Each step's record reads back as it was saved (arrays, JSON values, nested dataclasses, None);
+    a damaged one is an error telling the user the run starts over."""
+    from gstalk.data.manifest import AudioSpec
+    from gstalk.prepare.crop import Crop
+    from gstalk.prepare.work import Featured, Posed, Tracked, WorkFolder
+
+    work = WorkFolder(tmp_path / "ds", "abc")
+    rng = np.random.default_rng(0)
+    tracked = Tracked(
+        landmarks=rng.normal(size=(5, 478, 3)).astype(np.float32),
+        valid=np.array([1, 1, 0, 1, 1], bool),
+        n_faces=np.array([1, 2, 0, 1, 1], np.int16),
+        audio=rng.normal(size=800).astype(np.float32),
+        blendshape_names=[],
+    )
+    work.save(tracked)
+    back = work.load(Tracked)
+    assert back.blendshapes is None and back.blendshape_names == []
+    for name in ("landmarks", "valid", "n_faces", "audio"):
+        assert np.array_equal(getattr(back, name), getattr(tracked, name))
+        assert getattr(back, name).dtype == getattr(tracked, name).dtype
+    spec = AudioSpec("logmel", 100.0, 16, 80)
+    work.save(Featured(spec))
+    assert work.load(Featured).spec == spec
+    eye = np.tile(np.eye(4), (5, 1, 1))
+    posed = Posed(tracked.landmarks, eye, eye, np.ones(4), np.zeros((478, 3)), np.zeros(5),
+                  Crop(1, 2, 300, 128), {"rotation_noise_deg": 0.1}, {"fov_deg": 20.0})  # fmt: skip
+    work.save(posed)
+    assert work.load(Posed).crop == Crop(1, 2, 300, 128)
+    (work.dir / "pose.json").write_text("{")
+    with pytest.raises(GstalkError, match="damaged record of the pose step") as err:
+        work.load(Posed)
+    assert "starts over" in err.value.fix
+    # a folder left by another config is cleared
+    work.finish("pose", 1.0)
+    assert WorkFolder(tmp_path / "ds", "abc").done("pose")
+    again = WorkFolder(tmp_path / "ds", "other")
+    assert not again.done("pose") and not (again.dir / "track.npz").exists()

@@ -40,10 +40,14 @@ def _serve(config: ServeConfig) -> Any:
 def _check(config: CheckConfig) -> Any:
     from .data.check import check_dataset
     from .data.dataset import load_dataset
+    from .data.summary import Summary
 
     check_dataset(config.dataset)
     ds = load_dataset(config.dataset)
     print(f"gstalk check: {config.dataset} is sound ({ds.n_frames} frames at {ds.size}², {ds.fps:g} fps)")
+    summary = Summary.read(config.dataset)
+    for line in summary.check_lines() if summary is not None else []:
+        print(f"  {line}")
     return ds
 
 

@@ -107,6 +107,12 @@ class PrepareConfig:
     """Refuse the clip when the face is lost in more than this fraction of frames."""
     max_lost_seconds: float = 3.0
     """Refuse the clip when the face is lost for longer than this in one stretch."""
+    max_sync_correction: float = 0.5
+    """Every clip's sound is checked against its mouth motion; a clear audio–video offset up to this many
+    seconds is corrected by moving the sound (0: only report it)."""
+    audio_offset: float | None = None
+    """Seconds to delay the sound against the picture (negative: advance it), when you know the clip's
+    offset; replaces the correction (the check is still reported)."""
     background_samples: int = 60
     """Frames sampled for the static background plate."""
     jpeg_quality: int = 95

@@ -3,8 +3,9 @@ them, and written by one job at a time.
 
 - :func:`check_output` refuses an output that is, holds, or lies inside an input, one that is a folder
   where a file is wanted (or the reverse), and one whose folder cannot be written.
-- :func:`check_replaceable` lets ``--overwrite`` replace a dataset (it has ``manifest.json``) or a run (it
-  has ``config.json`` and checkpoints or a model), and refuses anything else: it might be the user's.
+- :func:`check_replaceable` lets ``--overwrite`` replace a folder holding the marker file the caller names
+  (a dataset's manifest, ``data.layout.MANIFEST``) or a run (it has ``config.json`` and checkpoints or a
+  model), and refuses anything else: it might be the user's.
 - :func:`output_lock` holds an advisory lock (``flock``) on ``.NAME.lock`` beside the output for the whole
   command. The kernel releases it when the process dies however it dies, so a lock file left by a killed
   job is recognised as stale and taken over with a warning; a live one gives "in use by PID …".
@@ -25,7 +26,6 @@ from pathlib import Path
 
 from .errors import GstalkError
 
-DATASET_MARKER = "manifest.json"
 RUN_MARKERS = ("checkpoints", "model", "checkpoint")
 
 
@@ -57,18 +57,20 @@ def check_output(out: Path, inputs: Iterable[Path | None] = (), folder: bool = T
     return resolved
 
 
-def made_by_gstalk(path: Path) -> bool:
-    """Whether ``path`` is a gstalk dataset or run folder (what ``--overwrite`` may replace)."""
+def made_by_gstalk(path: Path, marker: str | None = None) -> bool:
+    """Whether ``path`` is a gstalk output (what ``--overwrite`` may replace): it holds the file ``marker``
+    (e.g. a dataset's manifest), or it is a run folder."""
     path = Path(path)
-    if (path / DATASET_MARKER).is_file():
+    if marker is not None and (path / marker).is_file():
         return True
     return (path / "config.json").is_file() and any((path / m).exists() for m in RUN_MARKERS)
 
 
-def check_replaceable(path: Path, what: str) -> None:
-    """Refuse ``--overwrite`` of anything gstalk did not make (an empty folder may be reused)."""
+def check_replaceable(path: Path, what: str, marker: str | None = None) -> None:
+    """Refuse ``--overwrite`` of anything gstalk did not make (an empty folder may be reused); ``marker`` as
+    in :func:`made_by_gstalk`."""
     path = Path(path)
-    if not path.exists() or made_by_gstalk(path):
+    if not path.exists() or made_by_gstalk(path, marker):
         return
     if path.is_dir() and not any(path.iterdir()):
         return
@@ -125,13 +127,14 @@ def claim_output(
     folder: bool = True,
     overwrite: bool = False,
     what: str = "dataset",
+    marker: str | None = None,
 ) -> Iterator[Path]:
-    """Check ``out`` (see :func:`check_output`; with ``overwrite``, :func:`check_replaceable`), create its
-    parent folders, and hold its lock for the block. On an error, the parent folders created here are
-    removed again if they are empty."""
+    """Check ``out`` (see :func:`check_output`; with ``overwrite``, :func:`check_replaceable` with
+    ``marker``, the file that marks an output of this kind), create its parent folders, and hold its lock
+    for the block. On an error, the parent folders created here are removed again if they are empty."""
     out = check_output(out, inputs, folder)
     if overwrite and folder:
-        check_replaceable(out, what)
+        check_replaceable(out, what, marker)
     created = []
     parent = out.parent
     while not parent.exists():

@@ -119,3 +119,12 @@ def _load_features(path: Path, manifest: Manifest) -> np.ndarray:
 
 def load_dataset(root: str | Path) -> Dataset:
     return Dataset(root)
+
+
+def prepared_config_hash(root: str | Path) -> str | None:
+    """The hash of the PrepareConfig that made the complete dataset at ``root``; None when there is no
+    readable dataset of this schema there (so the caller prepares it again)."""
+    try:
+        return Manifest.read(root).config_hash
+    except GstalkError:
+        return None

@@ -19,9 +19,9 @@ from .. import SCHEMA_VERSION, __version__
 from ..errors import GstalkError
 from ..fileio import read_json, write_json_atomic
 from ..media.audio import AUDIO_RATE
+from .layout import MANIFEST
 
 FORMAT = "gstalk-dataset"
-MANIFEST = "manifest.json"
 
 #: Audio feature kinds that can be computed for new audio (a dataset may carry others, e.g. in tests).
 COMPUTABLE_FEATURES = ("whisper", "logmel", "hubert", "wav2vec2")

@@ -14,8 +14,7 @@ import numpy as np
 
 from ..errors import GstalkError
 from ..fileio import atomic_path
-
-TRACKS = "tracks.npz"
+from .layout import TRACKS
 
 
 @dataclass

@@ -8,17 +8,32 @@ without one is never mistaken for a complete dataset.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import soundfile
 
+from ..config import save_config
 from ..errors import GstalkError
 from ..fileio import atomic_path
 from ..media.audio import AUDIO_RATE
-from .layout import AUDIO, AUDIO_FEATURES, BACKGROUND, FRAMES, REGIONS, frame_path, region_path
+from .layout import (
+    AUDIO,
+    AUDIO_FEATURES,
+    BACKGROUND,
+    CONFIG,
+    CONTACT_SHEET,
+    FRAMES,
+    REGIONS,
+    TIMELINE,
+    TRACKS,
+    frame_path,
+    region_path,
+)
 from .manifest import Manifest
-from .tracks import TRACKS, Tracks
+from .summary import Summary
+from .tracks import Tracks
 
 
 def write_image(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:
@@ -63,8 +78,36 @@ class DatasetWriter:
     def tracks(self, tracks: Tracks) -> None:
         tracks.save(self.root / TRACKS)
 
+    def written_tracks(self, n_frames: int) -> Tracks:
+        """The tracks written so far, read back and checked against ``n_frames`` (GstalkError if damaged)."""
+        return Tracks.load(self.root / TRACKS, n_frames)
+
+    def contact_sheet(self, rgb: np.ndarray) -> None:
+        """(H, W, 3) uint8 picture of sample frames (drawn by ``prepare.report``)."""
+        with atomic_path(self.root / CONTACT_SHEET) as tmp:
+            _write_png(tmp, rgb)
+
+    def timeline(self, rgb: np.ndarray) -> None:
+        """(H, W, 3) uint8 plot of the per-frame measures over time (drawn by ``prepare.report``)."""
+        with atomic_path(self.root / TIMELINE) as tmp:
+            _write_png(tmp, rgb)
+
+    def finish(self, manifest: Manifest, summary: Summary, config: Any) -> None:
+        """The summary, the config that made the dataset (a dataclass), then the manifest: last, because
+        a folder with a manifest is a dataset."""
+        summary.write(self.root)
+        save_config(config, self.root, name=CONFIG)
+        self.manifest(manifest)
+
     def manifest(self, manifest: Manifest) -> None:
         """Last: the folder becomes a dataset."""
         tracks = Tracks.load(self.root / TRACKS, manifest.n_frames)  # what is written must read back
         del tracks
         manifest.write(self.root)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise GstalkError(f"could not encode {path.name} ({rgb.shape}, {rgb.dtype})", "report this bug")
+    path.write_bytes(buf.tobytes())

@@ -25,7 +25,7 @@ from scipy.spatial.transform import Rotation
 
 from ..data.dataset import Dataset, load_dataset
 from ..data.frames import Condition, FrameData, context_indices, expression_inputs, to_uint8
-from ..data.manifest import MANIFEST
+from ..data.layout import MANIFEST
 from ..device import pick_device
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE

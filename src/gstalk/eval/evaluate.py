@@ -369,21 +369,15 @@ def cross_video(driver: Driver, path: Path, seconds: float) -> dict[str, Any]:
     that video while the person said it, both z-scored, at lag 0 and at the best lag within ±3 frames
     (positive: the model's mouth moves later than the real one). No rendering: the audio → motion model's
     mesh is what the renders follow."""
-    from ..media import read_frames
+    from ..media import read_paired
 
-    fps = driver.fps
-    n = int(seconds * fps)
+    clip = read_paired(path, fps=driver.fps, max_seconds=seconds)  # frames and sound on one timeline
     tracker = MouthTracker()
-    real_gap = []
     try:
-        for k, rgb in read_frames(path, fps):
-            if k >= n:
-                break
-            real_gap.append(mouth_opening(tracker(rgb)))
+        real_gap = [mouth_opening(tracker(rgb)) for rgb in clip.frames]
     finally:
         tracker.close()
-    audio = read_audio(path)[: round(len(real_gap) / fps * AUDIO_RATE)]
-    speech = driver.speech(audio, n_frames=len(real_gap))
+    speech = driver.speech(clip.audio, n_frames=len(real_gap))
     canonical = driver.model.canonical_mesh
     with torch.no_grad():
         gap = mouth_gap((canonical + driver.model.basis.reconstruct(speech.codes)).cpu().numpy())

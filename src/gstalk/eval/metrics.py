@@ -1,17 +1,32 @@
-"""Image and motion metrics: PSNR, SSIM, mouth-crop PSNR, LMD, and a lip-sync measure that needs no
-downloaded weights (audio energy against mouth opening, with the best offset)."""
+"""Image and motion metrics: PSNR, SSIM, mouth-crop PSNR, LMD; the lip-sync measure that needs no
+downloaded weights (audio energy against mouth opening, with the best offset) lives below eval, in
+``face.sync`` and ``media.audio``, so that ``prepare`` checks every clip with it too; it is re-exported
+here."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from ..face.landmarks import INNER_LIP_MID, LIPS_INNER, LIPS_OUTER, OUTER_EYE_CORNERS
+from ..face.landmarks import LIPS_INNER, LIPS_OUTER
+from ..face.sync import SyncMeasure, lip_sync, mouth_opening
 from ..face.track import FaceTracker
-from ..media.audio import AUDIO_RATE
+from ..media.audio import audio_energy
+
+__all__ = [
+    "SyncMeasure",
+    "audio_energy",
+    "face_box",
+    "lip_sync",
+    "lmd",
+    "mouth_box",
+    "mouth_opening",
+    "mouth_psnr",
+    "psnr",
+    "spread",
+    "ssim",
+]
 
 MOUTH_POINTS = LIPS_OUTER + LIPS_INNER
 LMD_SIZE = 512  # LMD is reported in pixels of a 512² frame, as the papers do
@@ -74,72 +89,11 @@ def lmd(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
     return float(np.linalg.norm(a[MOUTH_POINTS] - b[MOUTH_POINTS], axis=1).mean())
 
 
-def mouth_opening(landmarks: np.ndarray | None) -> float:
-    """Inner-lip gap over the outer-eye-corner distance (NaN when no face)."""
-    if landmarks is None:
-        return float("nan")
-    gap = np.linalg.norm(landmarks[INNER_LIP_MID[0]] - landmarks[INNER_LIP_MID[1]])
-    return float(gap / np.linalg.norm(landmarks[OUTER_EYE_CORNERS[0]] - landmarks[OUTER_EYE_CORNERS[1]]))
-
-
 def spread(values) -> float | None:
     """The 5th–95th percentile range of the finite values (None when fewer than 3)."""
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
     return round(float(np.percentile(v, 95) - np.percentile(v, 5)), 6) if v.size >= 3 else None
-
-
-def audio_energy(audio: np.ndarray, n_frames: int, fps: float, rate: int = AUDIO_RATE) -> np.ndarray:
-    """Per video frame, the log RMS energy of the audio in that frame's 40 ms (dB)."""
-    hop = rate / fps
-    out = np.empty(n_frames)
-    for k in range(n_frames):
-        seg = audio[int(k * hop) : int((k + 1) * hop)]
-        out[k] = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) + 1e-10) if seg.size else -100.0
-    return out
-
-
-@dataclass
-class SyncMeasure:
-    correlation: float  # Pearson correlation of audio energy and mouth opening at the best offset
-    offset_frames: int  # positive: the mouth moves after the sound
-    correlation_at_zero: float
-
-    def as_dict(self) -> dict:
-        """JSON-ready: a correlation that could not be computed is None, with the reason beside it."""
-        out: dict = {
-            "correlation": round(self.correlation, 4) if np.isfinite(self.correlation) else None,
-            "offset_frames": self.offset_frames,
-            "correlation_at_zero": (
-                round(self.correlation_at_zero, 4) if np.isfinite(self.correlation_at_zero) else None
-            ),
-        }
-        if out["correlation"] is None:
-            out["note"] = "not computed: fewer than 10 frames with a face and sound, or no variation"
-        return out
-
-
-def lip_sync(energy: np.ndarray, opening: np.ndarray, max_offset: int = 5) -> SyncMeasure:
-    """How well mouth opening follows the audio energy, searching offsets of ±``max_offset`` frames."""
-    best, best_off, at_zero = -2.0, 0, float("nan")
-    n = min(len(energy), len(opening))
-    energy, opening = np.asarray(energy[:n], float), np.asarray(opening[:n], float)
-    for off in range(-max_offset, max_offset + 1):
-        if abs(off) >= n:  # too few frames for this offset
-            continue
-        if off >= 0:
-            e, m = energy[: len(energy) - off], opening[off:]
-        else:
-            e, m = energy[-off:], opening[: len(opening) + off]
-        ok = np.isfinite(e) & np.isfinite(m)
-        if ok.sum() < 10 or np.std(e[ok]) == 0 or np.std(m[ok]) == 0:
-            continue
-        r = float(np.corrcoef(e[ok], m[ok])[0, 1])
-        if off == 0:
-            at_zero = r
-        if r > best:
-            best, best_off = r, off
-    return SyncMeasure(best if best > -2 else float("nan"), best_off, at_zero)
 
 
 def lagged_correlation(predicted: np.ndarray, real: np.ndarray, max_lag: int = 3) -> dict:

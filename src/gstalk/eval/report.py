@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.layout import CONTACT_SHEET
 from ..fileio import atomic_path, write_text_atomic
 from ..media.audio import AUDIO_RATE
 from ..media.encode import write_video
@@ -108,7 +109,7 @@ def write_report(out: Path, driver, metrics: dict[str, Any], results: dict[str, 
         write_video(tmp, pairs, fps, seg, AUDIO_RATE)
     plots = _b64(_plots(results, ids, fps, seq.energy, seq.real_open, seq.rendered_open))
     loss = _png(Path(driver.run) / "loss.png")
-    sheet = _png(driver.ds.root / "contact_sheet.png")
+    sheet = _png(driver.ds.root / CONTACT_SHEET)
     sync = metrics["lip_sync"]
     cross = (
         "".join(

@@ -8,68 +8,51 @@ the input (no face, no audio, too short, ...) removes the work folder and names 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ..config import PrepareConfig, config_hash, save_config
+from ..config import PrepareConfig, config_hash
+from ..data.dataset import prepared_config_hash
+from ..data.layout import MANIFEST
 from ..data.manifest import AudioSpec, ExpressionSpec, Manifest, SourceInfo
+from ..data.summary import Summary, summarise
 from ..data.tracks import Tracks
 from ..data.writer import DatasetWriter
 from ..errors import GstalkError
 from ..face.expression import EXPLICIT, expression_features
-from ..face.landmarks import N_LANDMARKS
 from ..face.mesh import face_triangles
 from ..face.pose import estimate_poses, known_poses, normalise_landmarks
-from ..face.track import N_BLENDSHAPES, FaceTracker
-from ..fileio import write_json_atomic
-from ..media.audio import AUDIO_RATE, is_silent
+from ..media.audio import AUDIO_RATE
 from ..outputs import check_free_space, claim_output
 from ..regions import Region
 from .background import BackgroundAccumulator, sample_indices
 from .crop import Crop, choose_crop
+from .progress import bar, say
 from .regions import PersonSegmenter, segment_regions
-from .sources import Source, VideoSource
+from .report import contact_sheet, sheet_ids, timeline
+from .sources import ErnerfSource, Source, VideoSource
+from .sync import sync_caption
+from .track import track_step
+from .work import Expressed, Featured, Framed, Posed, Timing, Tracked, WorkFolder
 
 #: audio window centred on each frame (ER-NeRF / TalkingGaussian use 16 frames of 10 ms)
 AUDIO_WINDOW_MS = 160.0
 
 
+#: enlarging the face crop more than this makes soft renders: prepare warns
+MAX_UPSCALE = 2.0
+
 #: disk a dataset takes per frame pixel (JPEG frames, PNG label maps, arrays): 0.26 measured on the
 #: 71 s CNN clip at 512², with a margin
 BYTES_PER_PIXEL = 0.35
-
-
-class _Work:
-    """The work folder: step outputs plus a record of which steps finished, for one config."""
-
-    def __init__(self, out: Path, digest: str) -> None:
-        self.dir = out.parent / f".{out.name}.partial"
-        self.state_path = self.dir / "steps.json"
-        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
-        if state.get("config") != digest:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            state = {"config": digest, "done": {}}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.state = state
-
-    def done(self, step: str) -> bool:
-        return step in self.state["done"]
-
-    def finish(self, step: str, seconds: float) -> None:
-        self.state["done"][step] = round(seconds, 2)
-        write_json_atomic(self.state_path, self.state)
-
-    def seconds(self) -> dict[str, float]:
-        return dict(self.state["done"])
 
 
 def _check_output(config: PrepareConfig) -> None:
@@ -79,26 +62,27 @@ def _check_output(config: PrepareConfig) -> None:
         )
 
 
-def _is_complete(config: PrepareConfig, digest: str) -> bool:
-    manifest = config.out / "manifest.json"
-    if not manifest.is_file():
-        return False
-    try:
-        return json.loads(manifest.read_text()).get("config_hash") == digest
-    except json.JSONDecodeError:
-        return False
-
-
 def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
     """Build the dataset at ``config.out`` from ``config.video`` (or another ``source``); returns its path."""
     digest = config_hash(config, ignore=("overwrite", "progress"))
     inputs = [config.video]
-    with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset"):
-        if not config.overwrite and _is_complete(config, digest):
-            _say(config, f"{config.out} is already prepared with this config; nothing to do")
+    with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset", marker=MANIFEST):
+        if not config.overwrite and prepared_config_hash(config.out) == digest:
+            say(config, f"{config.out} is already prepared with this config; nothing to do")
             return config.out
         _check_output(config)
         return _prepare(config, source or VideoSource(config.video), digest)
+
+
+def import_ernerf(folder: str | Path, out: str | Path, fps: float = 25.0, **prepare_options) -> Path:
+    """Prepare a gstalk dataset from an ER-NeRF / TalkingGaussian folder, keeping its frames and cameras.
+
+    Landmarks, regions, background, audio features and expression are computed the gstalk way from its
+    images and ``aud.wav``. ``prepare_options`` are PrepareConfig fields; returns the dataset's path.
+    """
+    source = ErnerfSource(folder, fps)
+    options = {"size": source.info.width, "min_seconds": 1.0, "fps": fps, **prepare_options}
+    return prepare(PrepareConfig(video=Path(folder), out=Path(out), **options), source=source)
 
 
 def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
@@ -116,9 +100,9 @@ def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
             "use a longer clip of the person talking",
         )
     check_free_space(config.out.parent, n_frames * config.size**2 * BYTES_PER_PIXEL, "the dataset")
-    work = _Work(config.out, digest)
+    work = WorkFolder(config.out, digest)
     try:
-        _run_steps(config, source, n_frames, work)
+        _run_steps(_Job(config, source, n_frames, work))
     except GstalkError:
         shutil.rmtree(work.dir, ignore_errors=True)
         raise
@@ -132,105 +116,55 @@ def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
         if aside.exists():
             shutil.rmtree(aside)
         os.replace(config.out, aside)
-        os.replace(work.dir / "dataset", config.out)
+        os.replace(work.dataset, config.out)
         shutil.rmtree(aside)
     else:
-        os.replace(work.dir / "dataset", config.out)
+        os.replace(work.dataset, config.out)
     shutil.rmtree(work.dir, ignore_errors=True)
-    _say(config, f"dataset written to {config.out}")
+    say(config, f"dataset written to {config.out}")
     return config.out
 
 
-def _say(config: PrepareConfig, text: str) -> None:
-    if config.progress:
-        tqdm.write(f"gstalk prepare: {text}")
+@dataclass
+class _Job:
+    """What every step is given: the config, the input, its frame count and the work folder."""
+
+    config: PrepareConfig
+    source: Source
+    n_video: int
+    """Frames of the input at the dataset's fps."""
+    work: WorkFolder
+
+    def writer(self) -> DatasetWriter:
+        return DatasetWriter(self.work.dataset, self.config.jpeg_quality)
+
+    def frames(self) -> tuple[int, int]:
+        """(the input frame that is the dataset's frame 0, frames in the dataset), once tracked."""
+        timing = self.work.load(Timing)
+        return timing.first_frame, timing.n_frames
 
 
-def _bar(config: PrepareConfig, total: int, desc: str) -> tqdm:
-    return tqdm(total=total, desc=f"{desc:<10}", unit="frame", disable=not config.progress, leave=True)
-
-
-def _run_steps(config: PrepareConfig, source: Source, n_frames: int, work: _Work) -> None:
-    ds = work.dir / "dataset"
-    ds.mkdir(exist_ok=True)
+def _run_steps(job: _Job) -> None:
     for step, run in STEPS.items():
-        if work.done(step):
-            _say(config, f"{step}: done in an earlier run, skipped")
+        if job.work.done(step):
+            say(job.config, f"{step}: done in an earlier run, skipped")
             continue
         start = time.perf_counter()
-        run(config, source, n_frames, work.dir, ds)
-        work.finish(step, time.perf_counter() - start)
+        run(job)
+        job.work.finish(step, time.perf_counter() - start)
 
 
 # --- steps ------------------------------------------------------------------------------------------
-def _step_track(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    audio = source.audio()
-    if is_silent(audio):
-        raise GstalkError(
-            f"the audio track of {source.name} is silent",
-            "gstalk learns lip motion from the speech: use a clip where the person is heard",
-        )
-    landmarks = np.zeros((n_frames, N_LANDMARKS, 3), np.float32)
-    valid = np.zeros(n_frames, bool)
-    n_faces = np.zeros(n_frames, np.int16)
-    blend = np.zeros((n_frames, N_BLENDSHAPES), np.float32) if config.landmarker else None
-    with FaceTracker(config.landmarker, fps=config.fps) as tracker, _bar(config, n_frames, "track") as bar:
-        for i, rgb in source.frames(config.fps):
-            if i >= n_frames:
-                break
-            obs = tracker.track(rgb)
-            if obs is not None:
-                landmarks[i], valid[i], n_faces[i] = obs.landmarks, True, obs.n_faces
-                if blend is not None and obs.blendshapes is not None:
-                    blend[i] = obs.blendshapes
-            bar.update()
-        names = tracker.blendshape_names
-    if source.cameras is not None:
-        valid &= source.cameras.valid[:n_frames]
-    _check_tracking(config, source.name, valid)
-    extra = {"blendshapes": blend} if blend is not None else {}
-    np.savez(wd / "track.npz", landmarks=landmarks, valid=valid, n_faces=n_faces, **extra)
-    np.save(wd / "audio.npy", audio)
-    (wd / "blendshape_names.json").write_text(json.dumps(names or []))
+def _step_track(job: _Job) -> None:
+    tracked, timing = track_step(job.config, job.source, job.n_video)
+    job.work.save(tracked)
+    job.work.save(timing)
 
 
-def _lost_runs(valid: np.ndarray) -> list[tuple[int, int]]:
-    runs, start = [], None
-    for i, v in enumerate(np.append(valid, True)):
-        if not v and start is None:
-            start = i
-        elif v and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
-
-
-def _check_tracking(config: PrepareConfig, name: str, valid: np.ndarray) -> None:
-    if not valid.any():
-        raise GstalkError(
-            f"no face was found in {name}",
-            "use a video where the person's face is visible and turned toward the camera",
-        )
-    lost = 1 - valid.mean()
-    runs = _lost_runs(valid)
-    longest = max((b - a for a, b in runs), default=0) / config.fps
-    if lost > config.max_lost_fraction or longest > config.max_lost_seconds:
-        spans = ", ".join(
-            f"{a / config.fps:.1f}–{b / config.fps:.1f} s"
-            for a, b in sorted(runs, key=lambda r: r[0] - r[1])[:5]
-        )
-        raise GstalkError(
-            f"the face is lost in {lost:.0%} of the frames of {name} "
-            f"(longest stretch {longest:.1f} s; "
-            f"lost at {spans})",
-            "cut the video to the part where the face is visible, or raise --max-lost-fraction / "
-            "--max-lost-seconds",
-        )
-
-
-def _step_pose(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    with np.load(wd / "track.npz") as t:
-        landmarks, valid = t["landmarks"], t["valid"]
+def _step_pose(job: _Job) -> None:
+    config, source = job.config, job.source
+    tracked = job.work.load(Tracked)
+    landmarks, valid = tracked.landmarks, tracked.valid
     width, height = source.info.width, source.info.height
     if source.cameras is not None:  # cameras come with the input: keep its framing and its poses
         crop = Crop(0, 0, width, config.size)
@@ -250,32 +184,34 @@ def _step_pose(config: PrepareConfig, source: Source, n_frames: int, wd: Path, d
         focal=focal,
     )
     if source.cameras is not None:
-        known = source.cameras
-        poses = known_poses(
-            poses, known.world_to_cam[:n_frames], known.valid[:n_frames], known.intrinsics * crop.scale
+        first, n = job.frames()
+        known, kept = source.cameras, slice(first, first + n)
+        poses = known_poses(poses, known.world_to_cam[kept], known.valid[kept], known.intrinsics * crop.scale)
+    job.work.save(
+        Posed(
+            landmarks=lm,
+            world_to_cam=poses.world_to_cam,
+            world_to_cam_raw=poses.world_to_cam_raw,
+            intrinsics=poses.intrinsics,
+            canonical=poses.canonical,
+            reprojection_px=poses.reprojection_px,
+            crop=crop,
+            jitter=poses.jitter,
+            focal_fit=poses.focal_fit,
         )
-    np.savez(
-        wd / "pose.npz",
-        landmarks=lm,
-        world_to_cam=poses.world_to_cam,
-        world_to_cam_raw=poses.world_to_cam_raw,
-        intrinsics=poses.intrinsics,
-        canonical=poses.canonical,
-        reprojection_px=poses.reprojection_px,
-    )
-    (wd / "pose.json").write_text(
-        json.dumps({"crop": crop.to_dict(), "jitter": poses.jitter, "focal_fit": poses.focal_fit})
     )
 
 
-def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    crop = Crop(**json.loads((wd / "pose.json").read_text())["crop"])
-    with np.load(wd / "pose.npz") as p:
-        landmarks = p["landmarks"]
-    with np.load(wd / "track.npz") as t:
-        valid = t["valid"]
-    writer = DatasetWriter(ds, config.jpeg_quality)
+def _step_frames(job: _Job) -> None:
+    config = job.config
+    first, n_frames = job.frames()
+    posed = job.work.load(Posed)
+    crop, landmarks, valid = posed.crop, posed.landmarks, job.work.load(Tracked).valid
+    writer = job.writer()
     samples = sample_indices(n_frames, config.background_samples)
+    sheet = {int(i): k for k, i in enumerate(sheet_ids(n_frames))}
+    sheet_frames = np.zeros((len(sheet), config.size, config.size, 3), np.uint8)
+    sheet_labels = np.zeros((len(sheet), config.size, config.size), np.uint8)
     plate = BackgroundAccumulator()
     segmenter = PersonSegmenter()
     counts = np.zeros(len(Region), np.int64)
@@ -285,22 +221,22 @@ def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
         writer.frame(i, rgb, labels)
         return labels
 
+    def collect(item: tuple[int, np.ndarray, Any]) -> None:
+        i, rgb, future = item
+        labels = future.result()
+        counts[:] += np.bincount(labels.ravel(), minlength=len(Region))
+        if i in samples:
+            plate.add(rgb, labels)
+        if i in sheet:
+            sheet_frames[sheet[i]], sheet_labels[sheet[i]] = rgb, labels
+        progress.update()
+
     # decoding and person segmentation here; region labelling and encoding on two worker threads
     # (OpenCV and most NumPy work release the GIL)
-    with ThreadPoolExecutor(max_workers=2) as pool, _bar(config, n_frames, "regions") as bar:
+    with ThreadPoolExecutor(max_workers=2) as pool, bar(config, n_frames, "regions") as progress:
         pending: list[tuple[int, np.ndarray, Any]] = []
-
-        def collect(item) -> None:
-            i, rgb, future = item
-            labels = future.result()
-            counts[:] += np.bincount(labels.ravel(), minlength=len(Region))
-            if i in samples:
-                plate.add(rgb, labels)
-            bar.update()
-
-        for i, full in source.frames(config.fps):
-            if i >= n_frames:
-                break
+        for k, full in job.source.frames(config.fps, first, first + n_frames):
+            i = k - first
             rgb = crop.apply(full)
             pending.append((i, rgb, pool.submit(label_and_write, i, rgb, segmenter(rgb))))
             if len(pending) > 8:
@@ -310,19 +246,15 @@ def _step_frames(config: PrepareConfig, source: Source, n_frames: int, wd: Path,
     segmenter.close()
     background, seen = plate.plate()
     writer.background(background)
-    (wd / "frames.json").write_text(
-        json.dumps(
-            {
-                "background_seen_fraction": float(seen.mean()),
-                "region_fractions": {r.name.lower(): float(counts[r] / max(counts.sum(), 1)) for r in Region},
-            }
-        )
-    )
+    fractions = {r.name.lower(): float(counts[r] / max(counts.sum(), 1)) for r in Region}
+    ids = np.array(sorted(sheet), np.int64)
+    job.work.save(Framed(float(seen.mean()), fractions, ids, sheet_frames, sheet_labels))
 
 
-def _step_audio(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    audio = np.load(wd / "audio.npy")
-    writer = DatasetWriter(ds)
+def _step_audio(job: _Job) -> None:
+    config = job.config
+    audio = job.work.load(Tracked).audio
+    writer = job.writer()
     writer.audio(audio)
     device = "cuda" if config.device == "cuda" else "cpu"
     if config.device == "auto":
@@ -336,10 +268,10 @@ def _step_audio(config: PrepareConfig, source: Source, n_frames: int, wd: Path, 
             config.audio_features, config.whisper, config.speech_model, config.audio_normalisation,
             config.audio_deltas, device, AUDIO_WINDOW_MS,
         )  # fmt: skip
-        feats = spec.compute(audio, n_frames, config.fps, config.speech_model, device)
+        feats = spec.compute(audio, job.frames()[1], config.fps, config.speech_model, device)
         bar.update()
     writer.audio_features(feats)
-    (wd / "audio.json").write_text(json.dumps(dataclasses.asdict(spec)))
+    job.work.save(Featured(spec))
 
 
 def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -349,130 +281,138 @@ def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np
     return train[valid[train]], test[valid[test]]
 
 
-def _step_expression(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    with np.load(wd / "track.npz") as t:
-        valid = t["valid"]
-        blend = t["blendshapes"] if "blendshapes" in t.files else None
-    with np.load(wd / "pose.npz") as p:
-        pose = {k: p[k] for k in p.files}
-    train, test = _splits(config, n_frames, valid)
-    with _bar(config, 1, "expression") as bar:
-        normalised = normalise_landmarks(pose["landmarks"], pose["canonical"], valid)
-        expr = expression_features(normalised, valid, train, blend)
-        bar.update()
+def _step_expression(job: _Job) -> None:
+    tracked, pose = job.work.load(Tracked), job.work.load(Posed)
+    valid = tracked.valid
+    train, test = _splits(job.config, len(valid), valid)
+    with bar(job.config, 1, "expression") as progress:
+        normalised = normalise_landmarks(pose.landmarks, pose.canonical, valid)
+        expr = expression_features(normalised, valid, train, tracked.blendshapes)
+        progress.update()
     tracks = Tracks(
         valid=valid,
-        landmarks2d=pose["landmarks"][..., :2],
+        landmarks2d=pose.landmarks[..., :2],
         mesh=normalised,
-        triangles=face_triangles(pose["canonical"]),
-        world_to_cam=pose["world_to_cam"],
-        world_to_cam_raw=pose["world_to_cam_raw"],
-        reprojection_px=pose["reprojection_px"],
-        canonical_shape=pose["canonical"],
+        triangles=face_triangles(pose.canonical),
+        world_to_cam=pose.world_to_cam,
+        world_to_cam_raw=pose.world_to_cam_raw,
+        reprojection_px=pose.reprojection_px,
+        canonical_shape=pose.canonical,
         expression=expr.explicit,
         expression_code=expr.code,
         pca_mean=expr.pca_mean,
         pca_basis=expr.pca_basis,
     )
-    DatasetWriter(ds).tracks(tracks)
-    names = json.loads((wd / "blendshape_names.json").read_text())
-    (wd / "expression.json").write_text(
-        json.dumps(
-            {
-                "train": train.tolist(),
-                "test": test.tolist(),
-                "code_kind": expr.code_kind,
-                "code_dim": int(expr.code.shape[1]),
-                "code_names": names if expr.code_kind == "blendshapes" else None,
-            }
-        )
-    )
+    job.writer().tracks(tracks)
+    names = tracked.blendshape_names if expr.code_kind == "blendshapes" else None
+    job.work.save(Expressed(train.tolist(), test.tolist(), expr.code_kind, int(expr.code.shape[1]), names))
 
 
-def _step_report(config: PrepareConfig, source: Source, n_frames: int, wd: Path, ds: Path) -> None:
-    from .report import contact_sheet, timeline
-
-    pose_info = json.loads((wd / "pose.json").read_text())
-    frames_info = json.loads((wd / "frames.json").read_text())
-    audio_spec = AudioSpec.from_json(json.loads((wd / "audio.json").read_text()))
-    expr_info = json.loads((wd / "expression.json").read_text())
-    with np.load(wd / "track.npz") as t:
-        n_faces = t["n_faces"]
-    tracks = Tracks.load(ds / "tracks.npz", n_frames)
-    with np.load(wd / "pose.npz") as p:
-        intrinsics = p["intrinsics"]
-    valid = tracks.valid
-    several = float((n_faces > 1).mean())
-    warnings = []
-    if several > 0.05:
+def _advice(summary: Summary, size: int) -> tuple[list[str], list[str]]:
+    """Warnings (the data may be wrong, or renders poor) and notes (worth knowing) about a prepared clip."""
+    warnings, notes = [], []
+    if summary.several_faces_fraction > 0.05:
         warnings.append(
-            f"several faces appear in {several:.0%} of the frames; the largest one at the start was "
-            "followed. If that is the wrong person, crop the video to the one you want."
+            f"several faces appear in {summary.several_faces_fraction:.0%} of the frames; the largest one "
+            "at the start was followed. If that is the wrong person, crop the video to the one you want."
         )
-    notes = []
-    focal = pose_info["focal_fit"]
+    focal = summary.focal_fit
     if focal.get("constrained_by_clip") is False:
         notes.append(
             f"the head barely turns in this clip, so its lens is estimated mostly from the face's size "
             f"({focal['fov_deg']:.0f}° field of view of the crop); pass --fov-deg if you know it"
         )
-    for w in warnings:
-        _say(config, "warning: " + w)
-    for n in notes:
-        _say(config, "note: " + n)
-    reprojection = tracks.reprojection_px
-    summary = {
-        "frames": n_frames,
-        "tracked_fraction": float(valid.mean()),
-        "lost_frames": int((~valid).sum()),
-        "several_faces_fraction": several,
-        "crop": pose_info["crop"],
-        "intrinsics": intrinsics.tolist(),
-        "fov_deg": float(np.degrees(2 * np.arctan(0.5 * config.size / intrinsics[0]))),
-        "focal_fit": focal,
-        "pose_jitter": pose_info["jitter"],
-        "reprojection_px_median": (
-            float(np.nanmedian(reprojection))
-            if reprojection is not None and np.isfinite(reprojection).any()
-            else "not computed: cameras came with the input"
-        ),
-        "background_seen_fraction": frames_info["background_seen_fraction"],
-        "region_fractions": frames_info["region_fractions"],
-        "warnings": warnings,
-        "notes": notes,
-        "seconds_per_step": {},
-    }
-    info = source.info
-    manifest = Manifest(
-        n_frames=n_frames,
+    side, upscale = summary.crop["side"], summary.face_upscale or 1.0
+    if upscale > MAX_UPSCALE:
+        warnings.append(
+            f"the face crop is {side} px of the video, enlarged {upscale:.1f}× to {size}²: renders will be "
+            f"soft. A closer or sharper video avoids it, or prepare at a smaller --size (about {2 * side} "
+            "at most)"
+        )
+    else:
+        how = f"enlarged {upscale:.1f}×" if upscale > 1.05 else f"scaled {upscale:.2f}×"
+        notes.append(f"the face crop is {side} px of the video, {how} to {size}²")
+    return warnings, notes
+
+
+def _manifest(job: _Job, posed: Posed, featured: Featured, expressed: Expressed) -> Manifest:
+    config, info = job.config, job.source.info
+    return Manifest(
+        n_frames=job.frames()[1],
         fps=config.fps,
         size=config.size,
-        intrinsics=tuple(float(v) for v in intrinsics),
-        train=tuple(expr_info["train"]),
-        test=tuple(expr_info["test"]),
-        audio=audio_spec,
+        intrinsics=tuple(float(v) for v in posed.intrinsics),
+        train=tuple(expressed.train),
+        test=tuple(expressed.test),
+        audio=featured.spec,
         expression=ExpressionSpec(
             explicit=EXPLICIT,
-            code_kind=expr_info["code_kind"],
-            code_dim=expr_info["code_dim"],
-            code_names=tuple(expr_info["code_names"]) if expr_info["code_names"] else None,
+            code_kind=expressed.code_kind,
+            code_dim=expressed.code_dim,
+            code_names=tuple(expressed.code_names) if expressed.code_names else None,
         ),
-        source=SourceInfo(source.name, info.width, info.height, info.fps, info.duration, info.codec),
+        source=SourceInfo(job.source.name, info.width, info.height, info.fps, info.duration, info.codec),
         config_hash=config_hash(config, ignore=("overwrite", "progress")),
         extra={"regions": {int(r): r.name.lower() for r in Region}},
     )
-    with _bar(config, 2, "report") as bar:
-        contact_sheet(ds, tracks, intrinsics, ds / "contact_sheet.png")
-        bar.update()
-        timeline(tracks, config.fps, ds / "timeline.png")
-        bar.update()
-    summary["seconds_per_step"] = json.loads((wd / "steps.json").read_text())["done"]
-    write_json_atomic(ds / "summary.json", summary)
-    save_config(config, ds)
-    DatasetWriter(ds).manifest(manifest)
 
 
-#: The steps in order; each reads what earlier steps left in the work folder.
+def _step_report(job: _Job) -> None:
+    work, writer, config = job.work, job.writer(), job.config
+    tracked, posed, framed, timing = (
+        work.load(Tracked),
+        work.load(Posed),
+        work.load(Framed),
+        work.load(Timing),
+    )
+    tracks = writer.written_tracks(timing.n_frames)
+    summary = summarise(
+        tracks,
+        tracked.n_faces,
+        config.size,
+        posed.intrinsics,
+        crop=posed.crop.to_dict(),
+        focal_fit=posed.focal_fit,
+        pose_jitter=posed.jitter,
+        background_seen_fraction=framed.background_seen_fraction,
+        region_fractions=framed.region_fractions,
+        source=timing.source,
+        coverage=timing.coverage,
+        sync=timing.sync,
+        face_upscale=round(config.size / posed.crop.side, 3),
+    )
+    warnings, notes = _advice(summary, config.size)
+    for text in warnings:
+        say(config, "warning: " + text)
+    for text in notes:
+        say(config, "note: " + text)
+    summary.warnings, summary.notes = timing.warnings + warnings, timing.notes + notes
+    with bar(config, 2, "report") as progress:
+        caption = _caption(summary, timing)
+        sheet = contact_sheet(
+            framed.sheet_frames, framed.sheet_labels, framed.sheet_ids, tracks, posed.intrinsics, caption
+        )
+        writer.contact_sheet(sheet)
+        progress.update()
+        writer.timeline(timeline(tracks, config.fps))
+        progress.update()
+    summary.seconds_per_step = work.seconds()
+    manifest = _manifest(job, posed, work.load(Featured), work.load(Expressed))
+    writer.finish(manifest, summary, config)
+
+
+def _caption(summary: Summary, timing: Timing) -> str:
+    """The contact sheet's line: the sync check, which video frames were kept, the crop's scale."""
+    parts = [sync_caption(timing.sync)]
+    cover = timing.coverage
+    if cover["frames_kept"] != cover["frames_in_video"]:
+        last = cover["first_frame"] + cover["frames_kept"] - 1
+        parts.append(f"video frames {cover['first_frame']}-{last} of {cover['frames_in_video']} have sound")
+    parts.append(f"face crop scaled {summary.face_upscale:.2f}x")
+    return "  |  ".join(parts)
+
+
+#: The steps in order; each reads the records earlier steps left in the work folder.
 STEPS = {
     "track": _step_track,
     "pose": _step_pose,

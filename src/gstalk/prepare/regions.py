@@ -74,6 +74,16 @@ def _colour_distance(lab: np.ndarray, samples: np.ndarray, lightness_weight: flo
     return np.sqrt(np.einsum("...c,...c->...", z, z))
 
 
+def _feature_masks(landmarks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """(H, W) bool masks of the face oval, mouth interior, lips, eyes and brows: the landmark polygons."""
+    face = _fill(shape, polygon(landmarks, FACE_OVAL))
+    mouth = _fill(shape, polygon(landmarks, LIPS_INNER))
+    lips = _fill(shape, polygon(landmarks, LIPS_OUTER)) & ~mouth
+    eyes = _fill(shape, polygon(landmarks, LEFT_EYE)) | _fill(shape, polygon(landmarks, RIGHT_EYE))
+    brows = _fill(shape, polygon(landmarks, LEFT_BROW)) | _fill(shape, polygon(landmarks, RIGHT_BROW))
+    return face, mouth, lips, eyes, brows
+
+
 def segment_regions(rgb: np.ndarray, landmarks: np.ndarray | None, person: np.ndarray) -> np.ndarray:
     """(H, W) uint8 :class:`Region` labels for one frame.
 
@@ -87,12 +97,7 @@ def segment_regions(rgb: np.ndarray, landmarks: np.ndarray | None, person: np.nd
     if landmarks is None:
         return labels
 
-    face = _fill((h, w), polygon(landmarks, FACE_OVAL))
-    mouth = _fill((h, w), polygon(landmarks, LIPS_INNER))
-    lips = _fill((h, w), polygon(landmarks, LIPS_OUTER)) & ~mouth
-    eyes = _fill((h, w), polygon(landmarks, LEFT_EYE)) | _fill((h, w), polygon(landmarks, RIGHT_EYE))
-    brows = _fill((h, w), polygon(landmarks, LEFT_BROW)) | _fill((h, w), polygon(landmarks, RIGHT_BROW))
-
+    face, mouth, lips, eyes, brows = _feature_masks(landmarks, (h, w))
     # colour cues are coarse: compare colours at half resolution, then upsample the distance maps
     small = cv2.resize(rgb, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
     lab_small = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)

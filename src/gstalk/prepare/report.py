@@ -1,16 +1,13 @@
-"""Visual checks a person reads at a glance: a contact sheet and a timeline plot of a dataset."""
+"""Visual checks a person reads at a glance: a contact sheet and a timeline plot of a dataset, drawn as
+images (``data.DatasetWriter`` writes them)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..data.layout import frame_path, region_path
 from ..data.tracks import Tracks
 from ..face.expression import EXPLICIT
-from ..fileio import atomic_path
 from ..regions import REGION_COLOURS, Region, colourise
 
 
@@ -28,15 +25,20 @@ def _pose_axes(img: np.ndarray, w2c: np.ndarray, intrinsics: np.ndarray, length:
 
 
 def contact_sheet(
-    ds: Path, tracks: Tracks, intrinsics: np.ndarray, out: Path, n: int = 8, tile: int = 256
-) -> None:
-    """Sample frames: landmarks and pose axes (top), the frame under its region colours (bottom)."""
-    frames = len(tracks)
-    ids = np.linspace(0, frames - 1, min(n, frames)).astype(int)
+    frames: np.ndarray,
+    labels: np.ndarray,
+    ids: np.ndarray,
+    tracks: Tracks,
+    intrinsics: np.ndarray,
+    caption: str = "",
+    tile: int = 256,
+) -> np.ndarray:
+    """(H, W, 3) uint8 picture of sample frames: landmarks and pose axes (top), the frame under its region
+    colours (bottom), a legend of the regions below, and ``caption`` (e.g. the sync check) under that.
+    ``frames`` (S, size, size, 3) uint8 and ``labels`` (S, size, size) uint8 are the dataset's frames
+    ``ids``."""
     columns = []
-    for i in ids:
-        rgb = cv2.cvtColor(cv2.imread(str(frame_path(ds, i))), cv2.COLOR_BGR2RGB)
-        labels = cv2.imread(str(region_path(ds, i)), cv2.IMREAD_UNCHANGED)
+    for rgb, regions, i in zip(frames, labels, ids):
         overlay = rgb.copy()
         if tracks.valid[i]:
             for x, y in np.round(tracks.landmarks2d[i]).astype(int)[::2]:
@@ -44,7 +46,7 @@ def contact_sheet(
             _pose_axes(overlay, tracks.world_to_cam[i], intrinsics, length=0.06)
         else:
             cv2.putText(overlay, "no face", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 0, 0), 2)
-        blend = (0.55 * rgb + 0.45 * colourise(labels)).astype(np.uint8)
+        blend = (0.55 * rgb + 0.45 * colourise(regions)).astype(np.uint8)
         top = cv2.resize(overlay, (tile, tile), interpolation=cv2.INTER_AREA)
         bottom = cv2.resize(blend, (tile, tile), interpolation=cv2.INTER_AREA)
         cv2.putText(top, f"#{i}", (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
@@ -56,14 +58,21 @@ def contact_sheet(
         cv2.rectangle(legend, (x, 7), (x + 14, 21), tuple(int(c) for c in REGION_COLOURS[r]), -1)
         cv2.putText(legend, r.name.lower(), (x + 18, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         x += 30 + 9 * len(r.name)
-    sheet = np.concatenate([sheet, legend], 0)
-    with atomic_path(out) as tmp:
-        _ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        tmp.write_bytes(buf.tobytes())
+    rows = [sheet, legend]
+    if caption:
+        band = np.full((26, sheet.shape[1], 3), 255, np.uint8)
+        cv2.putText(band, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        rows.append(band)
+    return np.concatenate(rows, 0)
 
 
-def timeline(tracks: Tracks, fps: float, out: Path) -> None:
-    """Head rotation, translation, mouth opening, blink and tracking over time."""
+def sheet_ids(n_frames: int, n: int = 8) -> np.ndarray:
+    """The frames a contact sheet of ``n`` columns shows: evenly spread over the clip."""
+    return np.linspace(0, n_frames - 1, min(n, n_frames)).astype(int)
+
+
+def timeline(tracks: Tracks, fps: float) -> np.ndarray:
+    """(H, W, 3) uint8 plot of head rotation, translation, mouth opening, blink and tracking over time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +84,7 @@ def timeline(tracks: Tracks, fps: float, out: Path) -> None:
     euler = Rotation.from_matrix(w2c[:, :3, :3]).as_euler("yxz", degrees=True)
     euler -= np.median(euler, axis=0)
     trans = 1000 * (w2c[:, :3, 3] - np.median(w2c[:, :3, 3], axis=0))
-    fig, axes = plt.subplots(4, 1, figsize=(11, 8), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(11, 8), sharex=True, dpi=90)
     for k, name in enumerate(("yaw", "pitch", "roll")):
         axes[0].plot(t, euler[:, k], label=name, lw=0.8)
     axes[0].set_ylabel("rotation (°)")
@@ -105,6 +114,7 @@ def timeline(tracks: Tracks, fps: float, out: Path) -> None:
         ax.legend(loc="upper right", fontsize=7, ncol=4)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)
+    return rgb

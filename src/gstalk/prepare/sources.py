@@ -1,7 +1,9 @@
-"""Where ``prepare`` reads from: a video file, or a folder prepared by ER-NeRF / TalkingGaussian tools."""
+"""Where ``prepare`` reads from: a video file (as a player shows it, ``media.clip``), or a folder prepared by
+ER-NeRF / TalkingGaussian tools."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,7 @@ import numpy as np
 
 from ..data.ernerf import ErnerfFolder
 from ..errors import GstalkError
-from ..media import AUDIO_RATE, probe_video, read_audio, read_frames
+from ..media import AUDIO_RATE, TimedAudio, decode_audio, probe_video, read_frames
 from ..media.video import VideoInfo
 
 
@@ -24,34 +26,39 @@ class KnownCameras:
 
 
 class Source:
-    """Frames at a frame rate, the speech, and optionally known cameras."""
+    """Frames at a frame rate and the speech on the same clock, and optionally known cameras."""
 
     name: str
     info: VideoInfo
     cameras: KnownCameras | None = None
 
-    def frames(self, fps: float) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, fps: float, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(k, (H, W, 3) uint8 RGB)`` for frames ``first <= k < stop`` at ``fps``; frame k is at k / fps."""
         raise NotImplementedError
 
-    def audio(self) -> np.ndarray:
+    def audio(self) -> TimedAudio:
+        """The speech, 16 kHz mono, with its start on the frames' clock."""
         raise NotImplementedError
 
 
 class VideoSource(Source):
+    """A video file, upright, at square pixels, its sound placed by its presentation times."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = str(path)
         self.info = probe_video(path)
 
-    def frames(self, fps: float) -> Iterator[tuple[int, np.ndarray]]:
-        return read_frames(self.path, fps)
+    def frames(self, fps: float, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        return read_frames(self.path, fps, first, stop, self.info)
 
-    def audio(self) -> np.ndarray:
-        return read_audio(self.path)
+    def audio(self) -> TimedAudio:
+        return decode_audio(self.path, origin=self.info.start)
 
 
 class ErnerfSource(Source):
-    """Frames, speech and cameras of an ER-NeRF / TalkingGaussian folder, at its own frame rate."""
+    """Frames, speech and cameras of an ER-NeRF / TalkingGaussian folder, at its own frame rate (its
+    ``aud.wav`` starts with its first frame)."""
 
     def __init__(self, folder: str | Path, fps: float = 25.0) -> None:
         self.folder = ErnerfFolder(folder)
@@ -72,27 +79,13 @@ class ErnerfSource(Source):
         )
         self.fps = fps
 
-    def frames(self, fps: float) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, fps: float, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         if abs(fps - self.fps) > 1e-6:
             raise GstalkError(
                 f"ER-NeRF frames are at {self.fps:g} fps; cannot resample them to {fps:g}",
                 f"prepare with --fps {self.fps:g}",
             )
-        return self.folder.frames()
+        return itertools.islice(self.folder.frames(), first, stop)
 
-    def audio(self) -> np.ndarray:
-        return self.folder.audio()
-
-
-def import_ernerf(folder: str | Path, out: str | Path, fps: float = 25.0, **prepare_options) -> Path:
-    """Prepare a gstalk dataset from an ER-NeRF / TalkingGaussian folder, keeping its frames and cameras.
-
-    Landmarks, regions, background, audio features and expression are computed the gstalk way from its
-    images and ``aud.wav``.
-    """
-    from ..config import PrepareConfig
-    from .pipeline import prepare
-
-    source = ErnerfSource(folder, fps)
-    options = {"size": source.info.width, "min_seconds": 1.0, "fps": fps, **prepare_options}
-    return prepare(PrepareConfig(video=Path(folder), out=Path(out), **options), source=source)
+    def audio(self) -> TimedAudio:
+        return TimedAudio(self.folder.audio(), 0.0)
