@@ -140,3 +140,68 @@ def test_a_dataset_from_another_whisper_is_refused(monkeypatch):
     with pytest.raises(GstalkError, match="pass --speech-model"):
         folder.compute(np.zeros(16000, np.float32), 25, 25.0)
     assert whisper.STATE_RATE_HZ == spec.feature_rate_hz == 50.0
+
+
+# --- a run trained on Whisper features -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def whisper_run(demo_clip: Path, tmp_path_factory) -> Path:
+    from gstalk.config import AudioMotionConfig, PrepareConfig, TrainConfig
+    from gstalk.prepare import prepare
+    from gstalk.train import train
+
+    root = tmp_path_factory.mktemp("whisper")
+    ds = prepare(PrepareConfig(video=demo_clip, out=root / "ds", size=128, audio_features="whisper",
+                               progress=False))  # fmt: skip
+    return train(
+        TrainConfig(
+            dataset=ds, out=root / "run", size=64, max_gaussians=800, iterations=(40, 80, 10), progress=False,
+            audio_motion=AudioMotionConfig(steps=1000, augmented_copies=4),
+        )
+    )  # fmt: skip
+
+
+def test_streamed_frames_are_the_offline_frames(whisper_run: Path):
+    """With Whisper features the stream computes the offline blocks: the same frames, and each frame is
+    out once its block's window has arrived (0.2 s at most beyond its time)."""
+    from gstalk.drive import Driver, stream_frames
+    from gstalk.drive.stream import lookahead_seconds
+
+    driver = Driver(whisper_run, size=64)
+    assert driver.future == 0 and lookahead_seconds(driver) == pytest.approx(0.2)
+    audio = speech_like_audio(3.0, seed=8).audio
+    offline = list(driver.render(driver.speech(audio)))
+    arrived, emitted = [], []
+
+    def chunks():
+        for start in range(0, len(audio), 320):
+            arrived.append((start + 320) / 16_000)
+            yield audio[start : start + 320]
+
+    for k, frame in stream_frames(driver, chunks()):
+        emitted.append((k, arrived[-1], frame))
+    assert [k for k, _, _ in emitted] == list(range(len(offline)))
+    late = [t - k / 25 for k, t, _ in emitted if t < 2.9]
+    assert max(late) <= 0.2 + 0.02 + 1e-9 and min(late) >= 0.12 - 1e-9  # first frames come at once
+    diffs = [np.abs(f.astype(int) - offline[k].astype(int)).max() for k, _, f in emitted]
+    assert max(diffs) <= 2  # float16 features, identical windows
+
+
+def test_digital_silence_inside_speech_closes_the_mouth(whisper_run: Path):
+    """The mouth at rest during 2 s of digital silence between speech: the predicted inner-lip gap there
+    is below the training clip's 10th percentile."""
+    import torch
+
+    from gstalk.drive import Driver
+    from gstalk.face.mesh import N_MESH, mouth_gap
+
+    driver = Driver(whisper_run, size=64)
+    speech = [speech_like_audio(2.0, seed=s).audio for s in (11, 12)]
+    audio = np.concatenate([speech[0], np.zeros(32_000, np.float32), speech[1]])
+    codes = driver.speech(audio).codes
+    with torch.no_grad():
+        gap = mouth_gap((driver.model.canonical_mesh + driver.model.basis.reconstruct(codes)).numpy())
+    tracks, ids = driver.ds.tracks, driver.ds.train_ids
+    p10 = np.percentile(mouth_gap(tracks.mesh[ids, :N_MESH]), 10)
+    silence = gap[int(2.15 * 25) : int(3.9 * 25)]
+    assert np.median(silence) < p10
+    assert np.median(gap[: 50]) > np.median(silence)  # and it does open for the speech

@@ -185,6 +185,11 @@ class ModelConfig:
     """Shade the Gaussians by the lower face's expression (GaussianSpeech's colour MLP)."""
     motion_components: int = 8
     """Principal components of the lower face's motion that the audio → motion model predicts."""
+    motion_norm: Literal["frame", "sequence"] = "frame"
+    """Normalisation in the audio → motion model's temporal layers: ``frame`` normalises each frame's
+    features on their own (a frame's code then depends only on its receptive field, so a stream of short
+    segments gives the codes of the whole file); ``sequence`` normalises over the whole input sequence, as
+    runs trained before this option did (their checkpoints load with it)."""
     motion_dim: int = 96
     """Width of the audio → motion model."""
     context_past: int = 6

@@ -62,15 +62,22 @@ def log_mel(audio: np.ndarray, warp: float = 1.0) -> np.ndarray:
     import librosa
 
     power = np.abs(librosa.stft(audio, n_fft=512, win_length=400, hop_length=MEL_HOP, center=True)) ** 2
-    if warp != 1.0:
-        bins = np.arange(power.shape[0], dtype=np.float64)
-        source = np.clip(bins / warp, 0, power.shape[0] - 1)
-        lo = np.floor(source).astype(int)
-        hi = np.minimum(lo + 1, power.shape[0] - 1)
-        frac = (source - lo)[:, None]
-        power = (1 - frac) * power[lo] + frac * power[hi]
-    mel = _mel_filters() @ power
+    mel = _mel_filters() @ warp_spectrum(power, warp)
     return np.log(mel.T + 1e-5).astype(np.float32)
+
+
+def warp_spectrum(power: np.ndarray, warp: float) -> np.ndarray:
+    """(F, M) power spectrum stretched along frequency by ``warp`` (linear interpolation between bins):
+    the vocal tract length perturbation of Jaitly & Hinton (2013). ``warp`` > 1 moves formants and
+    harmonics up, as for a shorter vocal tract; 1 returns ``power`` itself."""
+    if warp == 1.0:
+        return power
+    bins = np.arange(power.shape[0], dtype=np.float64)
+    source = np.clip(bins / warp, 0, power.shape[0] - 1)
+    lo = np.floor(source).astype(int)
+    hi = np.minimum(lo + 1, power.shape[0] - 1)
+    frac = (source - lo)[:, None]
+    return (1 - frac) * power[lo] + frac * power[hi]
 
 
 @lru_cache(maxsize=1)

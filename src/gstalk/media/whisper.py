@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import GstalkError
 from .audio import AUDIO_RATE
+from .features import warp_spectrum
 
 N_FFT = 400
 HOP = 160
@@ -204,14 +205,7 @@ def log_mel(audio: np.ndarray, warp: float = 1.0) -> np.ndarray:
         np.asarray(audio, np.float32), n_fft=N_FFT, hop_length=HOP, window="hann", center=True,
         pad_mode="reflect",
     )  # fmt: skip
-    power = np.abs(stft[:, :-1]) ** 2
-    if warp != 1.0:
-        bins = np.arange(power.shape[0], dtype=np.float64)
-        source = np.clip(bins / warp, 0, power.shape[0] - 1)
-        lo = np.floor(source).astype(int)
-        hi = np.minimum(lo + 1, power.shape[0] - 1)
-        frac = (source - lo)[:, None]
-        power = (1 - frac) * power[lo] + frac * power[hi]
+    power = warp_spectrum(np.abs(stft[:, :-1]) ** 2, warp)
     mel = np.log10(np.maximum(_mel_filters() @ power, 1e-10))
     mel = np.maximum(mel, mel.max() - 8.0)
     return ((mel + 4.0) / 4.0).astype(np.float32)

@@ -92,7 +92,7 @@ class AudioMotion(nn.Module):
     or three back, give the receptive field; a linear head gives the coefficients."""
 
     def __init__(self, window: int, channels: int, components: int, past: int = 6, future: int = 3,
-                 dim: int = 96) -> None:  # fmt: skip
+                 dim: int = 96, norm: str = "frame") -> None:  # fmt: skip
         super().__init__()
         if past < 2 * future or (past - 2 * future) % 3:
             raise ValueError(
@@ -111,7 +111,12 @@ class AudioMotion(nn.Module):
             nn.Linear(channels, bands), nn.GELU(), nn.Flatten(), nn.Linear(window * bands, dim), nn.GELU()
         )
         self.temporal = nn.ModuleList(nn.Conv1d(dim, dim, 4) for _ in self.reach)
-        self.norms = nn.ModuleList(nn.GroupNorm(1, dim) for _ in self.reach)
+        # "frame": LayerNorm of each frame's features (causal, the same for any segment); "sequence":
+        # GroupNorm(1) over channels and time (statistics of the whole input), as older runs were trained
+        self.norm = norm
+        self.norms = nn.ModuleList(
+            (nn.LayerNorm(dim) if norm == "frame" else nn.GroupNorm(1, dim)) for _ in self.reach
+        )
         self.dropout = nn.Dropout(0.1)
         self.head = nn.Linear(dim, components)
 
@@ -137,5 +142,6 @@ class AudioMotion(nn.Module):
         x = ((windows - self.feature_mean) / self.feature_std).reshape(b * t, w, c)
         x = self.frame(x).reshape(b, t, -1).transpose(1, 2)  # (B, D, T)
         for (back, ahead), conv, norm in zip(self.reach, self.temporal, self.norms):
-            x = x[..., back : x.shape[-1] - ahead] + conv(self.dropout(torch.nn.functional.gelu(norm(x))))
+            h = norm(x.transpose(1, 2)).transpose(1, 2) if self.norm == "frame" else norm(x)
+            x = x[..., back : x.shape[-1] - ahead] + conv(self.dropout(torch.nn.functional.gelu(h)))
         return self.head(x.transpose(1, 2))

@@ -78,9 +78,8 @@ class TalkingHead(nn.Module):
         self.register_buffer("canonical_sizes", sizes.clamp(min=1e-6))
         self.basis = basis
         past, future = config.context_past, config.context_future
-        self.motion = AudioMotion(
-            audio_window, audio_channels, basis.components, past, future, config.motion_dim
-        )
+        self.motion = AudioMotion(audio_window, audio_channels, basis.components, past, future,
+                                  config.motion_dim, config.motion_norm)  # fmt: skip
         self.encoder = TriplaneHashEncoder(
             levels=config.hash_levels,
             log2_table=config.hash_log2_table,

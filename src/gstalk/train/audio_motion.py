@@ -44,10 +44,10 @@ def target_coefficients(ds: Dataset, basis: LowerFaceBasis) -> np.ndarray:
 
 def rest_code(ds: Dataset, coeffs: np.ndarray) -> np.ndarray:
     """(K,) the mouth at rest: the mean code of the training frames whose inner-lip gap is in the clip's
-    lowest decile (lips closed, or as closed as this speaker's get)."""
+    lowest 5 % (lips closed, or as closed as this speaker's get)."""
     ids = ds.train_ids[ds.valid[ds.train_ids]]
     gap = mouth_gap(ds.tracks.mesh[ids, :N_MESH])
-    closed = ids[gap <= np.percentile(gap, 10)]
+    closed = ids[gap <= np.percentile(gap, 5)]
     return coeffs[closed].mean(0).astype(np.float32)
 
 
@@ -98,7 +98,7 @@ def build_motion_data(
             lo = np.clip(np.floor(t).astype(int), 0, ds.n_frames - 2)
             frac = np.clip(t - lo, 0, 1)[:, None]
             target = ((1 - frac) * coeffs[lo] + frac * coeffs[lo + 1]).astype(np.float32)
-            if c % 2 == 1:
+            if c % 2 == 0:
                 noisy, target = add_pauses(noisy, target, rest, ds.fps, spec.rate, rng)
             feats.append(spec.compute(noisy, n, ds.fps, warp=aug.warp).astype(np.float32))
             targets.append(target)
