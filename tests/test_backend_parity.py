@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from numba import njit
 
-from gstalk.splat import Camera, intrinsics_from_fov, look_at, rasterize
-from gstalk.splat.numba_backend import rasterize_pixels_numba
+from gstalk.splat import Camera, intrinsics_from_fov, look_at, rasterize, threads, torch_backend
+from gstalk.splat import numba_kernels as nk
+from gstalk.splat.numba_backend import rasterize_pixels_numba, render_pixels_numba
 from gstalk.splat.projection import Projected, covariance_3d, project_gaussians
+from gstalk.splat.rasterize import _background
 from gstalk.splat.scenes import head_shell, orbit_cameras
 from gstalk.splat.torch_backend import rasterize_pixels
 
@@ -99,14 +103,45 @@ def _degenerate_scene(kind: str, dtype=torch.float32):
                                [0.01, 0.01, 0.01], [0.04, 0.04, 0.04]])  # fmt: skip
         opacities = torch.tensor([0.8, 0.6, 0.9, 0.9, 0.5, 0.7])
         colors = torch.rand(6, 3, generator=torch.Generator().manual_seed(7))
+    elif kind == "opacity_extremes":  # at and around the 1/255 floor, and at the 0.99 clamp and beyond
+        ops = [0.0039, 0.00392, 1 / 255, 0.00395, 0.0045, 0.02, 0.5, 0.985, 0.99, 0.991, 0.999, 1.0]
+        n = len(ops)
+        g = torch.Generator().manual_seed(8)
+        means = torch.cat(
+            [(torch.rand(n, 2, generator=g) - 0.5) * 0.4, torch.linspace(-0.2, 0.2, n)[:, None]], 1
+        )
+        quats = torch.randn(n, 4, generator=g)
+        scales = torch.exp(torch.empty(n, 3).uniform_(math.log(0.03), math.log(0.12), generator=g))
+        opacities = torch.tensor(ops)
+        colors = torch.rand(n, 3, generator=g)
+    elif kind == "tile_crossing":  # centres on 16-pixel tile borders, boxes spanning 1 to 20 tiles
+        f, cx, cy = intrinsics_from_fov(40.0, 64, 48)[[0, 2, 3]].tolist()
+        us = torch.tensor([16.0, 32.0, 48.0, 16.0, 32.0, 0.0, 64.0, 31.9, 32.1, 24.0])
+        vs = torch.tensor([16.0, 16.0, 32.0, 32.0, 0.0, 24.0, 48.0, 16.1, 15.9, 24.0])
+        means = torch.stack([(us - cx) * 2.0 / f, (vs - cy) * 2.0 / f, torch.linspace(-0.1, 0.1, 10)], 1)
+        quats = torch.randn(10, 4, generator=torch.Generator().manual_seed(9))
+        sizes = torch.tensor([0.003, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.005, 0.005, 0.3])
+        scales = sizes[:, None] * torch.tensor([[1.0, 0.4, 0.7]])
+        opacities = torch.tensor([0.9, 0.5, 0.7, 0.3, 0.95, 0.6, 0.8, 1.0, 1.0, 0.2])
+        colors = torch.rand(10, 3, generator=torch.Generator().manual_seed(10))
+    elif kind == "tiny_and_huge":  # points (the low-pass blob alone), and Gaussians far larger than the view
+        means = torch.tensor(
+            [[0.0, 0.0, 0.0], [0.1, 0.05, -0.1], [0.0, 0.0, 0.5], [-0.2, 0.1, 1.0], [0.3, -0.2, 0.2]]
+        )
+        quats = torch.randn(5, 4, generator=torch.Generator().manual_seed(11))
+        scales = torch.tensor(
+            [[1e-7] * 3, [1e-5, 1e-5, 1e-5], [20.0, 20.0, 20.0], [2.0, 0.01, 5.0], [1e-4, 3.0, 1e-4]]
+        )
+        opacities = torch.tensor([0.9, 0.6, 0.3, 0.5, 0.7])
+        colors = torch.rand(5, 3, generator=torch.Generator().manual_seed(12))
     else:
         raise ValueError(kind)
     return [t.to(dtype) for t in (means, quats, scales, opacities, colors)]
 
 
-def _run(backend: str, scene, cams: Camera, background):
+def _run(backend: str, scene, cams: Camera, background, groups=None):
     leaves = [t.clone().requires_grad_() for t in scene]
-    out = rasterize(*leaves, cams, background=background, backend=backend)
+    out = rasterize(*leaves, cams, background=background, backend=backend, groups=groups)
     weights = torch.rand(
         *out.image.shape[:-1], out.image.shape[-1] + 2, generator=torch.Generator().manual_seed(11)
     ).to(out.image.dtype)
@@ -114,7 +149,7 @@ def _run(backend: str, scene, cams: Camera, background):
     return out, [t.grad for t in leaves], out.means2d.grad
 
 
-def _composite_grads(pixels, scene, cams: Camera):
+def _composite_grads(pixels, scene, cams: Camera, groups=None):
     """Gradients at the compositing interface: 2D means, conics, opacities, depths, colours."""
     means, quats, scales, opacities, colors = scene
     with torch.no_grad():
@@ -123,30 +158,64 @@ def _composite_grads(pixels, scene, cams: Camera):
             cams.width, cams.height,
         )  # fmt: skip
     leaves = [t.clone().requires_grad_() for t in (p.means2d, p.conics, opacities, p.depths)]
-    cols = colors.expand(len(cams), *colors.shape).clone().requires_grad_()
+    cols = colors.expand(len(cams), *colors.shape[-2:]).clone().requires_grad_()
     proj = Projected(leaves[0], leaves[1], leaves[3], p.radii)
-    color, alpha, depth = pixels(proj, leaves[2], cols, cams.width, cams.height)
+    color, alpha, depth = pixels(proj, leaves[2], cols, cams.width, cams.height, groups=groups)
     weights = torch.rand(*alpha.shape[:-1], color.shape[-1] + 2, generator=torch.Generator().manual_seed(12))
     (torch.cat([color, alpha, depth], -1) * weights.to(color.dtype)).sum().backward()
     return [t.grad for t in (*leaves, cols)]
 
 
-def _compare(scene, cams: Camera, background=0.25):
-    ref, ref_grads, ref_m2d = _run("torch", scene, cams, background)
-    new, new_grads, new_m2d = _run("numba", scene, cams, background)
-    assert new.backend == "numba"
+def _assert_images_agree(ref, new, what: str) -> None:
     for name in ("image", "alpha", "depth"):
         a, b = getattr(ref, name).detach(), getattr(new, name).detach()
-        assert (a - b).abs().max() <= TOL, name
-    assert torch.equal(ref.radii, new.radii) and torch.equal(ref.visible, new.visible)
+        assert (a - b).abs().max() <= TOL, f"{what}: {name}"
+    assert torch.equal(ref.radii, new.radii) and torch.equal(ref.visible, new.visible), what
+
+
+def _compare_rendering(scene, cams: Camera, background, groups) -> None:
+    """Without gradients the compiled backend projects in float64 and composites straight to the image:
+    end to end it matches the reference in float64; in float32 (where the projection of needles amplifies
+    last-bit differences, see above) its compositing matches on the reference's projection."""
+    with torch.no_grad():
+        ref = rasterize(*scene, cams, background=background, backend="torch", groups=groups)
+        rendered = rasterize(*scene, cams, background=background, backend="numba", groups=groups)
+        if scene[0].dtype == torch.float64:
+            _assert_images_agree(ref, rendered, "rendering")
+        means, quats, scales, opacities, colors = scene
+        p = project_gaussians(
+            means, covariance_3d(quats, scales), opacities, cams.world_to_cam, cams.intrinsics,
+            cams.width, cams.height,
+        )  # fmt: skip
+        colors = colors.expand(len(cams), *colors.shape[-2:])
+        color, alpha, depth_sum = rasterize_pixels(
+            p, opacities, colors, cams.width, cams.height, groups=groups
+        )
+        bg = _background(background, tuple(color.shape), color.dtype, color.device)
+        image, alpha_new, depth = render_pixels_numba(
+            p, opacities, colors, bg, cams.width, cams.height, groups
+        )
+        assert (image - (color + (1.0 - alpha) * bg)).abs().max() <= TOL, "rendering: image"
+        assert (alpha_new - alpha).abs().max() <= TOL, "rendering: alpha"
+        assert (depth - depth_sum / alpha.clamp(min=1e-10)).abs().max() <= TOL, "rendering: depth"
+
+
+def _compare(scene, cams: Camera, background=0.25, groups=None):
+    """Both backends, with gradients (training) and without (rendering: the compiled backend's one-pass
+    path with the compiled projection), outputs and gradients."""
+    ref, ref_grads, ref_m2d = _run("torch", scene, cams, background, groups)
+    new, new_grads, new_m2d = _run("numba", scene, cams, background, groups)
+    assert new.backend == "numba"
+    _assert_images_agree(ref, new, "with gradients")
+    _compare_rendering(scene, cams, background, groups)
     if scene[0].dtype == torch.float64:
         names = ("means", "quats", "scales", "opacities", "colors", "means2d")
         for name, a, b in zip(names, [*ref_grads, ref_m2d], [*new_grads, new_m2d]):
             assert (a - b).abs().max() <= TOL, f"gradient of {name}"
     else:
         names = ("means2d", "conics", "opacities", "depths", "colors")
-        pairs = zip(names, _composite_grads(rasterize_pixels, scene, cams), _composite_grads(
-            rasterize_pixels_numba, scene, cams))  # fmt: skip
+        pairs = zip(names, _composite_grads(rasterize_pixels, scene, cams, groups), _composite_grads(
+            rasterize_pixels_numba, scene, cams, groups))  # fmt: skip
         for name, a, b in pairs:
             assert (a - b).abs().max() <= TOL * max(float(a.abs().max()), 1.0), f"gradient of {name}"
 
@@ -165,7 +234,7 @@ def test_random_scenes_agree_in_float64(n, size, channels, views, seed):
 @pytest.mark.parametrize(
     "kind",
     ["equal_depths", "pixel_and_tile_aligned", "huge_and_small", "needles", "opaque_stack",
-     "off_screen_and_behind"],
+     "off_screen_and_behind", "opacity_extremes", "tile_crossing", "tiny_and_huge"],
 )  # fmt: skip
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_degenerate_scenes_agree(kind, dtype):
@@ -175,3 +244,94 @@ def test_degenerate_scenes_agree(kind, dtype):
 def test_a_trained_head_sized_scene_agrees_in_float32():
     scene = head_shell(3000, seed=3)
     _compare(list(scene.tensors()), orbit_cameras(2, 128, max_yaw_degrees=35))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_groups_agree(dtype):
+    """The fused face-over-mouth render: every Gaussian of a lower group in front, whatever its depth."""
+    scene = _random_scene(400, 3, 5, dtype)
+    groups = torch.randint(0, 3, (400,), generator=torch.Generator().manual_seed(6), dtype=torch.int32)
+    _compare(scene, _camera(80, 64, 2, dtype), background=0.5, groups=groups)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_backgrounds_and_per_camera_colours_agree(dtype):
+    """Per-camera colours and every background form the one-pass render composites over."""
+    means, quats, scales, opacities, _ = _random_scene(150, 3, 7, dtype)
+    cams = _camera(50, 70, 3, dtype)  # sizes that are not whole tiles
+    per_camera = torch.rand(3, 150, 3, generator=torch.Generator().manual_seed(8)).to(dtype)
+    scene = [means, quats, scales, opacities, per_camera]
+    g = torch.Generator().manual_seed(9)
+    _compare(scene, cams, torch.rand(3, 70, 50, 3, generator=g).to(dtype))
+    backgrounds = [
+        None, 0.3, torch.rand(3, generator=g).to(dtype), torch.rand(3, 3, generator=g).to(dtype),
+        torch.rand(70, 50, 3, generator=g).to(dtype),
+    ]  # fmt: skip
+    for background in backgrounds:
+        _compare_rendering(scene, cams, background, None)
+
+
+def test_nothing_visible_renders_the_background():
+    scene = _degenerate_scene("off_screen_and_behind")
+    means = scene[0] + torch.tensor([0.0, 0.0, -10.0])  # all behind the camera
+    cams = _camera(40, 30, 2)
+    bg = torch.rand(2, 30, 40, 3)
+    with torch.no_grad():
+        out = rasterize(means, *scene[1:], cams, background=bg, backend="numba")
+    assert torch.equal(out.image, bg) and not out.alpha.any() and not out.depth.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_draw_order_and_boxes_match_the_reference(dtype):
+    """The radix sort keeps torch's stable order (ties by index, -0.0 equal to 0.0, groups first), and the
+    compiled pixel boxes are the torch backend's."""
+    rng = np.random.default_rng(0)
+    depths = rng.normal(size=3000).astype(dtype)
+    depths[rng.integers(0, 3000, 600)] = 0.25
+    depths[rng.integers(0, 3000, 50)] = -0.0
+    depths[rng.integers(0, 3000, 50)] = 0.0
+    for groups in (None, torch.from_numpy(rng.integers(-2, 3, 3000).astype(np.int32))):
+        expected = torch_backend.draw_order(torch.from_numpy(depths), groups).numpy()
+        got = nk.draw_order(depths, np.zeros(0, np.int32) if groups is None else groups.numpy())
+        assert np.array_equal(got, expected)
+    means2d = torch.from_numpy(rng.uniform(-40, 140, (3000, 2)).astype(dtype))
+    means2d[:100] = torch.from_numpy(rng.integers(-5, 105, (100, 2)).astype(dtype) + dtype(0.5))  # on centres
+    radii = torch.from_numpy(rng.integers(0, 30, (3000, 2)).astype(np.int32))
+    visible = (radii > 0).all(-1)
+    expected = torch_backend.pixel_boxes(means2d, radii, visible, 100, 77).numpy()
+    got = nk.pixel_boxes(means2d.numpy(), radii.numpy(), 100, 77, dtype(0.5))
+    assert np.array_equal(got[visible.numpy()], expected[visible.numpy()])
+    assert (got[~visible.numpy(), 1] < got[~visible.numpy(), 0]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_exponential_is_accurate(dtype):
+    x = np.concatenate([np.linspace(0, 90, 200_001), [1e-30, 5.5451774, 80.0, 1e30]]).astype(dtype)
+    got = _exp_neg_all(x)
+    expected = np.exp(-x.astype(np.float64))
+    normal = expected > np.finfo(dtype).tiny * 2**24
+    ulps = np.abs(got[normal] - expected[normal].astype(dtype)) / np.spacing(expected[normal].astype(dtype))
+    assert ulps.max() <= (2 if dtype == np.float32 else 4)
+    assert (got >= 0).all() and (got <= 1).all()
+
+
+@njit
+def _exp_neg_all(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = nk.exp_neg(x[i])
+    return out
+
+
+def test_tiles_are_shared_by_cost_and_all_run_once():
+    threads.configure(2)
+    try:
+        costs = np.random.default_rng(1).integers(1, 500, 1024)
+        costs[:100] = 5000  # a dense band
+        parts = threads.split_tiles(np.arange(1024), costs)
+        assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(1024))
+        totals = [costs[p].sum() for p in parts]
+        assert max(totals) - min(totals) <= 2 * costs.max()
+        assert len(parts) == 4
+    finally:
+        threads.configure()

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .camera import Camera
 from .gsplat_backend import gsplat_available, rasterize_gsplat
-from .projection import covariance_3d, project_gaussians
+from .projection import Projected, covariance_3d, project_gaussians
 from .torch_backend import DEFAULT_MAX_PAIRS, rasterize_pixels
 
 Backend = Literal["auto", "numba", "torch", "gsplat"]
@@ -92,45 +92,48 @@ def rasterize(
         color, alpha, depth, means2d, radii = rasterize_gsplat(
             means, quats, scales, opacities, colors, cameras
         )
+        image = color + (1.0 - alpha) * _background(background, tuple(color.shape), color.dtype, color.device)
     else:
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad
-            for t in (means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics)
+        image, alpha, depth, proj = _rasterize_cpu(
+            means, quats, scales, opacities, colors, cameras, background, chosen, max_pairs, groups
         )
-        if chosen == "numba" and not needs_grad:  # rendering: the compiled projection
-            from .numba_backend import project_gaussians_numba
-
-            proj = project_gaussians_numba(
-                means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics, cameras.width,
-                cameras.height,
-            )  # fmt: skip
-        else:
-            covars = covariance_3d(quats, scales)
-            proj = project_gaussians(
-                means,
-                covars,
-                opacities,
-                cameras.world_to_cam,
-                cameras.intrinsics,
-                cameras.width,
-                cameras.height,
-            )
-        if chosen == "numba":
-            from .numba_backend import rasterize_pixels_numba
-
-            color, alpha, depth_sum = rasterize_pixels_numba(
-                proj, opacities, colors, cameras.width, cameras.height, groups
-            )
-        else:
-            color, alpha, depth_sum = rasterize_pixels(
-                proj, opacities, colors, cameras.width, cameras.height, max_pairs, groups
-            )
-        depth = depth_sum / alpha.clamp(min=1e-10)
         means2d, radii = proj.means2d, proj.radii
     if means2d.requires_grad:
         means2d.retain_grad()
-    image = color + (1.0 - alpha) * _background(background, color)
     return RenderOutput(image, alpha, depth, means2d, radii, (radii > 0).all(-1), chosen)
+
+
+def _rasterize_cpu(
+    means, quats, scales, opacities, colors, cameras: Camera, background, chosen: str, max_pairs: int, groups
+) -> tuple[Tensor, Tensor, Tensor, Projected]:
+    """The numba and torch backends: image, alpha, depth and the projection. Rendering with numba (nothing
+    needs gradients) projects with the compiled copy and composites to the final image in one pass."""
+    geometry = (means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in geometry)
+    size = (cameras.width, cameras.height)
+    if chosen == "numba" and not needs_grad:  # rendering: the compiled projection
+        from .numba_backend import project_gaussians_numba
+
+        proj = project_gaussians_numba(
+            means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics, *size
+        )
+    else:
+        covars = covariance_3d(quats, scales)
+        proj = project_gaussians(means, covars, opacities, cameras.world_to_cam, cameras.intrinsics, *size)
+    shape = (len(cameras), cameras.height, cameras.width, colors.shape[-1])
+    bg = _background(background, shape, means.dtype, means.device)
+    colour_grad = torch.is_grad_enabled() and (colors.requires_grad or bg.requires_grad)
+    if chosen == "numba" and not (needs_grad or colour_grad):
+        from .numba_backend import render_pixels_numba
+
+        return (*render_pixels_numba(proj, opacities, colors, bg, *size, groups), proj)
+    if chosen == "numba":
+        from .numba_backend import rasterize_pixels_numba
+
+        color, alpha, depth_sum = rasterize_pixels_numba(proj, opacities, colors, *size, groups)
+    else:
+        color, alpha, depth_sum = rasterize_pixels(proj, opacities, colors, *size, max_pairs, groups)
+    return color + (1.0 - alpha) * bg, alpha, depth_sum / alpha.clamp(min=1e-10), proj
 
 
 def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tensor:
@@ -170,11 +173,14 @@ def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tenso
     return colors
 
 
-def _background(background: Tensor | float | None, color: Tensor) -> Tensor:
+def _background(
+    background: Tensor | float | None, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """The background as a tensor broadcastable to the images' ``shape`` (C, H, W, D)."""
     if background is None:
-        return torch.zeros((), dtype=color.dtype, device=color.device)
-    bg = torch.as_tensor(background, dtype=color.dtype, device=color.device)
-    n_cams, h, w, d = color.shape
+        return torch.zeros((), dtype=dtype, device=device)
+    bg = torch.as_tensor(background, dtype=dtype, device=device)
+    n_cams, h, w, d = shape
     if bg.ndim == 0:
         return bg
     if bg.ndim == 1:

@@ -57,10 +57,17 @@ def configure(count: int | None = None, torch_threads: int | None = None) -> int
     return count
 
 
-def split_tiles(tiles: np.ndarray) -> list[np.ndarray]:
-    """Interleave busy tiles over the workers (neighbouring tiles cost alike, so each gets a fair share)."""
+def split_tiles(tiles: np.ndarray, costs: np.ndarray | None = None) -> list[np.ndarray]:
+    """Share tiles among the workers. Without ``costs``, interleaved (neighbouring tiles cost alike).
+    With ``costs`` (an estimate per tile), in runs of consecutive tiles of about equal total cost, two per
+    worker, so a worker whose run took longer than estimated leaves the last run to the other."""
     n = threads()
-    return [np.ascontiguousarray(tiles[i::n]) for i in range(min(n, max(len(tiles), 1)))]
+    if costs is None or n == 1 or len(tiles) < 2:
+        n = min(n, max(len(tiles), 1))
+        return [np.ascontiguousarray(tiles[i::n]) for i in range(n)]
+    cumulative = np.cumsum(costs)
+    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, 2 * n) / (2 * n))
+    return [part for part in np.split(tiles, cuts) if len(part)]
 
 
 def split_range(n_items: int) -> list[tuple[int, int]]:
