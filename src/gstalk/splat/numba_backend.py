@@ -40,7 +40,6 @@ from .projection import ALPHA_MIN, FAR_PLANE, LOW_PASS, NEAR_PLANE, Projected
 from .threads import for_each_part, split_range, split_tiles
 from .torch_backend import ALPHA_MAX, T_STOP
 
-TILE = nk.TILE
 #: the smallest alpha ``rasterize`` divides the depth by (its ``alpha.clamp(min=1e-10)``)
 DEPTH_ALPHA_MIN = 1e-10
 
@@ -145,9 +144,9 @@ class _Camera:
             busy = np.flatnonzero(self.start[1:] > self.start[:-1])
             self.parts = split_tiles(np.arange(cost.size), cost)  # every tile: empty ones are written too
             self.busy_parts = split_tiles(busy, cost[busy])
-        tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-        self.xs = (np.arange(tiles_x * TILE) + 0.5).astype(np_dtype)  # pixel centres, padded to whole tiles
-        self.ys = (np.arange(tiles_y * TILE) + 0.5).astype(np_dtype)
+        tiles_x, tiles_y = -(-width // nk.TILE_W), -(-height // nk.TILE_H)
+        self.xs = (np.arange(tiles_x * nk.TILE_W) + 0.5).astype(np_dtype)  # pixel centres, whole tiles
+        self.ys = (np.arange(tiles_y * nk.TILE_H) + 0.5).astype(np_dtype)
         self.conics = _numpy(projected.conics[c])
         self.opacities = _numpy(opacities)
         self.depths = _numpy(projected.depths[c])

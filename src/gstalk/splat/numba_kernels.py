@@ -32,8 +32,9 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-TILE = 16
-AREA = TILE * TILE
+#: tile width and height in pixels: narrow tiles keep the masked lanes of small Gaussians few
+TILE_W, TILE_H = 8, 32
+AREA = TILE_W * TILE_H
 #: a Gaussian's fixed cost in a tile (setting up its steps), in units of one tile row of lane work
 ENTRY_COST = 4
 
@@ -196,17 +197,17 @@ def bin_tiles(boxes: np.ndarray, order: np.ndarray, width: int, height: int):
     boxes (N, 4) int32: first col, last col, first row, last row of the pixels a Gaussian covers (empty
     when last < first); order (N,): ids front to back. Returns ``start`` (tiles + 1,) int64 offsets into
     ``ids`` (entries,) int32, and ``cost`` (tiles,) int64 in tile rows of lane work."""
-    tiles_x = (width + TILE - 1) // TILE
-    tiles_y = (height + TILE - 1) // TILE
+    tiles_x = (width + TILE_W - 1) // TILE_W
+    tiles_y = (height + TILE_H - 1) // TILE_H
     start = np.zeros(tiles_x * tiles_y + 1, np.int64)
     cost = np.ones(tiles_x * tiles_y, np.int64)  # an empty tile is still written
     for g in range(boxes.shape[0]):
         x0, x1, y0, y1 = boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3]
         if x1 < x0 or y1 < y0:
             continue
-        for ty in range(y0 // TILE, y1 // TILE + 1):
-            rows = min(y1, ty * TILE + TILE - 1) - max(y0, ty * TILE) + 1
-            for tx in range(x0 // TILE, x1 // TILE + 1):
+        for ty in range(y0 // TILE_H, y1 // TILE_H + 1):
+            rows = min(y1, ty * TILE_H + TILE_H - 1) - max(y0, ty * TILE_H) + 1
+            for tx in range(x0 // TILE_W, x1 // TILE_W + 1):
                 start[ty * tiles_x + tx + 1] += 1
                 cost[ty * tiles_x + tx] += rows + ENTRY_COST
     for t in range(tiles_x * tiles_y):
@@ -218,8 +219,8 @@ def bin_tiles(boxes: np.ndarray, order: np.ndarray, width: int, height: int):
         x0, x1, y0, y1 = boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3]
         if x1 < x0 or y1 < y0:
             continue
-        for ty in range(y0 // TILE, y1 // TILE + 1):
-            for tx in range(x0 // TILE, x1 // TILE + 1):
+        for ty in range(y0 // TILE_H, y1 // TILE_H + 1):
+            for tx in range(x0 // TILE_W, x1 // TILE_W + 1):
                 t = ty * tiles_x + tx
                 ids[fill[t]] = g
                 fill[t] += 1
@@ -230,8 +231,8 @@ def bin_tiles(boxes: np.ndarray, order: np.ndarray, width: int, height: int):
 def _tile_lanes(xs, ys, tx0, ty0, lane_x, lane_y):
     """Pixel-centre coordinates of the tile's 256 lanes, row-major."""
     for p in range(AREA):
-        lane_x[p] = xs[tx0 + (p & (TILE - 1))]
-        lane_y[p] = ys[ty0 + (p >> 4)]
+        lane_x[p] = xs[tx0 + (p & (TILE_W - 1))]
+        lane_y[p] = ys[ty0 + p // TILE_W]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -245,7 +246,7 @@ def _alphas(lx, ly, mx, my, ca, cb, cc, o, lo, hi, consts, la, lg):
         sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy  # the torch backend's order
         gauss = exp_neg(max(sigma, zero))
         alpha = min(o * gauss, alpha_max)
-        col = j & (TILE - 1)  # runs start at a tile row
+        col = j & (TILE_W - 1)  # runs start at a tile row
         ok = (col >= lo) & (col <= hi) & (sigma >= zero) & (alpha >= alpha_min)
         la[j] = alpha if ok else zero
         lg[j] = gauss
@@ -287,7 +288,7 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
     (H, W, D) array (strides may be 0) to output the image over it, alpha, and the depth divided by alpha
     (``rasterize``'s final values in one pass)."""
     height, width = out_alpha.shape
-    tiles_x = (width + TILE - 1) // TILE
+    tiles_x = (width + TILE_W - 1) // TILE_W
     d = colors.shape[1]
     one = consts[3]
     lane_x, lane_y = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
@@ -297,8 +298,8 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
     acc = np.empty((d + 2) * AREA, out_sums.dtype)  # float64 when kept for the backward pass
     for t in tiles:
         ty = t // tiles_x
-        tx0, ty0 = (t - ty * tiles_x) * TILE, ty * TILE
-        tx1, ty1 = min(tx0 + TILE, width) - 1, min(ty0 + TILE, height) - 1
+        tx0, ty0 = (t - ty * tiles_x) * TILE_W, ty * TILE_H
+        tx1, ty1 = min(tx0 + TILE_W, width) - 1, min(ty0 + TILE_H, height) - 1
         acc[:] = 0
         if start[t + 1] > start[t]:
             _tile_lanes(xs, ys, tx0, ty0, lane_x, lane_y)
@@ -306,8 +307,8 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
             n_left = (tx1 - tx0 + 1) * (ty1 - ty0 + 1)
             for e in range(start[t], start[t + 1]):
                 g = ids[e]
-                p0 = (max(boxes[g, 2], ty0) - ty0) * TILE
-                p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE
+                p0 = (max(boxes[g, 2], ty0) - ty0) * TILE_W
+                p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE_W
                 n = p1 - p0
                 lo, hi = boxes[g, 0] - tx0, boxes[g, 1] - tx0
                 mx, my, o = means2d[g, 0], means2d[g, 1], opacities[g]
@@ -331,7 +332,7 @@ def _write_tile(acc, tx0, tx1, ty0, ty1, d, consts, out_color, out_alpha, out_de
     tiny = consts[6]
     for py in range(ty0, ty1 + 1):
         for px in range(tx0, tx1 + 1):
-            p = (py - ty0) * TILE + px - tx0
+            p = (py - ty0) * TILE_W + px - tx0
             alpha = acc[d * AREA + p]
             depth = acc[(d + 1) * AREA + p]
             out_alpha[py, px] = alpha
@@ -401,7 +402,7 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
     Per pixel, ``S = Σ w_k (g · v_k)`` is g dotted with the float64 sums the forward pass kept; one walk
     front to back then gives each pair's ``behind`` as S minus the pixel's running prefix."""
     height, width = g_alpha.shape
-    tiles_x = (width + TILE - 1) // TILE
+    tiles_x = (width + TILE_W - 1) // TILE_W
     d = colors.shape[1]
     one = consts[3]
     lane_x, lane_y = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
@@ -414,13 +415,13 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
         if start[t + 1] == start[t]:
             continue
         ty = t // tiles_x
-        tx0, ty0 = (t - ty * tiles_x) * TILE, ty * TILE
-        tx1, ty1 = min(tx0 + TILE, width) - 1, min(ty0 + TILE, height) - 1
+        tx0, ty0 = (t - ty * tiles_x) * TILE_W, ty * TILE_H
+        tx1, ty1 = min(tx0 + TILE_W, width) - 1, min(ty0 + TILE_H, height) - 1
         _tile_lanes(xs, ys, tx0, ty0, lane_x, lane_y)
         total[:] = 0.0
         for py in range(ty0, ty1 + 1):
             for px in range(tx0, tx1 + 1):
-                p = (py - ty0) * TILE + px - tx0
+                p = (py - ty0) * TILE_W + px - tx0
                 v = (
                     np.float64(g_alpha[py, px]) * sums[py, px, d]
                     + np.float64(g_depth[py, px]) * sums[py, px, d + 1]
@@ -435,8 +436,8 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
         prefix[:] = 0.0
         for e in range(start[t], start[t + 1]):
             g = ids[e]
-            p0 = (max(boxes[g, 2], ty0) - ty0) * TILE
-            p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE
+            p0 = (max(boxes[g, 2], ty0) - ty0) * TILE_W
+            p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE_W
             n = p1 - p0
             mx, my, o = means2d[g, 0], means2d[g, 1], opacities[g]
             ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
