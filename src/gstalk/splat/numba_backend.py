@@ -3,20 +3,21 @@
 The design of the reference 3DGS rasterizer and gsplat, on CPU threads (kernels: ``numba_kernels``):
 
 1. **Binning** (serial, O(N + pairs of Gaussian and tile)): every visible Gaussian's opacity-aware pixel
-   box, the same box the torch backend pairs pixels with, covers a range of 16 × 16 tiles. Gaussians are
+   box, the same box the torch backend pairs pixels with, covers a range of 8 × 32 tiles. Gaussians are
    visited in stable depth order (by group first) and appended to each tile they touch, so every tile's
    list comes out sorted front to back with no per-tile sort.
 2. **Forward** (tiles in parallel on gstalk's worker threads, ``splat.threads``, balanced by each tile's
    estimated work): a tile walks its list front to back; each Gaussian updates the tile rows of its box,
-   16 pixels a row, as SIMD lanes, with the torch backend's rules: ``alpha = min(0.99, o·exp(-σ))``, skip
+   8 pixels a row, as SIMD lanes, with the torch backend's rules: ``alpha = min(0.99, o·exp(-σ))``, skip
    ``alpha < 1/255``, and a pixel stops before the Gaussian that would take its transmittance below 1e-4.
    σ and alpha are computed in the input's precision with the torch backend's operation order. When
    nothing needs gradients, the same pass also composites over the background and normalises the depth,
    so ``rasterize`` returns its outputs without further passes over the image.
-3. **Backward** (tiles in parallel likewise): per pixel, ``S = Σ w_k (g · v_k)`` (w the pair's weight, v
-   its values 1, depth, colour; g the output gradient) is g dotted with the float64 sums the forward pass
-   kept; one walk then gives each pair's gradient, the contribution behind pair k being ``S`` minus the
-   pixel's running prefix: no division by ``1 - alpha``. Each (tile, Gaussian) entry sums its own
+3. **Backward** (tiles in parallel likewise), the reference 3DGS rasterizer's: the forward pass keeps
+   each pixel's final transmittance and the tile entry of its last pair; each tile walks its list back
+   to front, the transmittance in front of a pair being the one behind it divided by ``1 - alpha``, and
+   the sum of ``w (g · v)`` over a pixel's later pairs (w the weight, v the values 1, depth, colour, g
+   the output gradient) growing as it goes, so nothing cancels. Each (tile, Gaussian) entry sums its own
    gradient, so tiles never share memory, and a serial pass sums the entries per Gaussian.
 
 Only the compositing has a hand-written backward: projection stays the shared PyTorch code when gradients
@@ -182,15 +183,16 @@ class _Composite(torch.autograd.Function):
         alpha = np.empty((n_cams, height, width), np_dtype)
         depth = np.empty((n_cams, height, width), np_dtype)
         keep = torch.is_grad_enabled() or any(ctx.needs_input_grad)
-        sums = np.empty((n_cams, height, width, d + 2)) if keep else np.zeros((n_cams, 0, 0, 0), np_dtype)
+        size = (n_cams, height, width) if keep else (n_cams, 0, 0)
+        trans, last = np.empty(size, np_dtype), np.empty(size, np.int32)
         cams = []
         for c in range(n_cams):
             cam = _Camera(projected, c, opacities, colors, width, height, groups)
-            outs = (color[c], alpha[c], depth[c], sums[c], _empty(np_dtype, 3))
+            outs = (color[c], alpha[c], depth[c], trans[c], last[c], _empty(np_dtype, 3))
             with _stage("forward"):
                 for_each_part(partial(_run_forward, cam=cam, outs=outs), cam.parts)
             cams.append(cam)
-        ctx.cams, ctx.sums = cams, sums
+        ctx.cams, ctx.trans, ctx.last = cams, trans, last
         ctx.shapes = (n_cams, n, d)
         device = means2d.device
         return (
@@ -209,7 +211,7 @@ class _Composite(torch.autograd.Function):
         gd = _numpy(g_depth[..., 0]).astype(np_dtype, copy=False)
         for c, cam in enumerate(ctx.cams):
             entry = np.empty((cam.ids.shape[0], 7 + d), np.float64)
-            grads_in = (ctx.sums[c], gc[c], ga[c], gd[c], entry)
+            grads_in = (ctx.trans[c], ctx.last[c], gc[c], ga[c], gd[c], entry)
             with _stage("backward"):
                 for_each_part(partial(_run_backward, cam=cam, grads_in=grads_in), cam.busy_parts)
             with _stage("gather"):
@@ -269,7 +271,7 @@ def render_pixels_numba(
     bg = np.broadcast_to(_numpy(background).astype(np_dtype, copy=False), (n_cams, height, width, d))
     for c in range(n_cams):
         cam = _Camera(projected, c, opacities.detach(), colors.detach(), width, height, groups)
-        outs = (image[c], alpha[c], depth[c], _empty(np_dtype, 3), bg[c])
+        outs = (image[c], alpha[c], depth[c], _empty(np_dtype, 2), np.empty((0, 0), np.int32), bg[c])
         with _stage("forward"):
             for_each_part(partial(_run_forward, cam=cam, outs=outs), cam.parts)
     device = projected.means2d.device

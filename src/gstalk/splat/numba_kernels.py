@@ -3,24 +3,26 @@
 All work on NumPy arrays in the compositing precision (float32 or float64, "lanes" below) and release
 the GIL; :mod:`.numba_backend` prepares their inputs and runs them on gstalk's worker threads.
 
-**Tiles and lanes.** The image is cut into 16 × 16 tiles. Within a tile, each Gaussian of the tile's
-front-to-back list covers a run of whole tile rows (its pixel box's rows), so its pixels form one
-contiguous run of ``16 · rows`` lanes of the tile's row-major arrays. Each step over those lanes is a
-plain loop that LLVM turns into SIMD code (8 float32 lanes per AVX2 instruction); lanes outside the
-Gaussian's box columns are masked, not skipped. The steps of one Gaussian in one tile:
+**Tiles and lanes.** The image is cut into tiles 8 pixels wide and 32 high. Within a tile, each
+Gaussian of the tile's front-to-back list covers a run of whole tile rows (its pixel box's rows), so its
+pixels form one contiguous run of ``8 · rows`` lanes of the tile's row-major arrays. Each step over
+those lanes is a plain loop that LLVM turns into SIMD code (a tile row is one 8-lane float32 vector on
+AVX2); lanes outside the Gaussian's box columns are masked, not skipped. Narrow tiles keep the masked
+lanes of small Gaussians few: 25% fewer lanes than 16 × 16 tiles for a 512² head, for 10% more entries.
+The steps of one Gaussian in one tile:
 
 1. ``_alphas``: σ, ``exp(-σ)`` and alpha per lane, and whether the pair passes (box column, σ ≥ 0,
    alpha ≥ 1/255): the torch backend's rules, σ in its operation order and precision.
 2. ``_blend``: each passing lane's weight ``alpha · T`` and new transmittance; a pixel whose
-   transmittance would fall below T_STOP is done (its transmittance set to 0, which no live pixel has).
+   transmittance would fall below T_STOP stops (its transmittance T kept as -T, so no later pair uses it).
 3. forward: the weights times each value (colour channels, 1, depth) added to the tile's sums.
-   backward: each lane's ``g · v``, the running prefix of ``w (g · v)``, and one reduction over the lanes
-   for the Gaussian's gradients (``_entry_gradients``).
+   backward (back to front, from each pixel's final transmittance and last pair): the transmittance in
+   front of the pair (``_unblend``), each lane's ``g · v``, and reductions over the lanes for the
+   Gaussian's gradients (``_entry_gradients``).
 
-The forward and backward kernels call the same ``_alphas`` and ``_blend``, compiled without fast-math
-flags (and the exponential's fused multiply-adds explicit), so both passes decide every pair and every
-early stop bit for bit alike: the backward's ``S − prefix`` relies on it. Only the gradient reductions
-may reassociate (their order is free; the reference's index_add has none either).
+The forward and backward kernels call the same ``_alphas``, compiled without fast-math flags (and the
+exponential's fused multiply-adds explicit), so both passes find the same pairs bit for bit. Only the
+gradient reductions may reassociate (their order is free; the reference's index_add has none either).
 
 Loops over lanes index a slice with the loop variable alone: numba then omits negative-index wraparound
 and LLVM vectorises. A loop writes few arrays, so LLVM's run-time alias checks stay under its limit.
@@ -32,7 +34,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-#: tile width and height in pixels: narrow tiles keep the masked lanes of small Gaussians few
+#: tile width and height in pixels
 TILE_W, TILE_H = 8, 32
 AREA = TILE_W * TILE_H
 #: a Gaussian's fixed cost in a tile (setting up its steps), in units of one tile row of lane work
@@ -253,22 +255,23 @@ def _alphas(lx, ly, mx, my, ca, cb, cc, o, lo, hi, consts, la, lg):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _blend(la, trans, lw, lt, consts):
-    """Step 2: weights ``lw`` (0 where unused), the transmittance in front ``lt`` (0 where unused), and
-    the new transmittances. Returns how many pixels stopped here."""
+def _blend(la, trans, lw, last, e, consts):
+    """Step 2, front to back: weights ``lw`` (0 where unused) and the new transmittances; ``last`` gets
+    entry ``e`` where the pair is used. A pixel whose transmittance would fall below T_STOP stops before
+    this pair: its transmittance T is kept as -T, so no later pair touches it. Returns how many stopped."""
     one, t_stop, zero = consts[3], consts[4], consts[5]
     n_done = 0
     for j in range(la.shape[0]):
         alpha = la[j]
         tr = trans[j]
         after = tr * (one - alpha)
-        ok = alpha > zero
+        ok = (alpha > zero) & (tr > zero)
         dead = ok & (after <= t_stop)
         use = ok & (after > t_stop)
-        n_done += dead & (tr > zero)
+        n_done += dead
         lw[j] = alpha * tr if use else zero
-        lt[j] = tr if use else zero
-        trans[j] = zero if dead else (after if use else tr)
+        trans[j] = -tr if dead else (after if use else tr)
+        last[j] = e if use else last[j]
     return n_done
 
 
@@ -280,11 +283,12 @@ def _add_scaled(acc, lw, v):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, depths, colors, consts,
-                  out_color, out_alpha, out_depth, out_sums, background):  # fmt: skip
+                  out_color, out_alpha, out_depth, out_trans, out_last, background):  # fmt: skip
     """Composite the given tiles. Outputs (H, W, D), (H, W), (H, W) are fully written for those tiles.
 
-    ``out_sums``: (H, W, D + 2) float64 to receive the sums (colour, alpha, depth) the backward pass needs,
-    or empty. ``background``: empty to output the raw sums (colour, alpha, alpha-weighted depth); else an
+    ``out_trans`` (H, W) and ``out_last`` (H, W) int32, unless empty: each pixel's final transmittance
+    (after its last pair) and the tile entry of its last pair (-1: none), which the backward pass starts
+    from. ``background``: empty to output the raw sums (colour, alpha, alpha-weighted depth); else an
     (H, W, D) array (strides may be 0) to output the image over it, alpha, and the depth divided by alpha
     (``rasterize``'s final values in one pass)."""
     height, width = out_alpha.shape
@@ -293,43 +297,66 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
     one = consts[3]
     lane_x, lane_y = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     trans = np.empty(AREA, consts.dtype)
-    la, lg = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
-    lw, lt = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
-    acc = np.empty((d + 2) * AREA, out_sums.dtype)  # float64 when kept for the backward pass
+    last = np.empty(AREA, np.int32)
+    la, lg, lw = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
+    acc = np.empty((d + 2) * AREA, consts.dtype)
     for t in tiles:
         ty = t // tiles_x
         tx0, ty0 = (t - ty * tiles_x) * TILE_W, ty * TILE_H
         tx1, ty1 = min(tx0 + TILE_W, width) - 1, min(ty0 + TILE_H, height) - 1
+        if start[t + 1] == start[t]:
+            _write_empty(tx0, tx1, ty0, ty1, out_color, out_alpha, out_depth, out_trans, out_last, background)
+            continue
+        _tile_lanes(xs, ys, tx0, ty0, lane_x, lane_y)
+        trans[:] = one
+        last[:] = -1
         acc[:] = 0
-        if start[t + 1] > start[t]:
-            _tile_lanes(xs, ys, tx0, ty0, lane_x, lane_y)
-            trans[:] = one
-            n_left = (tx1 - tx0 + 1) * (ty1 - ty0 + 1)
-            for e in range(start[t], start[t + 1]):
-                g = ids[e]
-                p0 = (max(boxes[g, 2], ty0) - ty0) * TILE_W
-                p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE_W
-                n = p1 - p0
-                lo, hi = boxes[g, 0] - tx0, boxes[g, 1] - tx0
-                mx, my, o = means2d[g, 0], means2d[g, 1], opacities[g]
-                ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
-                _alphas(lane_x[p0:p1], lane_y[p0:p1], mx, my, ca, cb, cc, o, lo, hi, consts, la[:n], lg[:n])
-                n_left -= _blend(la[:n], trans[p0:p1], lw[:n], lt[:n], consts)
-                for k in range(d):
-                    _add_scaled(acc[k * AREA + p0 : k * AREA + p1], lw[:n], colors[g, k])
-                _add_scaled(acc[d * AREA + p0 : d * AREA + p1], lw[:n], one)
-                _add_scaled(acc[(d + 1) * AREA + p0 : (d + 1) * AREA + p1], lw[:n], depths[g])
-                if n_left == 0:
-                    break
-        _write_tile(acc, tx0, tx1, ty0, ty1, d, consts, out_color, out_alpha, out_depth, out_sums, background)
+        n_left = (tx1 - tx0 + 1) * (ty1 - ty0 + 1)
+        for e in range(start[t], start[t + 1]):
+            g = ids[e]
+            p0 = (max(boxes[g, 2], ty0) - ty0) * TILE_W
+            p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE_W
+            n = p1 - p0
+            lo, hi = boxes[g, 0] - tx0, boxes[g, 1] - tx0
+            mx, my, o = means2d[g, 0], means2d[g, 1], opacities[g]
+            ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
+            _alphas(lane_x[p0:p1], lane_y[p0:p1], mx, my, ca, cb, cc, o, lo, hi, consts, la[:n], lg[:n])
+            n_left -= _blend(la[:n], trans[p0:p1], lw[:n], last[p0:p1], e - start[t], consts)
+            for k in range(d):
+                _add_scaled(acc[k * AREA + p0 : k * AREA + p1], lw[:n], colors[g, k])
+            _add_scaled(acc[d * AREA + p0 : d * AREA + p1], lw[:n], one)
+            _add_scaled(acc[(d + 1) * AREA + p0 : (d + 1) * AREA + p1], lw[:n], depths[g])
+            if n_left == 0:
+                break
+        _write_tile(
+            acc, trans, last, tx0, tx1, ty0, ty1, d, consts, out_color, out_alpha, out_depth, out_trans,
+            out_last, background,
+        )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _write_tile(acc, tx0, tx1, ty0, ty1, d, consts, out_color, out_alpha, out_depth, out_sums, background):
-    keep = out_sums.shape[0] > 0
+def _write_empty(tx0, tx1, ty0, ty1, out_color, out_alpha, out_depth, out_trans, out_last, background):
+    """A tile no Gaussian touches: the background (or 0), alpha and depth 0, transmittance 1."""
+    d = out_color.shape[2]
     final = background.shape[0] > 0
-    one = consts[3]
-    tiny = consts[6]
+    keep = out_trans.shape[0] > 0
+    for py in range(ty0, ty1 + 1):
+        for px in range(tx0, tx1 + 1):
+            for k in range(d):
+                out_color[py, px, k] = background[py, px, k] if final else 0
+            out_alpha[py, px] = 0
+            out_depth[py, px] = 0
+            if keep:
+                out_trans[py, px] = 1
+                out_last[py, px] = -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _write_tile(acc, trans, last, tx0, tx1, ty0, ty1, d, consts, out_color, out_alpha, out_depth, out_trans,
+                out_last, background):  # fmt: skip
+    keep = out_trans.shape[0] > 0
+    final = background.shape[0] > 0
+    one, tiny = consts[3], consts[6]
     for py in range(ty0, ty1 + 1):
         for px in range(tx0, tx1 + 1):
             p = (py - ty0) * TILE_W + px - tx0
@@ -345,33 +372,37 @@ def _write_tile(acc, tx0, tx1, ty0, ty1, d, consts, out_color, out_alpha, out_de
                     out_color[py, px, k] = acc[k * AREA + p]
                 out_depth[py, px] = depth
             if keep:
-                for k in range(d + 2):
-                    out_sums[py, px, k] = acc[k * AREA + p]
+                out_trans[py, px] = abs(trans[p])
+                out_last[py, px] = last[p]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _prefix_add(prefix, lw, gv):
-    """prefix += w (g · v), in float64."""
-    for j in range(prefix.shape[0]):
-        prefix[j] += np.float64(lw[j]) * np.float64(gv[j])
+def _unblend(la, trans, last, e, lt, consts):
+    """Step 2, back to front: where pair ``e`` was used (alpha > 0 and e no later than the pixel's last
+    pair), the transmittance in front of it, ``T / (1 - alpha)``, into ``lt`` and ``trans``; else 0."""
+    one, zero = consts[3], consts[5]
+    for j in range(la.shape[0]):
+        alpha = la[j]
+        use = (alpha > zero) & (e <= last[j])
+        before = trans[j] / (one - alpha)
+        lt[j] = before if use else zero
+        trans[j] = before if use else trans[j]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _entry_gradients(lx, ly, lg, lw, lt, gv, prefix, total, mx, my, o, consts):
+def _entry_gradients(lx, ly, la, lg, lt, gv, behind, mx, my, o, consts):
     """One Gaussian's gradient sums over its lanes in one tile (reassociated: the order of a sum is free).
 
-    Per used lane (lt > 0): ``g_alpha = (g · v) T − behind / (1 − alpha)``, behind = S − prefix (the
-    prefix includes this pair), 0 where alpha was clamped; ``g_σ = −g_alpha · o · exp(-σ)``. Returns the
+    Per used lane (T > 0): ``g_alpha = (g · v) T − behind / (1 − alpha)``, behind the sum of ``w (g · v)``
+    of the pixel's later pairs, 0 where alpha was clamped; ``g_σ = −g_alpha · o · exp(-σ)``. Returns the
     sums of g_σ dx, g_σ dy, g_σ dx², g_σ dx dy, g_σ dy² and g_alpha · exp(-σ)."""
     alpha_max, one, zero = consts[2], consts[3], consts[5]
     s1 = s2 = s3 = s4 = s5 = s6 = zero
-    for j in range(lg.shape[0]):
+    for j in range(la.shape[0]):
         gauss = lg[j]
         raw = o * gauss
-        alpha = min(raw, alpha_max)
         tr = lt[j]
-        behind = cast_like(total[j] - prefix[j], one)
-        g_alpha = gv[j] * tr - behind / (one - alpha)
+        g_alpha = gv[j] * tr - behind[j] / (one - la[j])
         g_alpha = g_alpha if (tr > zero) & (raw <= alpha_max) else zero
         g_sigma = -g_alpha * raw
         dx = lx[j] - mx
@@ -386,55 +417,59 @@ def _entry_gradients(lx, ly, lg, lw, lt, gv, prefix, total, mx, my, o, consts):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _dot(a, b, zero):
+def _weighted_sum(g, la, lt, zero):
+    """Σ g · w over the lanes, w = alpha · T (0 where unused, as T is)."""
     s = zero
-    for j in range(a.shape[0]):
-        s += a[j] * b[j]
+    for j in range(g.shape[0]):
+        s += g[j] * (la[j] * lt[j])
     return s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_behind(behind, la, lt, gv):
+    for j in range(behind.shape[0]):
+        behind[j] += la[j] * lt[j] * gv[j]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, depths, colors, consts,
-                   sums, g_color, g_alpha, g_depth, entry_grads):  # fmt: skip
+                   trans_final, last_entry, g_color, g_alpha, g_depth, entry_grads):  # fmt: skip
     """Per (tile, Gaussian) entry of the given tiles: gradients of mean2d x, y; conic a, b, c; opacity;
-    depth; colour (D), into ``entry_grads`` (entries, 7 + D) float64.
+    depth; colour (D), into ``entry_grads`` (entries, 7 + D) float64 (unused entries: 0).
 
-    Per pixel, ``S = Σ w_k (g · v_k)`` is g dotted with the float64 sums the forward pass kept; one walk
-    front to back then gives each pair's ``behind`` as S minus the pixel's running prefix."""
+    Each tile walks its list back to front from each pixel's final transmittance and last pair (the
+    reference 3DGS rasterizer's backward): the transmittance in front of a pair is the one behind it
+    divided by ``1 - alpha``, and ``behind``, the sum of ``w (g · v)`` over later pairs, only grows, so
+    nothing cancels."""
     height, width = g_alpha.shape
     tiles_x = (width + TILE_W - 1) // TILE_W
     d = colors.shape[1]
-    one = consts[3]
+    zero = consts[5]
     lane_x, lane_y = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
-    trans = np.empty(AREA, consts.dtype)
+    trans, behind = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
+    last = np.full(AREA, -1, np.int32)
     la, lg = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
-    lw, lt, gv = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
+    lt, gv = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     gbuf = np.zeros((d + 2) * AREA, consts.dtype)  # per lane: g of colour (D), alpha, depth
-    total, prefix = np.empty(AREA), np.empty(AREA)
     for t in tiles:
-        if start[t + 1] == start[t]:
-            continue
         ty = t // tiles_x
         tx0, ty0 = (t - ty * tiles_x) * TILE_W, ty * TILE_H
         tx1, ty1 = min(tx0 + TILE_W, width) - 1, min(ty0 + TILE_H, height) - 1
         _tile_lanes(xs, ys, tx0, ty0, lane_x, lane_y)
-        total[:] = 0.0
+        last_used = -1
         for py in range(ty0, ty1 + 1):
             for px in range(tx0, tx1 + 1):
                 p = (py - ty0) * TILE_W + px - tx0
-                v = (
-                    np.float64(g_alpha[py, px]) * sums[py, px, d]
-                    + np.float64(g_depth[py, px]) * sums[py, px, d + 1]
-                )
                 for k in range(d):
-                    v += np.float64(g_color[py, px, k]) * sums[py, px, k]
                     gbuf[k * AREA + p] = g_color[py, px, k]
                 gbuf[d * AREA + p] = g_alpha[py, px]
                 gbuf[(d + 1) * AREA + p] = g_depth[py, px]
-                total[p] = v
-        trans[:] = one
-        prefix[:] = 0.0
-        for e in range(start[t], start[t + 1]):
+                trans[p] = trans_final[py, px]
+                last[p] = last_entry[py, px]
+                last_used = max(last_used, last_entry[py, px])
+        behind[:] = zero
+        entry_grads[start[t] + last_used + 1 : start[t + 1]] = 0
+        for e in range(start[t] + last_used, start[t] - 1, -1):
             g = ids[e]
             p0 = (max(boxes[g, 2], ty0) - ty0) * TILE_W
             p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE_W
@@ -444,20 +479,25 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
             lx, ly = lane_x[p0:p1], lane_y[p0:p1]
             lo, hi = boxes[g, 0] - tx0, boxes[g, 1] - tx0
             _alphas(lx, ly, mx, my, ca, cb, cc, o, lo, hi, consts, la[:n], lg[:n])
-            _blend(la[:n], trans[p0:p1], lw[:n], lt[:n], consts)
+            _unblend(la[:n], trans[p0:p1], last[p0:p1], e - start[t], lt[:n], consts)
             _gv(gbuf, p0, p1, colors, g, depths[g], d, gv[:n])
-            _prefix_add(prefix[p0:p1], lw[:n], gv[:n])
-            s1, s2, s3, s4, s5, s6 = _entry_gradients(lx, ly, lg[:n], lw[:n], lt[:n], gv[:n], prefix[p0:p1],
-                                                      total[p0:p1], mx, my, o, consts)  # fmt: skip
+            s1, s2, s3, s4, s5, s6 = _entry_gradients(
+                lx, ly, la[:n], lg[:n], lt[:n], gv[:n], behind[p0:p1], mx, my, o, consts
+            )
+            _add_behind(behind[p0:p1], la[:n], lt[:n], gv[:n])
             entry_grads[e, 0] = -(ca * s1 + cb * s2)
             entry_grads[e, 1] = -(cc * s2 + cb * s1)
             entry_grads[e, 2] = 0.5 * s3
             entry_grads[e, 3] = s4
             entry_grads[e, 4] = 0.5 * s5
             entry_grads[e, 5] = s6
-            entry_grads[e, 6] = _dot(gbuf[(d + 1) * AREA + p0 : (d + 1) * AREA + p1], lw[:n], consts[5])
+            entry_grads[e, 6] = _weighted_sum(
+                gbuf[(d + 1) * AREA + p0 : (d + 1) * AREA + p1], la[:n], lt[:n], zero
+            )
             for k in range(d):
-                entry_grads[e, 7 + k] = _dot(gbuf[k * AREA + p0 : k * AREA + p1], lw[:n], consts[5])
+                entry_grads[e, 7 + k] = _weighted_sum(
+                    gbuf[k * AREA + p0 : k * AREA + p1], la[:n], lt[:n], zero
+                )
 
 
 @njit(cache=True, nogil=True, inline="always")
