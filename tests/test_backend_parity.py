@@ -23,7 +23,7 @@ from numba import njit
 
 from gstalk.splat import Camera, intrinsics_from_fov, look_at, rasterize, threads, torch_backend
 from gstalk.splat import numba_kernels as nk
-from gstalk.splat.numba_backend import rasterize_pixels_numba, render_pixels_numba
+from gstalk.splat.numba_backend import rasterize_image_numba, rasterize_pixels_numba
 from gstalk.splat.projection import Projected, covariance_3d, project_gaussians
 from gstalk.splat.rasterize import _background
 from gstalk.splat.scenes import head_shell, orbit_cameras
@@ -192,7 +192,7 @@ def _compare_rendering(scene, cams: Camera, background, groups) -> None:
             p, opacities, colors, cams.width, cams.height, groups=groups
         )
         bg = _background(background, tuple(color.shape), color.dtype, color.device)
-        image, alpha_new, depth = render_pixels_numba(
+        image, alpha_new, depth = rasterize_image_numba(
             p, opacities, colors, bg, cams.width, cams.height, groups
         )
         assert (image - (color + (1.0 - alpha) * bg)).abs().max() <= TOL, "rendering: image"

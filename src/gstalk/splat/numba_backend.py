@@ -174,8 +174,14 @@ def _empty(np_dtype, ndim: int) -> np.ndarray:
 
 
 class _Composite(torch.autograd.Function):
+    """Compositing with its hand-written backward. With a ``background`` it returns ``rasterize``'s final
+    image over it, alpha and expected depth (and the backward maps their gradients back through that
+    arithmetic per pixel); with None, the raw sums (colour, alpha, alpha-weighted depth)."""
+
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, depths, colors, projected, width, height, groups):
+    def forward(
+        ctx, means2d, conics, opacities, depths, colors, background, projected, width, height, groups
+    ):
         n_cams, n = depths.shape
         d = colors.shape[-1]
         np_dtype = np.float64 if means2d.dtype == torch.float64 else np.float32
@@ -185,21 +191,27 @@ class _Composite(torch.autograd.Function):
         keep = torch.is_grad_enabled() or any(ctx.needs_input_grad)
         size = (n_cams, height, width) if keep else (n_cams, 0, 0)
         trans, last = np.empty(size, np_dtype), np.empty(size, np.int32)
+        if background is None:
+            bg = np.zeros((n_cams, 0, 0, 0), np_dtype)
+        else:
+            bg = np.broadcast_to(_numpy(background).astype(np_dtype, copy=False), (n_cams, height, width, d))
         cams = []
         for c in range(n_cams):
             cam = _Camera(projected, c, opacities, colors, width, height, groups)
-            outs = (color[c], alpha[c], depth[c], trans[c], last[c], _empty(np_dtype, 3))
+            outs = (color[c], alpha[c], depth[c], trans[c], last[c], bg[c])
             with _stage("forward"):
                 for_each_part(partial(_run_forward, cam=cam, outs=outs), cam.parts)
             cams.append(cam)
-        ctx.cams, ctx.trans, ctx.last = cams, trans, last
-        ctx.shapes = (n_cams, n, d)
+        if keep:
+            ctx.cams, ctx.trans, ctx.last, ctx.bg = cams, trans, last, bg
+            ctx.outs = (alpha, depth) if background is not None else None
+            ctx.shapes = (n_cams, n, d)
+            ctx.save_for_backward(None if background is None else background)
         device = means2d.device
-        return (
-            torch.from_numpy(color).to(device),
-            torch.from_numpy(alpha).to(device)[..., None],
-            torch.from_numpy(depth).to(device)[..., None],
-        )
+        alpha_t = torch.from_numpy(alpha).to(device)[..., None]
+        if background is not None and ctx.needs_input_grad[5]:
+            ctx.alpha = alpha_t
+        return torch.from_numpy(color).to(device), alpha_t, torch.from_numpy(depth).to(device)[..., None]
 
     @staticmethod
     def backward(ctx, g_color, g_alpha, g_depth):
@@ -211,14 +223,22 @@ class _Composite(torch.autograd.Function):
         gd = _numpy(g_depth[..., 0]).astype(np_dtype, copy=False)
         for c, cam in enumerate(ctx.cams):
             entry = np.empty((cam.ids.shape[0], 7 + d), np.float64)
-            grads_in = (ctx.trans[c], ctx.last[c], gc[c], ga[c], gd[c], entry)
+            if ctx.outs is None:  # raw sums
+                outs = (_empty(np_dtype, 2), _empty(np_dtype, 2), ctx.bg[c])
+            else:
+                outs = (ctx.outs[0][c], ctx.outs[1][c], ctx.bg[c])
+            grads_in = (ctx.trans[c], ctx.last[c], *outs, gc[c], ga[c], gd[c], entry)
             with _stage("backward"):
                 for_each_part(partial(_run_backward, cam=cam, grads_in=grads_in), cam.busy_parts)
             with _stage("gather"):
                 nk.sum_entries(cam.ids, entry, grads[c])
         dtype, device = g_color.dtype, g_color.device
         g = torch.from_numpy(grads).to(device=device, dtype=dtype)
-        return g[..., 0:2], g[..., 2:5], g[..., 5].sum(0), g[..., 6], g[..., 7:], None, None, None, None
+        (background,) = ctx.saved_tensors
+        g_bg = None
+        if background is not None and ctx.needs_input_grad[5]:
+            g_bg = (g_color * (1.0 - ctx.alpha)).sum_to_size(background.shape)
+        return g[..., 0:2], g[..., 2:5], g[..., 5].sum(0), g[..., 6], g[..., 7:], g_bg, None, None, None, None
 
 
 def rasterize_pixels_numba(
@@ -231,24 +251,11 @@ def rasterize_pixels_numba(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Composite projected Gaussians front to back (same contract as ``torch_backend.rasterize_pixels``):
     colour (C, H, W, D), alpha (C, H, W, 1) and alpha-weighted depth (C, H, W, 1), without a background."""
-    if projected.depths.shape[1] == 0:
-        c, d = projected.depths.shape[0], colors.shape[-1]
-        zeros = projected.means2d.new_zeros
-        return zeros(c, height, width, d), zeros(c, height, width, 1), zeros(c, height, width, 1)
-    return _Composite.apply(
-        projected.means2d,
-        projected.conics,
-        opacities,
-        projected.depths,
-        colors,
-        projected,
-        width,
-        height,
-        groups,
-    )
+    p = projected
+    return _Composite.apply(p.means2d, p.conics, opacities, p.depths, colors, None, p, width, height, groups)
 
 
-def render_pixels_numba(
+def rasterize_image_numba(
     projected: Projected,
     opacities: Tensor,
     colors: Tensor,
@@ -257,26 +264,13 @@ def render_pixels_numba(
     height: int,
     groups: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``rasterize``'s final outputs in one compiled pass, without gradients: the image composited over
-    ``background`` (C, H, W, D), alpha (C, H, W, 1), and the expected depth (C, H, W, 1): the weighted
-    depth divided by ``max(alpha, 1e-10)``, as ``rasterize`` computes it.
+    """``rasterize``'s final outputs from one compiled pass, differentiable: the image composited over
+    ``background`` (C, H, W, D), alpha (C, H, W, 1), and the expected depth (C, H, W, 1), the weighted
+    depth divided by ``max(alpha, 1e-10)``, as ``rasterize`` computes them.
 
     background: broadcastable to (C, H, W, D), in the projection's dtype (a scalar, a colour (1, 1, 1, D)
-    or per camera (C, 1, 1, D), or images)."""
-    n_cams, d = projected.depths.shape[0], colors.shape[-1]
-    np_dtype = np.float64 if projected.means2d.dtype == torch.float64 else np.float32
-    image = np.empty((n_cams, height, width, d), np_dtype)
-    alpha = np.empty((n_cams, height, width), np_dtype)
-    depth = np.empty((n_cams, height, width), np_dtype)
-    bg = np.broadcast_to(_numpy(background).astype(np_dtype, copy=False), (n_cams, height, width, d))
-    for c in range(n_cams):
-        cam = _Camera(projected, c, opacities.detach(), colors.detach(), width, height, groups)
-        outs = (image[c], alpha[c], depth[c], _empty(np_dtype, 2), np.empty((0, 0), np.int32), bg[c])
-        with _stage("forward"):
-            for_each_part(partial(_run_forward, cam=cam, outs=outs), cam.parts)
-    device = projected.means2d.device
-    return (
-        torch.from_numpy(image).to(device),
-        torch.from_numpy(alpha).to(device)[..., None],
-        torch.from_numpy(depth).to(device)[..., None],
+    or per camera (C, 1, 1, D), or images); it receives a gradient when it requires one."""
+    p = projected
+    return _Composite.apply(
+        p.means2d, p.conics, opacities, p.depths, colors, background, p, width, height, groups
     )

@@ -433,9 +433,14 @@ def _add_behind(behind, la, lt, gv):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, depths, colors, consts,
-                   trans_final, last_entry, g_color, g_alpha, g_depth, entry_grads):  # fmt: skip
+                   trans_final, last_entry, out_alpha, out_depth, background, g_color, g_alpha, g_depth,
+                   entry_grads):  # fmt: skip
     """Per (tile, Gaussian) entry of the given tiles: gradients of mean2d x, y; conic a, b, c; opacity;
     depth; colour (D), into ``entry_grads`` (entries, 7 + D) float64 (unused entries: 0).
+
+    ``trans_final``, ``last_entry``: what ``forward_tiles`` kept. With a ``background`` (not empty) the
+    gradients are those of its final outputs (image over the background, alpha, depth divided by alpha,
+    whose values ``out_alpha`` and ``out_depth`` are), else of the raw sums.
 
     Each tile walks its list back to front from each pixel's final transmittance and last pair (the
     reference 3DGS rasterizer's backward): the transmittance in front of a pair is the one behind it
@@ -444,13 +449,14 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
     height, width = g_alpha.shape
     tiles_x = (width + TILE_W - 1) // TILE_W
     d = colors.shape[1]
-    zero = consts[5]
+    zero, tiny = consts[5], consts[6]
+    final = background.shape[0] > 0
     lane_x, lane_y = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     trans, behind = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     last = np.full(AREA, -1, np.int32)
     la, lg = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     lt, gv = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
-    gbuf = np.zeros((d + 2) * AREA, consts.dtype)  # per lane: g of colour (D), alpha, depth
+    gbuf = np.zeros((d + 2) * AREA, consts.dtype)  # per lane: g of colour (D), alpha, depth sums
     for t in tiles:
         ty = t // tiles_x
         tx0, ty0 = (t - ty * tiles_x) * TILE_W, ty * TILE_H
@@ -460,10 +466,18 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
         for py in range(ty0, ty1 + 1):
             for px in range(tx0, tx1 + 1):
                 p = (py - ty0) * TILE_W + px - tx0
+                ga, gd = g_alpha[py, px], g_depth[py, px]
                 for k in range(d):
                     gbuf[k * AREA + p] = g_color[py, px, k]
-                gbuf[d * AREA + p] = g_alpha[py, px]
-                gbuf[(d + 1) * AREA + p] = g_depth[py, px]
+                if final:  # back through image = colour + (1 - alpha) bg and depth = depth sum / alpha
+                    alpha = out_alpha[py, px]
+                    for k in range(d):
+                        ga -= g_color[py, px, k] * background[py, px, k]
+                    if alpha >= tiny:
+                        ga -= gd * out_depth[py, px] / alpha
+                    gd = gd / max(alpha, tiny)
+                gbuf[d * AREA + p] = ga
+                gbuf[(d + 1) * AREA + p] = gd
                 trans[p] = trans_final[py, px]
                 last[p] = last_entry[py, px]
                 last_used = max(last_used, last_entry[py, px])

@@ -106,8 +106,8 @@ def rasterize(
 def _rasterize_cpu(
     means, quats, scales, opacities, colors, cameras: Camera, background, chosen: str, max_pairs: int, groups
 ) -> tuple[Tensor, Tensor, Tensor, Projected]:
-    """The numba and torch backends: image, alpha, depth and the projection. Rendering with numba (nothing
-    needs gradients) projects with the compiled copy and composites to the final image in one pass."""
+    """The numba and torch backends: image, alpha, depth and the projection. The numba backend composites
+    to the final image in one pass; when nothing needs gradients it also projects with its compiled copy."""
     geometry = (means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in geometry)
     size = (cameras.width, cameras.height)
@@ -122,17 +122,11 @@ def _rasterize_cpu(
         proj = project_gaussians(means, covars, opacities, cameras.world_to_cam, cameras.intrinsics, *size)
     shape = (len(cameras), cameras.height, cameras.width, colors.shape[-1])
     bg = _background(background, shape, means.dtype, means.device)
-    colour_grad = torch.is_grad_enabled() and (colors.requires_grad or bg.requires_grad)
-    if chosen == "numba" and not (needs_grad or colour_grad):
-        from .numba_backend import render_pixels_numba
+    if chosen == "numba":  # one compiled pass to the final image, alpha and depth
+        from .numba_backend import rasterize_image_numba
 
-        return (*render_pixels_numba(proj, opacities, colors, bg, *size, groups), proj)
-    if chosen == "numba":
-        from .numba_backend import rasterize_pixels_numba
-
-        color, alpha, depth_sum = rasterize_pixels_numba(proj, opacities, colors, *size, groups)
-    else:
-        color, alpha, depth_sum = rasterize_pixels(proj, opacities, colors, *size, max_pairs, groups)
+        return (*rasterize_image_numba(proj, opacities, colors, bg, *size, groups), proj)
+    color, alpha, depth_sum = rasterize_pixels(proj, opacities, colors, *size, max_pairs, groups)
     return color + (1.0 - alpha) * bg, alpha, depth_sum / alpha.clamp(min=1e-10), proj
 
 
