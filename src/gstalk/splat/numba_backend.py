@@ -81,27 +81,73 @@ def project_gaussians_numba(
     width: int,
     height: int,
 ) -> Projected:
-    """``projection.project_gaussians`` without gradients, compiled: for rendering. Same rules (the
-    Jacobian clamp, the 0.3 px² low-pass, opacity-aware boxes), computed in float64 per Gaussian."""
-    with _stage("project"):
-        n_cams, n = world_to_cam.shape[0], means.shape[0]
-        m, q, s, o = (_numpy(t).astype(np.float64, copy=False) for t in (means, quats, scales, opacities))
-        means2d = np.empty((n_cams, n, 2))
-        conics = np.empty((n_cams, n, 3))
-        depths = np.empty((n_cams, n))
-        radii = np.empty((n_cams, n, 2), np.int32)
-        for c in range(n_cams):
-            w2c, intr = _numpy(world_to_cam[c]).astype(np.float64), _numpy(intrinsics[c]).astype(np.float64)
-            project = partial(
-                nk.project, means=m, quats=q, scales=s, opacities=o, w2c=w2c, intr=intr, width=width,
-                height=height, near=NEAR_PLANE, far=FAR_PLANE, low_pass=LOW_PASS, alpha_min=ALPHA_MIN,
-                out_means2d=means2d[c], out_conics=conics[c], out_depths=depths[c], out_radii=radii[c],
-            )  # fmt: skip
-            for_each_part(lambda part, project=project: project(*part), split_range(n))
-        as_tensor = lambda a: torch.from_numpy(a).to(device=means.device, dtype=means.dtype)  # noqa: E731
-        return Projected(
-            as_tensor(means2d), as_tensor(conics), as_tensor(depths), torch.from_numpy(radii).to(means.device)
-        )
+    """``projection.project_gaussians(means, covariance_3d(quats, scales), ...)``, compiled, with its
+    gradients to means, quats, scales, world_to_cam and intrinsics written out (``nk.project_backward``).
+    Same rules (the Jacobian clamp, the 0.3 px² low-pass, opacity-aware boxes), computed in float64 per
+    Gaussian and returned in the inputs' dtype."""
+    size = (width, height)
+    means2d, conics, depths, radii = _Project.apply(
+        means, quats, scales, opacities, world_to_cam, intrinsics, size
+    )
+    return Projected(means2d, conics, depths, radii)
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means, quats, scales, opacities, world_to_cam, intrinsics, size):
+        with _stage("project"):
+            n_cams, n = world_to_cam.shape[0], means.shape[0]
+            m, q, s, o, w2c, intr = (
+                _numpy(t).astype(np.float64, copy=False)
+                for t in (means, quats, scales, opacities, world_to_cam, intrinsics)
+            )
+            means2d, conics = np.empty((n_cams, n, 2)), np.empty((n_cams, n, 3))
+            depths, radii = np.empty((n_cams, n)), np.empty((n_cams, n, 2), np.int32)
+            rules = (*size, NEAR_PLANE, FAR_PLANE, LOW_PASS, ALPHA_MIN)
+            for c in range(n_cams):
+                outs = (means2d[c], conics[c], depths[c], radii[c])
+                for_each_part(
+                    lambda part, c=c, outs=outs: nk.project(
+                        *part, m, q, s, o, w2c[c], intr[c], *rules, *outs
+                    ),
+                    split_range(n),
+                )
+            ctx.inputs, ctx.size = (m, q, s, w2c, intr), size
+            ctx.dtypes = tuple(t.dtype for t in (means, quats, scales, world_to_cam, intrinsics))
+            radii_t = torch.from_numpy(radii).to(means.device)
+            ctx.mark_non_differentiable(radii_t)
+            as_tensor = lambda a: torch.from_numpy(a).to(device=means.device, dtype=means.dtype)  # noqa: E731
+            return as_tensor(means2d), as_tensor(conics), as_tensor(depths), radii_t
+
+    @staticmethod
+    def backward(ctx, g_means2d, g_conics, g_depths, _g_radii):
+        with _stage("project"):
+            m, q, s, w2c, intr = ctx.inputs
+            g_m2d, g_con, g_dep = (
+                _numpy(g).astype(np.float64, copy=False) for g in (g_means2d, g_conics, g_depths)
+            )
+            grads = (np.zeros_like(m), np.zeros_like(q), np.zeros_like(s))  # means, quats, scales
+            g_w2c, g_intr = np.zeros(w2c.shape), np.zeros(intr.shape)
+            rules = (*ctx.size, NEAR_PLANE, FAR_PLANE, LOW_PASS)
+            for c in range(w2c.shape[0]):
+                parts = split_range(m.shape[0])
+                g_cam = np.zeros((len(parts), 20))  # per part: camera gradients sum over its Gaussians
+                inputs = (m, q, s, w2c[c], intr[c], *rules, g_m2d[c], g_con[c], g_dep[c], *grads)
+                for_each_part(
+                    lambda k, inputs=inputs, parts=parts, g_cam=g_cam: nk.project_backward(
+                        *parts[k], *inputs, g_cam[k]
+                    ),
+                    range(len(parts)),
+                )
+                total = g_cam.sum(0)
+                g_w2c[c, :3] = total[:12].reshape(3, 4)
+                g_intr[c] = total[12:16]
+            device = g_means2d.device
+            out = [
+                torch.from_numpy(g).to(device=device, dtype=dtype)
+                for g, dtype in zip((*grads, g_w2c, g_intr), ctx.dtypes)
+            ]
+            return out[0], out[1], out[2], None, out[3], out[4], None
 
 
 def _numpy(t: Tensor) -> np.ndarray:

@@ -597,3 +597,199 @@ def project(lo, hi, means, quats, scales, opacities, w2c, intr, width, height, n
         if on_screen and np.isfinite(rx) and np.isfinite(ry) and (rx > 0 or ry > 0):
             out_radii[i, 0] = min(rx, 1e6)
             out_radii[i, 1] = min(ry, 1e6)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mm3(a, b, out):
+    """out = a @ b for 3 × 3 arrays (no BLAS call, no allocation)."""
+    for r in range(3):
+        for c in range(3):
+            out[r, c] = a[r, 0] * b[0, c] + a[r, 1] * b[1, c] + a[r, 2] * b[2, c]
+
+
+@njit(cache=True, nogil=True)
+def project_backward(lo, hi, means, quats, scales, w2c, intr, width, height, near, far, low_pass, g_means2d,
+                     g_conics, g_depths, g_means, g_quats, g_scales, g_camera):  # fmt: skip
+    """Gradients of ``project`` for Gaussians lo..hi-1 of one camera, in float64: from those of means2d
+    (N, 2), conics (N, 3) and depths (N,), add to g_means (N, 3), g_quats (N, 4) and g_scales (N, 3), and to
+    g_camera (20,): world_to_cam's top three rows (12, row-major), then fx, fy, cx, cy, then 4 unused.
+
+    The chain of ``projection.project_gaussians``, written out: conic = inverse of the 2D covariance
+    (dΣ⁻¹ = −Σ⁻¹ dΣ Σ⁻¹), Σ2 = J Σc Jᵀ, Σc = R Σ3 Rᵀ, Σ3 = M Mᵀ with M = R(q̂) diag(s), q̂ = q / |q|, the
+    perspective Jacobian J with its clamped direction, and the projected centre."""
+    fx, fy, cx, cy = intr[0], intr[1], intr[2], intr[3]
+    lim_x_pos = (width - cx) / fx + 0.3 * (0.5 * width / fx)
+    lim_x_neg = cx / fx + 0.3 * (0.5 * width / fx)
+    lim_y_pos = (height - cy) / fy + 0.3 * (0.5 * height / fy)
+    lim_y_neg = cy / fy + 0.3 * (0.5 * height / fy)
+    rc = np.ascontiguousarray(w2c[:3, :3])
+    rct = np.ascontiguousarray(rc.T)
+    m, mt = np.empty((3, 3)), np.empty((3, 3))  # M = R(q̂) diag(s)
+    rq = np.empty((3, 3))
+    vm, vmt = np.empty((3, 3)), np.empty((3, 3))
+    sc, s3 = np.empty((3, 3)), np.empty((3, 3))  # Σc, Σ3
+    gsc, gs3 = np.empty((3, 3)), np.empty((3, 3))  # their gradients (symmetric)
+    gm, grq, grc = np.empty((3, 3)), np.empty((3, 3)), np.empty((3, 3))
+    t1, t2 = np.empty((3, 3)), np.empty((3, 3))
+    for i in range(lo, hi):
+        g_mx, g_my = g_means2d[i, 0], g_means2d[i, 1]
+        g_q0, g_q1, g_q2, g_z = g_conics[i, 0], g_conics[i, 1], g_conics[i, 2], g_depths[i]
+        if g_mx == 0 and g_my == 0 and g_q0 == 0 and g_q1 == 0 and g_q2 == 0 and g_z == 0:
+            continue
+        # forward again
+        qn = np.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2)
+        qs = max(qn, 1e-12)
+        w, x, y, z = quats[i, 0] / qs, quats[i, 1] / qs, quats[i, 2] / qs, quats[i, 3] / qs
+        rq[0, 0], rq[0, 1], rq[0, 2] = 1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)
+        rq[1, 0], rq[1, 1], rq[1, 2] = 2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)
+        rq[2, 0], rq[2, 1], rq[2, 2] = 2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)
+        for a in range(3):
+            for b in range(3):
+                m[a, b] = rq[a, b] * scales[i, b]
+                mt[b, a] = m[a, b]
+        # Σc = (Rc M)(Rc M)ᵀ
+        _mm3(rc, m, vm)
+        for a in range(3):
+            for b in range(3):
+                vmt[b, a] = vm[a, b]
+        _mm3(vm, vmt, sc)
+        px = w2c[0, 0] * means[i, 0] + w2c[0, 1] * means[i, 1] + w2c[0, 2] * means[i, 2] + w2c[0, 3]
+        py = w2c[1, 0] * means[i, 0] + w2c[1, 1] * means[i, 1] + w2c[1, 2] * means[i, 2] + w2c[1, 3]
+        pz = w2c[2, 0] * means[i, 0] + w2c[2, 1] * means[i, 1] + w2c[2, 2] * means[i, 2] + w2c[2, 3]
+        in_depth = near < pz < far
+        zs = pz if in_depth else 1.0
+        ux, uy = px / zs, py / zs
+        tx = zs * min(max(ux, -lim_x_neg), lim_x_pos)
+        ty = zs * min(max(uy, -lim_y_neg), lim_y_pos)
+        j00, j02 = fx / zs, -fx * tx / (zs * zs)
+        j11, j12 = fy / zs, -fy * ty / (zs * zs)
+        # J Σc rows, then Σ2
+        t00 = j00 * sc[0, 0] + j02 * sc[2, 0]
+        t01 = j00 * sc[0, 1] + j02 * sc[2, 1]
+        t02 = j00 * sc[0, 2] + j02 * sc[2, 2]
+        t10 = j11 * sc[1, 0] + j12 * sc[2, 0]
+        t11 = j11 * sc[1, 1] + j12 * sc[2, 1]
+        t12 = j11 * sc[1, 2] + j12 * sc[2, 2]
+        ca = t00 * j00 + t02 * j02 + low_pass
+        cb = t01 * j11 + t02 * j12
+        cc = t11 * j11 + t12 * j12 + low_pass
+        det = ca * cc - cb * cb
+        # conic = (c, -b, a) / det  →  gradients of a, b, c
+        if in_depth and det > 0:
+            i2 = 1.0 / (det * det)
+            g_a = (-cc * cc * g_q0 + cb * cc * g_q1 - cb * cb * g_q2) * i2
+            g_b = (2 * cb * cc * g_q0 - (det + 2 * cb * cb) * g_q1 + 2 * ca * cb * g_q2) * i2
+            g_c = (-cb * cb * g_q0 + ca * cb * g_q1 - ca * ca * g_q2) * i2
+        else:
+            g_a, g_b, g_c = g_q2, -g_q1, g_q0
+        # Σ2 = J Σc Jᵀ with the symmetric gradient G = [[g_a, g_b/2], [g_b/2, g_c]]:
+        # dJ = 2 G J Σc,  dΣc = Jᵀ G J
+        hb = 0.5 * g_b
+        g_j00 = 2 * (g_a * t00 + hb * t10)
+        g_j02 = 2 * (g_a * t02 + hb * t12)
+        g_j11 = 2 * (hb * t01 + g_c * t11)
+        g_j12 = 2 * (hb * t02 + g_c * t12)
+        # Jᵀ G J over the nonzero entries of J: columns 0 (j00), 1 (j11), 2 (j02, j12)
+        ga0 = g_a * j00
+        gb0 = hb * j00
+        ga1 = hb * j11
+        gb1 = g_c * j11
+        ga2 = g_a * j02 + hb * j12
+        gb2 = hb * j02 + g_c * j12
+        col = ((j00, 0.0), (0.0, j11), (j02, j12))
+        gcol = ((ga0, gb0), (ga1, gb1), (ga2, gb2))
+        for a in range(3):
+            for b in range(3):
+                gsc[a, b] = col[a][0] * gcol[b][0] + col[a][1] * gcol[b][1]
+        # J's entries → fx, fy, zs, tx, ty
+        g_fx = g_j00 / zs - g_j02 * tx / (zs * zs)
+        g_fy = g_j11 / zs - g_j12 * ty / (zs * zs)
+        g_tx = -g_j02 * fx / (zs * zs)
+        g_ty = -g_j12 * fy / (zs * zs)
+        g_zs = -g_j00 * fx / (zs * zs) + 2 * g_j02 * fx * tx / (zs * zs * zs)
+        g_zs += -g_j11 * fy / (zs * zs) + 2 * g_j12 * fy * ty / (zs * zs * zs)
+        # means2d = (fx x / zs + cx, fy y / zs + cy)
+        g_fx += g_mx * ux
+        g_fy += g_my * uy
+        g_px = g_mx * fx / zs
+        g_py = g_my * fy / zs
+        g_zs += -g_mx * fx * ux / zs - g_my * fy * uy / zs
+        g_cx, g_cy = g_mx, g_my
+        # tx = zs · clamp(x / zs, -lim_neg, lim_pos): x itself inside the limits, else zs · limit
+        if -lim_x_neg < ux < lim_x_pos:
+            g_px += g_tx
+        else:
+            lim = lim_x_pos if ux >= lim_x_pos else -lim_x_neg
+            g_zs += g_tx * lim
+            g_lim = g_tx * zs  # d lim_x_pos / d(cx, fx) and d(-lim_x_neg) / d(cx, fx)
+            if ux >= lim_x_pos:
+                g_cx += -g_lim / fx
+                g_fx += -g_lim * (width - cx + 0.15 * width) / (fx * fx)
+            else:
+                g_cx += -g_lim / fx
+                g_fx += g_lim * (cx + 0.15 * width) / (fx * fx)
+        if -lim_y_neg < uy < lim_y_pos:
+            g_py += g_ty
+        else:
+            lim = lim_y_pos if uy >= lim_y_pos else -lim_y_neg
+            g_zs += g_ty * lim
+            g_lim = g_ty * zs
+            if uy >= lim_y_pos:
+                g_cy += -g_lim / fy
+                g_fy += -g_lim * (height - cy + 0.15 * height) / (fy * fy)
+            else:
+                g_cy += -g_lim / fy
+                g_fy += g_lim * (cy + 0.15 * height) / (fy * fy)
+        g_pz = g_z + (g_zs if in_depth else 0.0)
+        # p = Rc m + t
+        for a in range(3):
+            g_means[i, a] += rc[0, a] * g_px + rc[1, a] * g_py + rc[2, a] * g_pz
+        gp = (g_px, g_py, g_pz)
+        for a in range(3):
+            for b in range(3):
+                g_camera[4 * a + b] += gp[a] * means[i, b]
+            g_camera[4 * a + 3] += gp[a]
+        # Σc = Rc Σ3 Rcᵀ: dRc = 2 dΣc Rc Σ3; dΣ3 = Rcᵀ dΣc Rc
+        _mm3(m, mt, s3)
+        _mm3(gsc, rc, t1)
+        _mm3(t1, s3, grc)
+        for a in range(3):
+            for b in range(3):
+                g_camera[4 * a + b] += 2.0 * grc[a, b]
+        _mm3(rct, gsc, t2)
+        _mm3(t2, rc, gs3)
+        # Σ3 = M Mᵀ: dM = 2 dΣ3 M; M = R(q̂) diag(s)
+        _mm3(gs3, m, gm)
+        for a in range(3):
+            for b in range(3):
+                gm[a, b] *= 2.0
+        for b in range(3):
+            g_scales[i, b] += gm[0, b] * rq[0, b] + gm[1, b] * rq[1, b] + gm[2, b] * rq[2, b]
+            for a in range(3):
+                grq[a, b] = gm[a, b] * scales[i, b]
+        # R(q̂) → q̂
+        gw = 2 * (
+            -z * grq[0, 1] + y * grq[0, 2] + z * grq[1, 0] - x * grq[1, 2] - y * grq[2, 0] + x * grq[2, 1]
+        )
+        gx = 2 * (y * grq[0, 1] + z * grq[0, 2] + y * grq[1, 0] - 2 * x * grq[1, 1] - w * grq[1, 2]
+                  + z * grq[2, 0] + w * grq[2, 1] - 2 * x * grq[2, 2])  # fmt: skip
+        gy = 2 * (-2 * y * grq[0, 0] + x * grq[0, 1] + w * grq[0, 2] + x * grq[1, 0] + z * grq[1, 2]
+                  - w * grq[2, 0] + z * grq[2, 1] - 2 * y * grq[2, 2])  # fmt: skip
+        gz = 2 * (-2 * z * grq[0, 0] - w * grq[0, 1] + x * grq[0, 2] + w * grq[1, 0] - 2 * z * grq[1, 1]
+                  + y * grq[1, 2] + x * grq[2, 0] + y * grq[2, 1])  # fmt: skip
+        # q̂ = q / max(|q|, 1e-12)
+        if qn > 1e-12:
+            dot = w * gw + x * gx + y * gy + z * gz
+            g_quats[i, 0] += (gw - w * dot) / qn
+            g_quats[i, 1] += (gx - x * dot) / qn
+            g_quats[i, 2] += (gy - y * dot) / qn
+            g_quats[i, 3] += (gz - z * dot) / qn
+        else:
+            g_quats[i, 0] += gw / qs
+            g_quats[i, 1] += gx / qs
+            g_quats[i, 2] += gy / qs
+            g_quats[i, 3] += gz / qs
+        g_camera[12] += g_fx
+        g_camera[13] += g_fy
+        g_camera[14] += g_cx
+        g_camera[15] += g_cy

@@ -106,12 +106,10 @@ def rasterize(
 def _rasterize_cpu(
     means, quats, scales, opacities, colors, cameras: Camera, background, chosen: str, max_pairs: int, groups
 ) -> tuple[Tensor, Tensor, Tensor, Projected]:
-    """The numba and torch backends: image, alpha, depth and the projection. The numba backend composites
-    to the final image in one pass; when nothing needs gradients it also projects with its compiled copy."""
-    geometry = (means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in geometry)
+    """The numba and torch backends: image, alpha, depth and the projection. The numba backend projects
+    with its compiled copy of the projection and composites to the final image in one pass."""
     size = (cameras.width, cameras.height)
-    if chosen == "numba" and not needs_grad:  # rendering: the compiled projection
+    if chosen == "numba":  # the compiled projection, with its own backward
         from .numba_backend import project_gaussians_numba
 
         proj = project_gaussians_numba(
