@@ -13,9 +13,11 @@ against autograd of the shared PyTorch projection there.
 In float32 the compiled backend projects in float64 while the torch backend projects in float32, whose
 rounding the projection of needle-thin or huge Gaussians amplifies to 1e-4 and beyond. So in float32 the
 backends are compared on the same projected inputs (the compositing interface): images to 1e-5 absolute,
-gradients of 2D means, conics, opacities, depths and colours to 1e-5 relative to the largest; and end to
-end each is compared with the float64 reference, where the compiled one must be within 1e-5 of it or no
-further from it than the torch backend's own float32 result.
+gradients of 2D means, conics, opacities, depths and colours to 1e-5 relative to the largest (or, where
+float32 sums over a Gaussian spanning the image lose more than that in either backend, the compiled result
+no further from the exact one than the reference's); and end to end each is compared with the float64
+reference, where the compiled one must be within 1e-5 of it or no further from it than the torch
+backend's own float32 result.
 
 Rendering without gradients (the compiled projection, one pass to the final image) must give the same
 images as the differentiable path, and its final-image arithmetic (background, depth division) must match
@@ -163,24 +165,46 @@ def _run(backend: str, scene, cams: Camera, background, groups=None):
     return out, [t.grad for t in (*leaves, w2c, intr)], out.means2d.grad
 
 
-def _at_interface(pixels, scene, cams: Camera, groups=None):
+def _at_interface(pixels, scene, cams: Camera, groups=None, dtype=None):
     """Outputs (colour, alpha, weighted depth) and gradients at the compositing interface (2D means,
-    conics, opacities, depths, colours), on the reference's projection."""
+    conics, opacities, depths, colours), on the reference's projection; with ``dtype``, that projection's
+    values converted to it before compositing."""
     means, quats, scales, opacities, colors = scene
     with torch.no_grad():
         p = project_gaussians(
             means, covariance_3d(quats, scales), opacities, cams.world_to_cam, cams.intrinsics,
             cams.width, cams.height,
         )  # fmt: skip
-    leaves = [t.clone().requires_grad_() for t in (p.means2d, p.conics, opacities, p.depths)]
-    cols = colors.expand(len(cams), *colors.shape[-2:]).clone().requires_grad_()
+    dtype = dtype or means.dtype
+    leaves = [t.to(dtype).clone().requires_grad_() for t in (p.means2d, p.conics, opacities, p.depths)]
+    cols = colors.expand(len(cams), *colors.shape[-2:]).to(dtype).clone().requires_grad_()
     proj = Projected(leaves[0], leaves[1], leaves[3], p.radii)
     outs = pixels(proj, leaves[2], cols, cams.width, cams.height, groups=groups)
     weights = torch.rand(
         *outs[1].shape[:-1], outs[0].shape[-1] + 2, generator=torch.Generator().manual_seed(12)
     )
-    (torch.cat(outs, -1) * weights.to(outs[0].dtype)).sum().backward()
+    (torch.cat(outs, -1) * weights.to(dtype)).sum().backward()
     return [t.detach() for t in outs], [t.grad for t in (*leaves, cols)]
+
+
+def _compare_at_interface(scene, cams: Camera, groups) -> None:
+    """Float32, on the same projected inputs: outputs to 1e-5 absolute, gradients to 1e-5 relative to the
+    largest; or, where the two differ more, the compiled result no further than the reference's from the
+    exact result (the reference in float64 on the same inputs): the sums of a Gaussian spanning the whole
+    image can lose more than that to float32 rounding in either backend."""
+    ref_outs, ref_g = _at_interface(rasterize_pixels, scene, cams, groups)
+    new_outs, new_g = _at_interface(rasterize_pixels_numba, scene, cams, groups)
+    exact_outs, exact_g = _at_interface(rasterize_pixels, scene, cams, groups, torch.float64)
+    names = ("colour", "alpha", "depth", "means2d", "conics", "opacities", "depths", "colors")
+    results = zip(names, [*ref_outs, *ref_g], [*new_outs, *new_g], [*exact_outs, *exact_g])
+    for k, (name, a, b, exact) in enumerate(results):
+        tol = TOL if k < 3 else TOL * max(float(a.abs().max()), 1.0)
+        if (a - b).abs().max() <= tol:
+            continue
+        ref_err, new_err = ((t.double() - exact).abs().max() for t in (a, b))
+        assert new_err <= ref_err, (
+            f"{name} at the compositing interface: {new_err} from exact, torch's {ref_err}"
+        )
 
 
 def _assert_images_agree(ref, new, what: str) -> None:
@@ -243,14 +267,7 @@ def _compare(scene, cams: Camera, background=0.25, groups=None):
             assert (a - b).abs().max() <= TOL * scale, f"gradient of {name}"
     else:
         _compare_with_float64(scene, cams, background, groups, ref, new)
-        (ref_outs, ref_g), (new_outs, new_g) = (
-            _at_interface(pixels, scene, cams, groups)
-            for pixels in (rasterize_pixels, rasterize_pixels_numba)
-        )
-        for name, a, b in zip(("colour", "alpha", "depth"), ref_outs, new_outs):
-            assert (a - b).abs().max() <= TOL, f"{name} at the compositing interface"
-        for name, a, b in zip(("means2d", "conics", "opacities", "depths", "colors"), ref_g, new_g):
-            assert (a - b).abs().max() <= TOL * max(float(a.abs().max()), 1.0), f"gradient of {name}"
+        _compare_at_interface(scene, cams, groups)
 
 
 @pytest.mark.parametrize(
