@@ -9,8 +9,9 @@ Rendering (no gradients; ``rasterize`` as the render loop calls it, over a backg
     (input checks, conversions).
 Training (forward + backward of ``rasterize``, as a training step calls it):
     total, and within it bin, forward (compositing, keeping the sums the backward needs), backward (tile
-    gradients), gather (summing them per Gaussian); "torch" is the rest: the differentiable projection,
-    its autograd backward and the image arithmetic.
+    gradients), gather (summing them per Gaussian), project (the compiled projection and its
+    backward); "torch" is the rest: input checks, autograd's bookkeeping and the stand-in loss
+    (the sum of the image and alpha) and its backward.
 
 Medians over ``--repeats`` runs after a warm-up. Run it alone on the machine:
 
@@ -78,6 +79,8 @@ def main() -> None:
             rasterize(*scene.tensors(), cams, background=background, backend="numba", groups=groups)
 
     def train_step():
+        for leaf in leaves:
+            leaf.grad = None
         out = rasterize(*leaves, cams, background=background, backend="numba")
         (out.image.sum() + out.alpha.sum()).backward()
 

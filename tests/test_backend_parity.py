@@ -27,6 +27,8 @@ the reference's on the same projection.
 from __future__ import annotations
 
 import math
+import time
+from threading import Event
 
 import numpy as np
 import pytest
@@ -382,6 +384,29 @@ def test_tiles_are_shared_by_cost_and_all_run_once():
         assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(1024))
         totals = [costs[p].sum() for p in parts]
         assert max(totals) - min(totals) <= 2 * costs.max()
-        assert len(parts) == 4
+        assert len(parts) == 8
     finally:
+        threads.configure()
+
+
+def test_parts_run_once_even_when_the_workers_are_busy():
+    """A worker the OS has not scheduled (here: busy with something else) delays nothing: the calling
+    thread takes every part and the idle helper is cancelled, not waited for."""
+    threads.configure(2)
+    release = Event()
+    try:
+        blocker = threads._pool.submit(release.wait, 30)  # the only worker is busy
+        seen = []
+        start = time.perf_counter()
+        threads.for_each_part(seen.append, list(range(10)))
+        assert sorted(seen) == list(range(10)) and time.perf_counter() - start < 5
+        release.set()
+        blocker.result()
+        seen.clear()
+        threads.for_each_part(seen.append, list(range(10)))  # with the worker free, still once each
+        assert sorted(seen) == list(range(10))
+        with pytest.raises(ZeroDivisionError):
+            threads.for_each_part(lambda k: 1 / (k - 7), list(range(10)))
+    finally:
+        release.set()
         threads.configure()

@@ -114,10 +114,9 @@ class _Project(torch.autograd.Function):
                 )
             ctx.inputs, ctx.size = (m, q, s, w2c, intr), size
             ctx.dtypes = tuple(t.dtype for t in (means, quats, scales, world_to_cam, intrinsics))
-            radii_t = torch.from_numpy(radii).to(means.device)
+            radii_t = _tensor(radii, means)
             ctx.mark_non_differentiable(radii_t)
-            as_tensor = lambda a: torch.from_numpy(a).to(device=means.device, dtype=means.dtype)  # noqa: E731
-            return as_tensor(means2d), as_tensor(conics), as_tensor(depths), radii_t
+            return _tensor(means2d, means), _tensor(conics, means), _tensor(depths, means), radii_t
 
     @staticmethod
     def backward(ctx, g_means2d, g_conics, g_depths, _g_radii):
@@ -142,16 +141,27 @@ class _Project(torch.autograd.Function):
                 total = g_cam.sum(0)
                 g_w2c[c, :3] = total[:12].reshape(3, 4)
                 g_intr[c] = total[12:16]
-            device = g_means2d.device
-            out = [
-                torch.from_numpy(g).to(device=device, dtype=dtype)
-                for g, dtype in zip((*grads, g_w2c, g_intr), ctx.dtypes)
-            ]
+            out = [_tensor(g, g_means2d, dtype) for g, dtype in zip((*grads, g_w2c, g_intr), ctx.dtypes)]
             return out[0], out[1], out[2], None, out[3], out[4], None
 
 
 def _numpy(t: Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy())
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _tensor(a: np.ndarray, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``a`` as a tensor on ``like``'s device; floats in ``dtype`` (default: like's), integers as they are.
+    Converted in NumPy (one thread): PyTorch's OpenMP fork and join around a copy stalls when other
+    processes hold the cores."""
+    if a.dtype.kind != "f":
+        return torch.from_numpy(a).to(like.device)
+    dtype = dtype or like.dtype
+    if dtype in _NUMPY_DTYPES:
+        return torch.from_numpy(a.astype(_NUMPY_DTYPES[dtype], copy=False)).to(like.device)
+    return torch.from_numpy(a).to(device=like.device, dtype=dtype)
 
 
 def _consts(np_dtype) -> np.ndarray:
@@ -278,8 +288,7 @@ class _Composite(torch.autograd.Function):
                 for_each_part(partial(_run_backward, cam=cam, grads_in=grads_in), cam.busy_parts)
             with _stage("gather"):
                 nk.sum_entries(cam.ids, entry, grads[c])
-        dtype, device = g_color.dtype, g_color.device
-        g = torch.from_numpy(grads).to(device=device, dtype=dtype)
+        g = _tensor(grads, g_color)
         (background,) = ctx.saved_tensors
         g_bg = None
         if background is not None and ctx.needs_input_grad[5]:

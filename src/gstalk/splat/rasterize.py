@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -100,7 +101,7 @@ def rasterize(
         means2d, radii = proj.means2d, proj.radii
     if means2d.requires_grad:
         means2d.retain_grad()
-    return RenderOutput(image, alpha, depth, means2d, radii, (radii > 0).all(-1), chosen)
+    return RenderOutput(image, alpha, depth, means2d, radii, _visible(radii), chosen)
 
 
 def _rasterize_cpu(
@@ -149,7 +150,7 @@ def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tenso
         ("opacities", opacities),
         ("colors", colors),
     ):
-        if t.numel() and bool(torch.isfinite(t.detach().sum())):  # one reduction; a NaN or Inf spoils it
+        if t.numel() and _finite_sum(t):  # one reduction; a NaN or Inf spoils it
             continue
         bad = ~torch.isfinite(t)
         if bool(bad.any()):
@@ -160,9 +161,31 @@ def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tenso
                 f"{name} contains NaN or Inf (first at Gaussian {int(per_gaussian.nonzero()[0, 0])}); "
                 "the model diverged or its input is corrupt"
             )
-    if bool((scales < 0).any()):
+    if scales.numel() and _smallest(scales) < 0:
         raise ValueError("scales must be non-negative standard deviations (pass exp(log_scales))")
     return colors
+
+
+def _visible(radii: Tensor) -> Tensor:
+    if radii.device.type == "cpu":
+        return torch.from_numpy((radii.numpy() > 0).all(-1))
+    return (radii > 0).all(-1)
+
+
+def _on_cpu_numpy(t: Tensor) -> bool:
+    """Small reductions of CPU tensors run in NumPy, on one thread: PyTorch's OpenMP fork and join around
+    them stalls for milliseconds when other processes hold the cores."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
+def _finite_sum(t: Tensor) -> bool:
+    if _on_cpu_numpy(t):
+        return bool(np.isfinite(t.detach().numpy().sum()))
+    return bool(torch.isfinite(t.detach().sum()))
+
+
+def _smallest(t: Tensor) -> float:
+    return float(t.detach().numpy().min() if _on_cpu_numpy(t) else t.detach().min())
 
 
 def _background(
