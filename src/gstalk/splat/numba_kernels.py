@@ -238,18 +238,18 @@ def _tile_lanes(xs, ys, tx0, ty0, lane_x, lane_y):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _alphas(lx, ly, mx, my, ca, cb, cc, o, lo, hi, consts, la, lg):
+def _alphas(lx, ly, mx, my, ca, cb, cc, o, x_lo, x_hi, consts, la, lg):
     """Step 1 over one run of lanes: ``la`` gets alpha where the pair passes, else 0; ``lg`` exp(-σ).
-    ``lo``, ``hi``: the box's first and last column relative to the tile."""
+    ``x_lo``, ``x_hi``: the pixel centres of the box's first and last column (lanes outside are masked)."""
     half, alpha_min, alpha_max, zero = consts[0], consts[1], consts[2], consts[5]
     for j in range(la.shape[0]):
-        dx = lx[j] - mx
+        x = lx[j]
+        dx = x - mx
         dy = ly[j] - my
         sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy  # the torch backend's order
         gauss = exp_neg(max(sigma, zero))
         alpha = min(o * gauss, alpha_max)
-        col = j & (TILE_W - 1)  # runs start at a tile row
-        ok = (col >= lo) & (col <= hi) & (sigma >= zero) & (alpha >= alpha_min)
+        ok = (x >= x_lo) & (x <= x_hi) & (sigma >= zero) & (alpha >= alpha_min)
         la[j] = alpha if ok else zero
         lg[j] = gauss
 
@@ -317,7 +317,7 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
             p0 = (max(boxes[g, 2], ty0) - ty0) * TILE_W
             p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE_W
             n = p1 - p0
-            lo, hi = boxes[g, 0] - tx0, boxes[g, 1] - tx0
+            lo, hi = xs[max(boxes[g, 0], tx0)], xs[min(boxes[g, 1], tx1)]  # box columns in the tile
             mx, my, o = means2d[g, 0], means2d[g, 1], opacities[g]
             ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
             _alphas(lane_x[p0:p1], lane_y[p0:p1], mx, my, ca, cb, cc, o, lo, hi, consts, la[:n], lg[:n])
@@ -491,7 +491,7 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
             mx, my, o = means2d[g, 0], means2d[g, 1], opacities[g]
             ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
             lx, ly = lane_x[p0:p1], lane_y[p0:p1]
-            lo, hi = boxes[g, 0] - tx0, boxes[g, 1] - tx0
+            lo, hi = xs[max(boxes[g, 0], tx0)], xs[min(boxes[g, 1], tx1)]  # box columns in the tile
             _alphas(lx, ly, mx, my, ca, cb, cc, o, lo, hi, consts, la[:n], lg[:n])
             _unblend(la[:n], trans[p0:p1], last[p0:p1], e - start[t], lt[:n], consts)
             _gv(gbuf, p0, p1, colors, g, depths[g], d, gv[:n])
