@@ -338,14 +338,15 @@ def test_compiled_draw_order_and_boxes_match_the_reference(dtype):
     """The radix sort keeps torch's stable order (ties by index, -0.0 equal to 0.0, groups first), and the
     compiled pixel boxes are the torch backend's."""
     rng = np.random.default_rng(0)
-    depths = rng.normal(size=3000).astype(dtype)
-    depths[rng.integers(0, 3000, 600)] = 0.25
-    depths[rng.integers(0, 3000, 50)] = -0.0
-    depths[rng.integers(0, 3000, 50)] = 0.0
-    for groups in (None, torch.from_numpy(rng.integers(-2, 3, 3000).astype(np.int32))):
-        expected = torch_backend.draw_order(torch.from_numpy(depths), groups).numpy()
-        got = nk.draw_order(depths, np.zeros(0, np.int32) if groups is None else groups.numpy())
-        assert np.array_equal(got, expected)
+    for n in (3000, 10_000):  # a merge sort below 4096 Gaussians, the radix sort above
+        depths = rng.normal(size=n).astype(dtype)
+        depths[rng.integers(0, n, n // 5)] = 0.25
+        depths[rng.integers(0, n, 50)] = -0.0
+        depths[rng.integers(0, n, 50)] = 0.0
+        for groups in (None, torch.from_numpy(rng.integers(-2, 3, n).astype(np.int32))):
+            expected = torch_backend.draw_order(torch.from_numpy(depths), groups).numpy()
+            got = nk.draw_order(depths, np.zeros(0, np.int32) if groups is None else groups.numpy())
+            assert np.array_equal(got, expected)
     means2d = torch.from_numpy(rng.uniform(-40, 140, (3000, 2)).astype(dtype))
     means2d[:100] = torch.from_numpy(rng.integers(-5, 105, (100, 2)).astype(dtype) + dtype(0.5))  # on centres
     radii = torch.from_numpy(rng.integers(0, 30, (3000, 2)).astype(np.int32))

@@ -22,5 +22,5 @@ def float_to_uint8(image: np.ndarray) -> np.ndarray:
     """(H, W, C) float32 in [0, 1] → uint8, rounded and clipped as ``(x.clamp(0, 1) * 255 + 0.5)``."""
     src = np.ascontiguousarray(image, dtype=np.float32).reshape(-1)
     out = np.empty(src.shape, np.uint8)
-    for_each_part(lambda part: _to_uint8(*part, src, out), split_range(src.size))
+    for_each_part(lambda part: _to_uint8(*part, src, out), split_range(src.size, min_per_part=1 << 18))
     return out.reshape(image.shape)

@@ -154,6 +154,11 @@ def draw_order(depths, groups):
     index in front, as ``torch_backend.draw_order``'s stable sorts. An LSD radix sort on the depths' bits
     (16 bits a pass) and a counting sort by group: stable, and O(N)."""
     n = depths.shape[0]
+    if n < 4096:  # the radix passes' 65536-bucket histograms cost more than a merge sort
+        order = np.argsort(depths + depths.dtype.type(0), kind="mergesort")  # + 0 makes -0.0 equal 0.0
+        if groups.shape[0] > 0:
+            order = order[np.argsort(groups[order], kind="mergesort")]
+        return order
     bits = (depths.astype(np.float64) + 0.0).view(np.uint64)  # exact for float32; -0.0 becomes +0.0
     top = np.uint64(1) << np.uint64(63)
     keys = np.empty(n, np.uint64)

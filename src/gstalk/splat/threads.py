@@ -58,23 +58,28 @@ def configure(count: int | None = None, torch_threads: int | None = None) -> int
     return count
 
 
-def split_tiles(tiles: np.ndarray, costs: np.ndarray | None = None) -> list[np.ndarray]:
+def split_tiles(
+    tiles: np.ndarray, costs: np.ndarray | None = None, min_cost: float = 4000
+) -> list[np.ndarray]:
     """Share tiles among the workers. Without ``costs``, interleaved (neighbouring tiles cost alike).
-    With ``costs`` (an estimate per tile), in runs of consecutive tiles of about equal total cost, four
-    per worker: :func:`for_each_part` hands them out as threads come free, so a run that takes longer
-    than estimated, or a worker that starts late, leaves the remaining runs to the others."""
+    With ``costs`` (an estimate per tile), in runs of consecutive tiles of about equal total cost, up to
+    four per worker and none under ``min_cost`` (small images are not worth a hand-off):
+    :func:`for_each_part` hands them out as threads come free, so a run that takes longer than
+    estimated, or a worker that starts late, leaves the remaining runs to the others."""
     n = threads()
     if costs is None or n == 1 or len(tiles) < 2:
         n = min(n, max(len(tiles), 1))
         return [np.ascontiguousarray(tiles[i::n]) for i in range(n)]
     cumulative = np.cumsum(costs)
-    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, 4 * n) / (4 * n))
+    n_parts = int(min(4 * n, max(cumulative[-1] // min_cost, 1)))
+    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, n_parts) / n_parts)
     return [part for part in np.split(tiles, cuts) if len(part)]
 
 
-def split_range(n_items: int, per_worker: int = 2) -> list[tuple[int, int]]:
-    """Contiguous ranges of ``n_items`` items, ``per_worker`` per worker (fewer when items are few)."""
-    n = min(threads() * per_worker if threads() > 1 else 1, max(n_items, 1))
+def split_range(n_items: int, per_worker: int = 2, min_per_part: int = 1000) -> list[tuple[int, int]]:
+    """Contiguous ranges of ``n_items`` items, ``per_worker`` per worker, none under ``min_per_part``
+    items (unless there are fewer in all)."""
+    n = max(min(threads() * per_worker if threads() > 1 else 1, n_items // min_per_part), 1)
     edges = np.linspace(0, n_items, n + 1).astype(int)
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
