@@ -8,6 +8,8 @@ rasterize, composite, encode).
     python benchmarks/render_speed.py --what rasterizer --gaussians 5000 20000 50000
 
 Same as ``gstalk bench``. Run it alone on the machine; results are recorded in docs/benchmarks.md.
+Where a compiled-rasterizer frame goes, stage by stage (projection, binning, compositing, backward):
+``python benchmarks/rasterizer_stages.py``.
 """
 
 import tyro

@@ -308,3 +308,16 @@ def test_inference_path_matches_the_differentiable_path(backend):
     slow = draw(backend, *leaves, cams, background=0.3)
     assert torch.allclose(fast.image, slow.image.detach(), atol=1e-6)
     assert torch.allclose(fast.depth, slow.depth.detach(), atol=1e-5)
+
+
+def test_float_to_uint8_matches_the_torch_formula():
+    """The compiled 8-bit conversion rounds exactly as ``(x.clamp(0, 1) * 255 + 0.5).to(uint8)`` in float32,
+    including the values whose float32 product lands on k + 0.5, and clips out-of-range values."""
+    from gstalk.splat.images import float_to_uint8
+
+    k = torch.arange(256, dtype=torch.float32)
+    edges = torch.cat([(k + 0.5) / 255, k / 255, torch.nextafter((k + 0.5) / 255, torch.zeros(1))])
+    values = torch.cat([edges, torch.tensor([-1e30, -0.0, -0.2, 1.2, 1e30]), torch.rand(50_000) * 1.4 - 0.2])
+    image = values[: 3 * (values.numel() // 3)].reshape(-1, 1, 3)
+    expected = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    assert (float_to_uint8(image.numpy()) == expected).all()

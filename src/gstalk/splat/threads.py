@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,24 +58,60 @@ def configure(count: int | None = None, torch_threads: int | None = None) -> int
     return count
 
 
-def split_tiles(tiles: np.ndarray) -> list[np.ndarray]:
-    """Interleave busy tiles over the workers (neighbouring tiles cost alike, so each gets a fair share)."""
+def split_tiles(
+    tiles: np.ndarray, costs: np.ndarray | None = None, min_cost: float = 4000
+) -> list[np.ndarray]:
+    """Share tiles among the workers. Without ``costs``, interleaved (neighbouring tiles cost alike).
+    With ``costs`` (an estimate per tile), in runs of consecutive tiles of about equal total cost, up to
+    four per worker and none under ``min_cost`` (small images are not worth a hand-off):
+    :func:`for_each_part` hands them out as threads come free, so a run that takes longer than
+    estimated, or a worker that starts late, leaves the remaining runs to the others."""
     n = threads()
-    return [np.ascontiguousarray(tiles[i::n]) for i in range(min(n, max(len(tiles), 1)))]
+    if costs is None or n == 1 or len(tiles) < 2:
+        n = min(n, max(len(tiles), 1))
+        return [np.ascontiguousarray(tiles[i::n]) for i in range(n)]
+    cumulative = np.cumsum(costs)
+    n_parts = int(min(4 * n, max(cumulative[-1] // min_cost, 1)))
+    cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, n_parts) / n_parts)
+    return [part for part in np.split(tiles, cuts) if len(part)]
 
 
-def split_range(n_items: int) -> list[tuple[int, int]]:
-    """Contiguous ranges of ``n_items`` items, one per worker."""
-    n = min(threads(), max(n_items, 1))
+def split_range(n_items: int, per_worker: int = 2, min_per_part: int = 1000) -> list[tuple[int, int]]:
+    """Contiguous ranges of ``n_items`` items, ``per_worker`` per worker, none under ``min_per_part``
+    items (unless there are fewer in all)."""
+    n = max(min(threads() * per_worker if threads() > 1 else 1, n_items // min_per_part), 1)
     edges = np.linspace(0, n_items, n + 1).astype(int)
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
 def for_each_part(fn: Callable, parts: Sequence) -> None:
-    """Run ``fn(part)`` for every part on the workers (in this thread when there is one part)."""
+    """Run ``fn(part)`` for every part, on this thread and the workers.
+
+    Parts are handed out one at a time to whichever thread asks first, this one included, so a worker
+    that the operating system has not scheduled yet (the cores busy with other work) delays nothing: this
+    thread takes its parts, and a worker that never started is cancelled rather than waited for."""
     if _pool is None or len(parts) < 2:
         for part in parts:
             fn(part)
         return
-    for future in [_pool.submit(fn, part) for part in parts]:
-        future.result()
+    queue = iter(parts)
+    lock = threading.Lock()
+
+    def pull() -> None:
+        while True:
+            with lock:
+                part = next(queue, _DONE)
+            if part is _DONE:
+                return
+            fn(part)
+
+    helpers = [_pool.submit(pull) for _ in range(min(threads(), len(parts)) - 1)]
+    try:
+        pull()
+    finally:
+        for helper in helpers:
+            if not helper.cancel():
+                helper.result()
+
+
+_DONE = object()
