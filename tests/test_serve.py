@@ -612,6 +612,9 @@ def test_ray_sessions_stick_to_replicas_and_survive_one_dying(run: Path):
 
             ws_d, ready_d = await start(client)  # b's replica takes it (the only one with room)
             assert ready_d["type"] == "ready" and worker.placement[ready_d["session"]][0] == replica_b
+            # keep reading d, so the client answers the server's heartbeat pings while Serve replaces the
+            # dead replica (an unread socket is closed after the heartbeat, which would free b's replica)
+            tasks.append(asyncio.create_task(_receive(ws_d, {"frames": [], "messages": []})))
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:  # until Serve has replaced the dead replica
                 ws_e, ready_e = await start(client)
