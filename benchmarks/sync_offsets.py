@@ -21,7 +21,7 @@ import numpy as np
 import tyro
 
 from gstalk.face.sync import correlations, estimate_offset, jaw_openings, mouth_openings
-from gstalk.face.track import FaceTracker
+from gstalk.face.track import track_frames
 from gstalk.media import read_paired
 from gstalk.media.audio import audio_energy, speech_energy
 
@@ -40,13 +40,7 @@ class Config:
 
 def track(video: Path, seconds: float):
     paired = read_paired(video, 25, max_seconds=seconds)
-    lm = np.zeros((len(paired.frames), 478, 3), np.float32)
-    valid = np.zeros(len(paired.frames), bool)
-    with FaceTracker(None, fps=25) as tracker:
-        for i, rgb in enumerate(paired.frames):
-            obs = tracker.track(rgb)
-            if obs is not None:
-                lm[i], valid[i] = obs.landmarks, True
+    lm, valid = track_frames(paired.frames, 25)
     return lm, valid, paired.audio
 
 

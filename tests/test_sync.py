@@ -81,17 +81,11 @@ def test_lip_sync_measure_is_the_same_one_eval_reports():
 
 
 def _tracked(video) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from gstalk.face.track import FaceTracker
+    from gstalk.face.track import track_frames
     from gstalk.media import read_paired
 
     paired = read_paired(video, 25)
-    lm = np.zeros((len(paired.frames), 478, 3), np.float32)
-    valid = np.zeros(len(paired.frames), bool)
-    with FaceTracker(None, fps=25) as tracker:
-        for i, rgb in enumerate(paired.frames):
-            obs = tracker.track(rgb)
-            if obs is not None:
-                lm[i], valid[i] = obs.landmarks, True
+    lm, valid = track_frames(paired.frames, 25)
     return lm, valid, paired.audio
 
 

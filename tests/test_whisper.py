@@ -204,4 +204,4 @@ def test_digital_silence_inside_speech_closes_the_mouth(whisper_run: Path):
     p10 = np.percentile(mouth_gap(tracks.mesh[ids, :N_MESH]), 10)
     silence = gap[int(2.15 * 25) : int(3.9 * 25)]
     assert np.median(silence) < p10
-    assert np.median(gap[: 50]) > np.median(silence)  # and it does open for the speech
+    assert np.median(gap[:50]) > np.median(silence)  # and it does open for the speech

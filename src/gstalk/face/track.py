@@ -206,3 +206,15 @@ def _tasks_landmarker(path: Path, max_faces: int):
             f"{path} is not a usable MediaPipe face landmarker bundle ({err})",
             "pass the face_landmarker.task file from MediaPipe's model page",
         ) from err
+
+
+def track_frames(frames, fps: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks of one subject through a sequence of RGB uint8 frames (H, W, 3): (T, 478, 3) float32 in
+    pixels (zeros where lost) and (T,) bool, the frames where the face was found."""
+    landmarks, valid = [], []
+    with FaceTracker(None, fps=fps) as tracker:
+        for rgb in frames:
+            obs = tracker.track(rgb)
+            landmarks.append(obs.landmarks if obs is not None else np.zeros((N_LANDMARKS, 3), np.float32))
+            valid.append(obs is not None)
+    return np.asarray(landmarks, np.float32).reshape(-1, N_LANDMARKS, 3), np.asarray(valid, bool)
