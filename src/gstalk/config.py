@@ -22,10 +22,11 @@ Backend = Literal["auto", "torch", "numba", "gsplat"]
 class BenchConfig:
     """Speed, as JSON: the whole pipeline (prepare, training step, end-to-end render) and the rasterizer."""
 
-    what: tuple[Literal["pipeline", "rasterizer"], ...] = ("rasterizer", "pipeline")
+    what: tuple[Literal["pipeline", "rasterizer", "speech"], ...] = ("rasterizer", "pipeline", "speech")
     """rasterizer: forward and forward+backward ms per frame of each backend on a synthetic head scene;
     pipeline: prepare throughput, training step time, and the end-to-end render (frames/s with encoding,
-    and a per-stage profile) on a generated subject or --run."""
+    and a per-stage profile) on a generated subject or --run; speech: the CPU cost of the speech features
+    (Whisper's encoder, log-mel) offline and streamed."""
     run: Path | None = None
     """Benchmark rendering with this trained run instead of an untrained model of the preset's size."""
     sizes: tuple[int, ...] = (256, 512)
@@ -192,6 +193,10 @@ class ModelConfig:
     features on their own (a frame's code then depends only on its receptive field, so a stream of short
     segments gives the codes of the whole file); ``sequence`` normalises over the whole input sequence, as
     runs trained before this option did (their checkpoints load with it)."""
+    motion_bands: int = 32
+    """Width each audio feature frame is projected to, before the window is (the model's bottleneck)."""
+    motion_input_dropout: float = 0.0
+    """Dropout on the audio features during training (regularises a model fed 512-d encoder states)."""
     motion_dim: int = 96
     """Width of the audio → motion model."""
     context_past: int = 6

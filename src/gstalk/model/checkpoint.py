@@ -50,7 +50,7 @@ def model_meta(model: TalkingHead) -> dict[str, Any]:
 def empty_model(meta: dict[str, Any]) -> TalkingHead:
     """A model of the right shapes, to load a state dict into."""
     # runs from before motion_norm existed normalised over the sequence
-    config = ModelConfig(**{"motion_norm": "sequence", **meta["config"]})
+    config = ModelConfig(**{"motion_norm": "sequence", "motion_bands": 32, **meta["config"]})
 
     def gaussians(n: int) -> GaussianSet:
         return GaussianSet(

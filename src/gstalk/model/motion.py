@@ -92,7 +92,8 @@ class AudioMotion(nn.Module):
     or three back, give the receptive field; a linear head gives the coefficients."""
 
     def __init__(self, window: int, channels: int, components: int, past: int = 6, future: int = 3,
-                 dim: int = 96, norm: str = "frame") -> None:  # fmt: skip
+                 dim: int = 96, norm: str = "frame", bands: int = 32,
+                 input_dropout: float = 0.0) -> None:  # fmt: skip
         super().__init__()
         if past < 2 * future or (past - 2 * future) % 3:
             raise ValueError(
@@ -106,7 +107,7 @@ class AudioMotion(nn.Module):
         self.register_buffer("feature_std", torch.ones(channels))
         # each feature frame projected to `bands` (shared over the window), then the window to `dim`: two
         # matrix products, far cheaper on a CPU than small convolutions
-        bands = 32
+        self.input_dropout = input_dropout
         self.frame = nn.Sequential(
             nn.Linear(channels, bands), nn.GELU(), nn.Flatten(), nn.Linear(window * bands, dim), nn.GELU()
         )
@@ -140,6 +141,7 @@ class AudioMotion(nn.Module):
     def forward(self, windows: Tensor) -> Tensor:
         b, t, w, c = windows.shape
         x = ((windows - self.feature_mean) / self.feature_std).reshape(b * t, w, c)
+        x = torch.nn.functional.dropout(x, self.input_dropout, self.training)
         x = self.frame(x).reshape(b, t, -1).transpose(1, 2)  # (B, D, T)
         for (back, ahead), conv, norm in zip(self.reach, self.temporal, self.norms):
             h = norm(x.transpose(1, 2)).transpose(1, 2) if self.norm == "frame" else norm(x)

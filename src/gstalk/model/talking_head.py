@@ -79,7 +79,8 @@ class TalkingHead(nn.Module):
         self.basis = basis
         past, future = config.context_past, config.context_future
         self.motion = AudioMotion(audio_window, audio_channels, basis.components, past, future,
-                                  config.motion_dim, config.motion_norm)  # fmt: skip
+                                  config.motion_dim, config.motion_norm, config.motion_bands,
+                                  config.motion_input_dropout)  # fmt: skip
         self.encoder = TriplaneHashEncoder(
             levels=config.hash_levels,
             log2_table=config.hash_log2_table,
