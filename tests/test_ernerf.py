@@ -44,7 +44,8 @@ def test_export_writes_their_layout(tmp_path: Path, demo_dataset: Path):
     assert len(list((out / "ori_imgs").glob("*.lms"))) == ds.n_frames
     assert np.loadtxt(out / "ori_imgs" / "0.lms").shape == (68, 2)
     assert (out / "bc.jpg").is_file() and (out / "aud.wav").is_file()
-    assert np.load(out / "aud_logmel.npy").shape == (ds.n_frames, 16, 80)
+    spec = ds.audio_spec
+    assert np.load(out / f"aud_{spec.features}.npy").shape == (ds.n_frames, spec.window, spec.dim)
     header = (out / "au.csv").read_text().splitlines()[0].split(",")
     assert " AU45_r" in header  # OpenFace's spelling, leading space included, as their loaders read it
     parsing = cv2.imread(str(out / "parsing" / "0.png"))

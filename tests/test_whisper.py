@@ -127,7 +127,7 @@ def test_offline_and_streamed_features_agree():
     if next_frame < n:  # the end: the rest, padded with silence
         streamed.append(spec.compute_range(buffer, offset, next_frame, n - next_frame, fps))
     streamed = np.concatenate(streamed)
-    assert streamed.shape == offline.shape == (n, 4, 512)
+    assert streamed.shape == offline.shape == (n, spec.window, 512)
     assert np.abs(streamed.astype(np.float32) - offline.astype(np.float32)).max() < 1e-2
 
 

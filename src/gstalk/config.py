@@ -63,10 +63,11 @@ class WhisperConfig:
     """Seconds of audio before a block in its window."""
     lookahead: float = 0.12
     """Seconds of audio after a block in its window. Streaming waits block + lookahead at most."""
-    states: int = 4
-    """Encoder states (20 ms each) per video frame, around its time."""
-    first_state: int | None = None
-    """Offset of a frame's first state from the one at its time, in states (None: −states // 2)."""
+    states: int = 8
+    """Encoder states (20 ms each) per video frame."""
+    first_state: int | None = -1
+    """Offset of a frame's first state from the one at its time, in states: −1 with 8 states reads
+    t − 20 ms … t + 120 ms, the sound the lips anticipate (measured best in benchmarks/lipsync.py)."""
 
 
 @dataclass
@@ -83,7 +84,7 @@ class PrepareConfig:
     """Side of the square crop around the head, in pixels."""
     landmarker: Path | None = None
     """A MediaPipe face_landmarker.task bundle: also records 52 blendshapes as the expression code."""
-    audio_features: Literal["whisper", "logmel", "hubert", "wav2vec2"] = "logmel"
+    audio_features: Literal["whisper", "logmel", "hubert", "wav2vec2"] = "whisper"
     """Audio features: Whisper's encoder states (weights installed with gstalk; see --whisper.*), log-mel
     (no weights), or a local HuBERT / wav2vec 2.0 model."""
     whisper: WhisperConfig = dataclasses.field(default_factory=WhisperConfig)
@@ -148,7 +149,7 @@ class ImportErnerfConfig:
     """The gstalk dataset folder to write."""
     fps: float = 25.0
     """Frame rate of their frames."""
-    audio_features: Literal["whisper", "logmel", "hubert", "wav2vec2"] = "logmel"
+    audio_features: Literal["whisper", "logmel", "hubert", "wav2vec2"] = "whisper"
     """Audio features, as in `gstalk prepare`."""
     whisper: WhisperConfig = dataclasses.field(default_factory=WhisperConfig)
     """The Whisper encoder and its streaming blocks."""

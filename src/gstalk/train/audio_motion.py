@@ -53,14 +53,16 @@ def rest_code(ds: Dataset, coeffs: np.ndarray) -> np.ndarray:
 
 def add_pauses(audio: np.ndarray, targets: np.ndarray, rest: np.ndarray, fps: float, rate: int,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Pause augmentation: 1–3 stretches of 0.3–2 s of the speech become digital silence or a quiet noise
-    floor (−70 to −50 dBFS), and the target there the mouth at rest, reached within 60 ms. Without it a
+    """Pause augmentation: 1–3 stretches of 0.3–3 s of the speech (at most a third of the clip each)
+    become digital silence or a quiet noise floor (−70 to −50 dBFS), and the target there the mouth at
+    rest, reached within 60 ms. Stretches longer than an encoder window (1.2 s) teach what a window of
+    nothing but silence means. Without it a
     clip with few pauses never shows the model that silence inside speech closes the mouth (in training
     and in every real recording the lips close within about a tenth of a second)."""
     audio, targets = audio.copy(), targets.copy()
     n = len(targets)
     for _ in range(int(rng.integers(1, 4))):
-        length = int(rng.uniform(0.3, 2.0) * fps)
+        length = int(rng.uniform(0.3, min(3.0, max(0.4, n / fps / 3))) * fps)
         if n <= length + 2:
             break
         start = int(rng.integers(0, n - length))
