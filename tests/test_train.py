@@ -263,3 +263,17 @@ def test_masked_losses_on_the_mask_box_equal_the_whole_image(box):
     assert float(cropped) == pytest.approx(float(dssim(pred, target)), rel=1e-5)
     whole = float((pred - target).abs().sum())
     assert float((pred - target).abs()[crop].sum()) == pytest.approx(whole, rel=1e-6)
+
+
+def test_the_coefficient_error_is_the_weighted_mesh_error():
+    """The audio → motion loss is computed on K coefficients; it equals the ω-weighted vertex error of the
+    reconstructed meshes because the fitted components are ω-orthogonal."""
+    from gstalk.face.mesh import N_MESH
+    from gstalk.model.motion import LowerFaceBasis
+
+    rng = np.random.default_rng(0)
+    displacement = rng.standard_normal((200, N_MESH, 3)) * 1e-3 * rng.random((1, N_MESH, 1))
+    weights = np.clip(rng.random(N_MESH) * 1.5 - 0.3, 0, 1)
+    basis, _ = LowerFaceBasis.fit(displacement, weights, 8)
+    a, b = torch.randn(5, 7, 8), torch.randn(5, 7, 8)
+    assert torch.allclose(basis.weighted_error(a, b), basis.mesh_error(a, b), rtol=1e-5, atol=0)

@@ -76,8 +76,20 @@ class LowerFaceBasis(nn.Module):
         where ``weights`` > 0."""
         return self.mean + torch.einsum("...k,knc->...nc", coeffs, self.basis)
 
+    def component_variances(self) -> Tensor:
+        """(K,) each component's ω-weighted squared norm, Σ_n ω_n |basis_k,n|² (its variance, m²)."""
+        return (self.basis.pow(2).sum(-1) * self.vertex_weights).sum(-1)
+
     def weighted_error(self, coeffs: Tensor, target: Tensor) -> Tensor:
-        """Mean squared ω-weighted vertex error (m²) between two sets of coefficients (..., K)."""
+        """Mean squared ω-weighted vertex error (m²) between two sets of coefficients (..., K).
+
+        The components are orthogonal in the ω-weighted space (they come from one SVD), so the error of
+        the reconstructed meshes, Σ_n ω_n |d_n|² / Σ_n ω_n, is Σ_k Δc_k² σ_k² / Σ_n ω_n: computed on K
+        numbers rather than on the whole mesh (the same value; ``tests/test_train.py`` checks it)."""
+        return ((coeffs - target).pow(2) * self.component_variances()).sum(-1) / self.vertex_weights.sum()
+
+    def mesh_error(self, coeffs: Tensor, target: Tensor) -> Tensor:
+        """:meth:`weighted_error` computed on the reconstructed meshes (the definition)."""
         d = torch.einsum("...k,knc->...nc", coeffs - target, self.basis)
         return (d.pow(2).sum(-1) * self.vertex_weights).sum(-1) / self.vertex_weights.sum()
 
