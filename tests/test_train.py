@@ -104,7 +104,7 @@ def test_residual_networks_move_only_their_regions(demo_dataset: Path):
     model = init_talking_head(ds, 600, config=ModelConfig(residual=True), seed=1)
     region = model.head.region
     assert {int(r) for r in region.unique()} == {ModelRegion.FACE, ModelRegion.EYES, ModelRegion.MOUTH}
-    data = FrameData(ds, 64)
+    data = FrameData(ds, 64, past=model.config.context_past, future=model.config.context_future)
     drive = Drive(mesh=data.mesh(5), condition=data.condition(5))
     base = model(drive)
     assert torch.allclose(model(Drive(mesh=data.mesh(5))).head.means, base.head.means)  # residuals start at 0
@@ -133,7 +133,7 @@ def test_lip_gaussians_move_differently_for_a_steady_sound(demo_dataset: Path):
         torch.nn.init.normal_(model.lips.deform[-1].weight, std=0.01)
         model.lips.key.weight.zero_()
         model.lips.key.bias.zero_()
-    cond = FrameData(ds, 64).condition(5)
+    cond = FrameData(ds, 64, past=model.config.context_past, future=model.config.context_future).condition(5)
     steady = Condition(cond.audio[4:5].expand_as(cond.audio).clone(), cond.expression)
     lips = (model.head.region == ModelRegion.MOUTH).nonzero().squeeze(1)
     h = model.spatial_features(model.head, "head").index_select(0, lips)
