@@ -277,3 +277,32 @@ def test_syncnet_loads_a_state_dict_and_scores_a_clip(tmp_path: Path):
     torch.save({"something": torch.zeros(3)}, tmp_path / "other.model")
     with pytest.raises(GstalkError, match="does not hold SyncNet"):
         SyncNet.from_file(tmp_path / "other.model")
+
+
+def test_bench_profiles_render_and_training_stage_by_stage(run: Path, tmp_path: Path):
+    """`gstalk bench --what pipeline train` on a tiny input: every stage is reported, in both thread
+    settings, and the figures add up."""
+    from gstalk.bench import run_bench
+    from gstalk.config import BenchConfig
+
+    config = BenchConfig(what=("pipeline", "train"), run=run, sizes=(64,), render_seconds=1.0, train_steps=1,
+                         out=tmp_path / "bench.json")  # fmt: skip
+    result = run_bench(config)
+    row = result["pipeline"]["results"]["render"][0]
+    assert row["size"] == 64 and row["frames"] == 25 and row["end_to_end_fps"] > 0
+    for label in ("one_thread", "all_cores"):
+        stages = row[label]["stage_ms"]
+        assert {"layer", "layer_work", "networks", "rasterize", "convert", "encode"} <= stages.keys()
+        assert all(v["wall"] >= 0 and v["cpu"] >= 0 for v in stages.values())
+    assert row["one_thread"]["threads"] == 1
+    work = sum(v["cpu"] for k, v in row["one_thread"]["stage_ms"].items() if k != "layer")
+    assert row["work_ms"] == pytest.approx(work, abs=0.01)
+    train = result["train"]
+    assert list(train["stages"]) == ["static", "motion", "fusion"]
+    for stage in train["stages"].values():
+        parts = stage["one_thread"]["part_ms"]
+        assert {"target", "forward", "render", "loss", "backward", "optimizer"} <= parts.keys()
+        assert stage["per_step_ms"] >= stage["all_cores"]["step_ms"] > 0
+    assert "densify_ms" in train["stages"]["static"] and "densify_ms" not in train["stages"]["fusion"]
+    assert train["estimated_minutes"] > 0
+    assert json.loads((tmp_path / "bench.json").read_text())["train"]["size"] == train["size"]

@@ -12,7 +12,6 @@ A :class:`Driver` holds a trained run and its dataset. For output frame k it tak
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +30,7 @@ from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
 from ..model.checkpoint import load_model
 from ..model.talking_head import Composite, Drive, TalkingHead, render_portrait
+from ..timing import NO_LAPS, Laps
 
 
 def pingpong(k: int, ids: np.ndarray) -> int:
@@ -185,28 +185,26 @@ class Driver:
         pose: PoseSource | None = None,
         source: int | None = None,
         model: TalkingHead | None = None,
-        clock: dict[str, float] | None = None,
+        laps: Laps | None = None,
     ) -> Composite:
         """Frame k of ``speech`` posed by training frame ``source`` (default: the pose's frame for k):
         the lower face from the speech, the upper face, camera and real-pixel layer from the source frame.
 
         ``speech=None`` renders ``model`` (default: the run's) on its canonical face, with no motion (the
-        static baseline of ``gstalk evaluate``). ``clock``, when given, accumulates seconds per stage
+        static baseline of ``gstalk evaluate``). ``laps``, when given, accumulates the time of each stage
         (``layer``, ``networks``, ``rasterize``) for ``gstalk bench``."""
+        laps = laps or NO_LAPS
+        laps.start()
         pose = pose or PoseSource()
         s = self.source(k, pose) if source is None else source
         self.prefetch(self.source(k + 1, pose))
-        t0 = time.perf_counter()
         layer = self.layer(s)
-        t1 = time.perf_counter()
+        laps.lap("layer")
         model = model or self.model
         frame = model(self.drive(speech, k, s) if speech is not None else Drive())
-        t2 = time.perf_counter()
+        laps.lap("networks")
         comp = render_portrait(frame, self.camera(s, pose), layer, backend=self.backend)
-        if clock is not None:
-            t3 = time.perf_counter()
-            for name, seconds in (("layer", t1 - t0), ("networks", t2 - t1), ("rasterize", t3 - t2)):
-                clock[name] = clock.get(name, 0.0) + seconds
+        laps.lap("rasterize")
         return comp
 
     def render(

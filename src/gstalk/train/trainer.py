@@ -40,6 +40,7 @@ from ..model.init import init_talking_head
 from ..model.talking_head import Drive, TalkingHead, render_portrait
 from ..outputs import claim_output
 from ..splat import RenderOutput
+from ..timing import NO_LAPS, Laps
 from .audio_motion import fit_audio_motion, target_coefficients
 from .checkpoint import latest_checkpoint, load_training_state, save_training_checkpoint
 from .log import append_row, plot_losses, read_log
@@ -125,6 +126,13 @@ class Trainer:
         ).to(self.device)
         return self.model
 
+    def attach(self, model: TalkingHead) -> None:
+        """Train ``model`` from here on: it becomes ``self.model``, with the tracked lower-face codes of the
+        training frames (teacher forcing) on the trainer's device."""
+        self.model = model
+        self.codes = torch.from_numpy(target_coefficients(self.ds, model.basis.cpu())).to(self.device)
+        model.basis.to(self.device)
+
     def optimizer(self, stage: StageConfig) -> torch.optim.Adam:
         """The optimizer of ``stage`` over the current model's parameters."""
         return build_optimizer(self.model, stage, scene_extent(self.model), self.config.lr)
@@ -160,9 +168,7 @@ class Trainer:
             save_config(self.config, self.out)
             self.fit_audio_motion()
             save_training_checkpoint(self.out, model, self._state(0, 0))
-        self.model = model
-        self.codes = torch.from_numpy(target_coefficients(self.ds, model.basis.cpu())).to(self.device)
-        model.basis.to(self.device)
+        self.attach(model)
         gen = torch.Generator().manual_seed(self.config.seed)
         previous = signal.signal(signal.SIGINT, self._interrupt)
         try:
@@ -304,30 +310,41 @@ class Trainer:
         return None
 
     def step(
-        self, stage: StageConfig, i: int, optimizer: torch.optim.Optimizer
+        self, stage: StageConfig, i: int, optimizer: torch.optim.Optimizer, laps: Laps | None = None
     ) -> tuple[dict[str, float], dict[str, RenderOutput]]:
         """One optimisation step of ``stage`` on training frame ``i``: render, loss, step. Returns the loss
         terms (``objective.loss_terms``, their total as ``loss``, and ``psnr``), and the head's and mouth
-        interior's renders (their ``means2d`` gradients feed densification)."""
+        interior's renders (their ``means2d`` gradients feed densification). ``laps``, when given,
+        accumulates the time of each part (``target``, ``forward``, ``render``, ``loss``, ``backward``,
+        ``optimizer``, ``figures``) for ``gstalk bench``."""
+        laps = laps or NO_LAPS
+        laps.start()
         target = self.data.target(i)
+        laps.lap("target")
         drive = Drive(
             mesh=self.data.mesh(i),
             condition=self.data.condition(i) if stage.deform else None,
             code=self.codes[i],
         )
         frame = self.model(drive)
+        laps.lap("forward")
         comp = render_portrait(frame, self.data.camera(i), target.layer, backend=self.config.backend)
+        laps.lap("render")
         terms = loss_terms(stage, comp, frame, target, self.lpips)
         loss = total_loss(stage, terms)
+        laps.lap("loss")
         optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):  # a non-finite loss never reaches the parameters
+        finite = bool(torch.isfinite(loss))
+        if finite:  # a non-finite loss never reaches the parameters
             loss.backward()
+        laps.lap("backward")
+        if finite:
             optimizer.step()
+        laps.lap("optimizer")
         values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
-        return {**values, "psnr": psnr(comp.image.detach(), target.image)}, {
-            "head": comp.head,
-            "mouth": comp.mouth,
-        }
+        values["psnr"] = psnr(comp.image.detach(), target.image)
+        laps.lap("figures")
+        return values, {"head": comp.head, "mouth": comp.mouth}
 
     def plot(self) -> None:
         plot_losses(self.out / "log.csv", self.out / "loss.png")
