@@ -32,6 +32,9 @@ from ..model.checkpoint import load_model
 from ..model.talking_head import Composite, Drive, TalkingHead, render_portrait
 from ..timing import NO_LAPS, Laps
 
+#: source frames whose real-pixel layers a Driver keeps (8-bit): a replay comes back to them
+LAYER_CACHE = 256
+
 
 def pingpong(k: int, ids: np.ndarray) -> int:
     """The k-th source frame when ``ids`` is played forward, then backward, and so on."""
@@ -101,7 +104,7 @@ class Driver:
         self.frames = FrameData(self.ds, self.size, self.device, self.past, self.future, cache=False)
         self.expression = torch.from_numpy(expression_inputs(self.ds)).to(self.device)
         self.source_ids = self.ds.train_ids if len(self.ds.train_ids) else np.flatnonzero(self.ds.valid)
-        self._layers: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._layers: OrderedDict[int, np.ndarray] = OrderedDict()
         self._prefetched: dict[int, Future] = {}
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="gstalk-frames")
 
@@ -116,18 +119,35 @@ class Driver:
         return pingpong(k, self.source_ids)
 
     def layer(self, s: int) -> torch.Tensor:
-        """The source frame's real-pixel layer, kept for the few hundred frames a replay revisits."""
-        if s not in self._layers:
-            pending = self._prefetched.pop(s, None)
-            self._layers[s] = pending.result() if pending is not None else self.frames.layer(s)
-            if len(self._layers) > 256:
-                self._layers.popitem(last=False)
-        return self._layers[s]
+        """The source frame's real-pixel layer, (H, W, 3) float in [0, 1]: read ahead by :meth:`prefetch`
+        when it was asked for, else read now. The last ``LAYER_CACHE`` layers are kept in 8 bits (a
+        replay revisits them): 0.8 MB each at 512²."""
+        pending = self._prefetched.pop(s, None)
+        if pending is not None:
+            image, layer = pending.result()
+        else:
+            image, layer = self._read_layer(s, self._layers.get(s))
+        self._layers[s] = image
+        self._layers.move_to_end(s)
+        if len(self._layers) > LAYER_CACHE:
+            self._layers.popitem(last=False)
+        return layer
 
     def prefetch(self, s: int) -> None:
-        """Start reading source frame s's layer on a background thread (image decoding releases the GIL)."""
-        if s not in self._layers and s not in self._prefetched:
-            self._prefetched[s] = self._reader.submit(self.frames.layer, s)
+        """Start making source frame s's layer on a background thread (decoding, the compiled fill and
+        the conversion release the GIL), from the 8-bit cache when it is there. A read-ahead still
+        pending for another frame is dropped: only the next frame's is kept."""
+        for other in [k for k in self._prefetched if k != s]:
+            self._prefetched.pop(other).cancel()
+        if s not in self._prefetched:
+            self._prefetched[s] = self._reader.submit(self._read_layer, s, self._layers.get(s))
+
+    def _read_layer(self, s: int, image: np.ndarray | None) -> tuple[np.ndarray, torch.Tensor]:
+        """Source frame s's 8-bit layer (``image``, when cached, else read from the dataset) and the
+        float layer made from it."""
+        if image is None:
+            image = self.frames.layer_uint8(s)
+        return image, self.frames.to_float(image)
 
     def camera(self, s: int, pose: PoseSource):
         """Source frame ``s``'s camera, turned by the pose's free-viewpoint offset."""
@@ -197,8 +217,8 @@ class Driver:
         laps.start()
         pose = pose or PoseSource()
         s = self.source(k, pose) if source is None else source
-        self.prefetch(self.source(k + 1, pose))
         layer = self.layer(s)
+        self.prefetch(self.source(k + 1, pose))
         laps.lap("layer")
         model = model or self.model
         frame = model(self.drive(speech, k, s) if speech is not None else Drive())

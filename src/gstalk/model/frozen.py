@@ -120,7 +120,7 @@ def place_and_shade(
     local_quats: np.ndarray,
     local_log_scales: np.ndarray,
     color_logits: np.ndarray,
-    latent_t: np.ndarray,
+    latent: np.ndarray,
     code_part: np.ndarray,
     w_out: np.ndarray,
     b_out: np.ndarray,
@@ -134,24 +134,26 @@ def place_and_shade(
     colors: np.ndarray,
 ) -> None:
     """Gaussians ``lo:hi``: head-frame means, quaternions, scales (``binding.place`` then ``exp``) and
-    colours: the sigmoid of the colour logits plus, when ``latent_t`` (H, N) has rows, the expression
+    colours: the sigmoid of the colour logits plus, when ``latent`` has hidden units, the expression
     colour network, ReLU(latent + code_part) @ w_outᵀ + b_out (summed over the hidden units in order, a
-    lane per Gaussian). All float32."""
+    lane per Gaussian). ``latent``: (⌈N / BLOCK⌉, H, BLOCK), block by block so that each block's is one
+    contiguous read (see :func:`blocked`). All float32."""
     acc = np.empty((3, BLOCK), np.float32)
-    for b0 in range(lo, hi, BLOCK):
+    for b0 in range(lo, hi, BLOCK):  # lo is a multiple of BLOCK
         b1 = min(b0 + BLOCK, hi)
         acc[:] = 0.0
-        for h in range(latent_t.shape[0]):
-            row, cp, w0, w1, w2 = latent_t[h], code_part[h], w_out[0, h], w_out[1, h], w_out[2, h]
-            for g in range(b0, b1):
-                v = max(row[g] + cp, np.float32(0.0))
-                acc[0, g - b0] += v * w0
-                acc[1, g - b0] += v * w1
-                acc[2, g - b0] += v * w2
+        block = latent[b0 // BLOCK]
+        for h in range(latent.shape[1]):
+            row, cp, w0, w1, w2 = block[h], code_part[h], w_out[0, h], w_out[1, h], w_out[2, h]
+            for k in range(b1 - b0):
+                v = max(row[k] + cp, np.float32(0.0))
+                acc[0, k] += v * w0
+                acc[1, k] += v * w1
+                acc[2, k] += v * w2
         for g in range(b0, b1):
             for j in range(3):
                 logit = color_logits[g, j]
-                if latent_t.shape[0]:
+                if latent.shape[1]:
                     logit = logit + (acc[j, g - b0] + b_out[j])
                 colors[g, j] = np.float32(1.0) / (np.float32(1.0) + np.exp(-logit))
     for g in range(lo, hi):
@@ -170,6 +172,15 @@ def place_and_shade(
         log_s = np.log(s)
         for j in range(3):
             scales[g, j] = np.exp(local_log_scales[g, j] + log_s)
+
+
+def blocked(latent: np.ndarray) -> np.ndarray:
+    """(N, H) → (⌈N / BLOCK⌉, H, BLOCK), zero-padded: Gaussian ``g``'s unit ``h`` at
+    ``[g // BLOCK, h, g % BLOCK]``."""
+    n, h = latent.shape
+    padded = np.zeros((-(-n // BLOCK) * BLOCK, h), np.float32)
+    padded[:n] = latent
+    return np.ascontiguousarray(padded.reshape(-1, BLOCK, h).transpose(0, 2, 1))
 
 
 def _numpy32(t: Tensor) -> np.ndarray:
@@ -204,11 +215,11 @@ class FrozenHead:
             first, last = self.colour.net[0], self.colour.net[-1]
             d = model.head.embedding.shape[1]
             embeddings = torch.cat([s.embedding for s in sets])
-            self.latent_t = _numpy32(self.colour.latent_part(embeddings).T)
+            self.latent = blocked(_numpy32(self.colour.latent_part(embeddings)))
             self.w_code = first.weight[:, d:].detach().clone()
             self.w_out, self.b_out = _numpy32(last.weight), _numpy32(last.bias)
         else:
-            self.latent_t = np.zeros((0, len(self.index)), np.float32)
+            self.latent = np.zeros((-(-len(self.index) // BLOCK), 0, BLOCK), np.float32)
             self.w_out, self.b_out = np.zeros((3, 0), np.float32), np.zeros(3, np.float32)
         self._canonical_pose = self._frames(self.canonical)
 
@@ -244,8 +255,9 @@ class FrozenHead:
         n = len(self.index)
         means, quats = np.empty((n, 3), np.float32), np.empty((n, 4), np.float32)
         scales, colors = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
-        args = (self.index, *self.local, self.color_logits, self.latent_t, code_part, self.w_out, self.b_out,
+        args = (self.index, *self.local, self.color_logits, self.latent, code_part, self.w_out, self.b_out,
                 *pose, means, quats, scales, colors)  # fmt: skip
-        for_each_part(lambda part: place_and_shade(*part, *args), split_range(n, min_per_part=4096))
+        parts = split_range(-(-n // BLOCK), min_per_part=16)  # in whole blocks
+        for_each_part(lambda part: place_and_shade(part[0] * BLOCK, min(part[1] * BLOCK, n), *args), parts)
         tensors = tuple(torch.from_numpy(a) for a in (means, quats, scales))
         return (*tensors, self.opacities, torch.from_numpy(colors)), self.groups
