@@ -263,3 +263,32 @@ def test_masked_losses_on_the_mask_box_equal_the_whole_image(box):
     assert float(cropped) == pytest.approx(float(dssim(pred, target)), rel=1e-5)
     whole = float((pred - target).abs().sum())
     assert float((pred - target).abs()[crop].sum()) == pytest.approx(whole, rel=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", [(3, 11, 11), (3, 64, 48), (3, 217, 236), (1, 40, 300)])
+def test_compiled_ssim_matches_pytorch_msssim_in_value_and_gradient(shape, threads):
+    """The compiled SSIM (train.ssim) is pytorch_msssim's: value to 1e-6 and gradient to 1e-5 of its
+    largest, on images near and far from their target, in one part or in bands on several threads."""
+    from pytorch_msssim import ssim
+
+    from gstalk.splat import threads as pool
+    from gstalk.train.ssim import ssim_cpu
+
+    pool.configure(threads)
+    try:
+        g = torch.Generator().manual_seed(sum(shape))
+        target = torch.rand(shape, generator=g)
+        for noise in (0.02, 0.5):
+            x = (target + noise * torch.randn(shape, generator=g)).clamp(0, 1).requires_grad_()
+            want = ssim(x[None], target[None], data_range=1.0, size_average=True)
+            (want_grad,) = torch.autograd.grad(want, x)
+            got = ssim_cpu(x, target)
+            (got_grad,) = torch.autograd.grad(2.5 * got, x)  # an upstream gradient other than 1
+            assert float(got) == pytest.approx(float(want), abs=1e-6)
+            want_grad = 2.5 * want_grad
+            assert torch.allclose(got_grad, want_grad, atol=1e-5 * float(want_grad.abs().max()), rtol=0)
+    finally:
+        pool.configure()
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim_cpu(torch.rand(3, 10, 40), torch.rand(3, 10, 40))
