@@ -350,3 +350,19 @@ def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
             assert (a is None or not a.any()) == (b is None or not b.any()), name
             if a is not None and b is not None:
                 assert torch.allclose(a, b, atol=1e-6 * float(b.abs().max()) + 1e-12, rtol=1e-4), name
+
+
+def test_targets_read_ahead_equal_fresh_ones(demo_dataset: Path):
+    """A training frame read ahead on the reading thread is the one read now, field by field; a
+    read-ahead never asked for is dropped."""
+    ds = load_dataset(demo_dataset)
+    frames = FrameData(ds, 96, cache=False)
+    fresh = FrameData(ds, 96, cache=False)
+    frames.read_ahead(5)
+    got, want = frames.target(5), fresh.target(5)
+    for name in ("image", "labels", "layer", "head_mask", "mouth_mask"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    frames.read_ahead(6)
+    frames.read_ahead(7)  # 6 was never used
+    assert list(frames._ahead) == [7]
+    assert torch.equal(frames.target(7).layer, fresh.target(7).layer) and not frames._ahead

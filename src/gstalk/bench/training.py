@@ -82,16 +82,19 @@ def train_profile(config: BenchConfig, subject: dict[str, Any], tmp: str) -> dic
 
 def _steps(trainer, stage: StageConfig, optimizer, rng: np.random.Generator, n: int):
     """Median milliseconds of each part of ``n`` training steps (after two warm-up steps) on random
-    training frames, and the last step's renders."""
+    training frames, PyTorch's operations on one thread as ``Trainer`` runs them, and the last step's
+    renders."""
     ids = trainer.ds.train_ids
-    for _ in range(2):
-        trainer.step(stage, int(rng.choice(ids)), optimizer)
     runs, renders = [], None
-    for _ in range(n):
-        laps = Laps()
-        start = time.perf_counter()
-        _, renders = trainer.step(stage, int(rng.choice(ids)), optimizer, laps)
-        runs.append((time.perf_counter() - start, laps))
+    with threads.serial_torch():  # as Trainer runs its stages
+        frames = [int(f) for f in rng.choice(ids, n + 3)]  # each step reads the next ahead, as in training
+        for k in range(2):
+            trainer.step(stage, frames[k], optimizer, read_ahead=frames[k + 1])
+        for k in range(2, n + 2):
+            laps = Laps()
+            start = time.perf_counter()
+            _, renders = trainer.step(stage, frames[k], optimizer, laps, read_ahead=frames[k + 1])
+            runs.append((time.perf_counter() - start, laps))
 
     def median(values) -> float:
         return round(1000 * statistics.median(values), 3)
@@ -116,7 +119,7 @@ def _densify_ms(trainer, stage: StageConfig, optimizer, renders) -> float:
     strategy = DensifyStrategy(trainer.config.densify, sets, scene_extent(model), stage.iterations,
                                trainer.config.max_gaussians)  # fmt: skip
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), threads.serial_torch():
         strategy.step_post_backward(trainer.config.densify.start, renders, optimizer)
     return round(1000 * (time.perf_counter() - start), 2)
 

@@ -3,6 +3,7 @@ the head, and the driving condition (audio and expression of the neighbouring fr
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,6 +17,7 @@ from ..face.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE
 from ..face.mesh import N_MESH, fit_to_landmarks
 from ..regions import Region
 from ..splat import Camera
+from ..splat.images import uint8_to_float
 from .dataset import Dataset
 from .layer import HEAD_LUT, MOUTH_LUT, real_layer
 
@@ -72,8 +74,11 @@ class FrameData:
         self.scale = size / ds.size
         self.cache_enabled = size <= 256 if cache is None else cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._ahead: dict[int, Future] = {}
+        self._reader: ThreadPoolExecutor | None = None
         bg = self._resize(ds.background(), cv2.INTER_AREA)
         self.background = torch.from_numpy(bg).to(self.device).float() / 255
+        self._background_uint8 = (self.background.cpu().numpy() * 255 + 0.5).astype(np.uint8)
         self.audio = ds.audio_features  # (T, W, C) float16, memory-mapped
         self.expression = expression_inputs(ds)
 
@@ -121,7 +126,24 @@ class FrameData:
         k = torch.from_numpy(self.ds.intrinsics * self.scale).float()
         return Camera(w2c, k, self.size, self.size).to(self.device)
 
+    def read_ahead(self, i: int) -> None:
+        """Start making :meth:`target` ``(i)`` on a background thread (decoding, the compiled layer and
+        the dilations release the GIL), for the next ``target(i)`` to take. A read-ahead still pending
+        for another frame is dropped."""
+        for other in [k for k in self._ahead if k != i]:
+            self._ahead.pop(other).cancel()
+        if i not in self._ahead:
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="gstalk-targets")
+            self._ahead[i] = self._reader.submit(self._read_target, i)
+
     def target(self, i: int) -> Target:
+        """Training frame i at the working size: image, labels, layer and masks (see :class:`Target`);
+        read ahead when :meth:`read_ahead` asked for it."""
+        pending = self._ahead.pop(i, None)
+        return pending.result() if pending is not None else self._read_target(i)
+
+    def _read_target(self, i: int) -> Target:
         # the cache holds the resized uint8 frame and labels (a few hundred kB a frame at 256²); the float
         # tensors are made per call
         if i in self._cache:
@@ -146,12 +168,9 @@ class FrameData:
         return self.to_float(self.layer_uint8(i))
 
     def to_float(self, image: np.ndarray) -> Tensor:
-        """(H, W, 3) uint8 → float32 tensor in [0, 1] on the device (``x / 255``, as every layer is made)."""
-        return torch.from_numpy(image).to(self.device).float().div_(255)
-
-    @cached_property
-    def _background_uint8(self) -> np.ndarray:
-        return (self.background.cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        """(H, W, 3) uint8 → float32 tensor in [0, 1] on the device (``x / 255``), compiled, on the calling
+        thread alone: PyTorch would fork its threads for it, beside the render."""
+        return torch.from_numpy(uint8_to_float(image)).to(self.device)
 
     def _target(self, image: np.ndarray, labels: np.ndarray) -> Target:
         kernel = np.ones((5, 5), np.uint8)

@@ -40,6 +40,7 @@ from ..model.init import init_talking_head
 from ..model.talking_head import Drive, TalkingHead, render_portrait
 from ..outputs import claim_output
 from ..splat import RenderOutput
+from ..splat.threads import serial_torch
 from ..timing import NO_LAPS, Laps
 from .audio_motion import fit_audio_motion, target_coefficients
 from .checkpoint import latest_checkpoint, load_training_state, save_training_checkpoint
@@ -247,7 +248,6 @@ class Trainer:
                 stage.iterations,
                 self.config.max_gaussians,
             )
-        train_ids = torch.from_numpy(self.ds.train_ids)
         bar = tqdm(
             total=stage.iterations,
             initial=first_step,
@@ -255,11 +255,21 @@ class Trainer:
             unit="it",
             disable=not self.config.progress,
         )
-        for step in range(first_step, stage.iterations):
+        with serial_torch():
+            self._steps(stage, index, range(first_step, stage.iterations), optimizer, strategy, gen, bar)
+        bar.close()
+
+    def _steps(self, stage: StageConfig, index: int, steps: range, optimizer, strategy, gen, bar) -> None:
+        """The stage's steps ``steps``: each with its checks, densification, log row, hook and checkpoint."""
+        model = self.model
+        train_ids = torch.from_numpy(self.ds.train_ids)
+        for step in steps:
             t0 = time.perf_counter()
             i = int(train_ids[torch.randint(len(train_ids), (1,), generator=gen)])
+            ahead = torch.Generator().set_state(gen.get_state())  # the next step's frame, gen untouched
+            after = int(train_ids[torch.randint(len(train_ids), (1,), generator=ahead)])
             self._check_parameters(stage, step, bar)
-            terms, renders = self.step(stage, i, optimizer)  # render → loss → step
+            terms, renders = self.step(stage, i, optimizer, read_ahead=after)  # render → loss → step
             self._check_loss(stage, step, terms["loss"], bar)
             if strategy is not None:  # densify and prune
                 strategy.step_post_backward(step, renders, optimizer)
@@ -276,7 +286,6 @@ class Trainer:
                 save_training_checkpoint(self.out, model, state, kept, gen.get_state())
             if self._stop:
                 break
-        bar.close()
 
     def _log(self, stage: StageConfig, step: int, terms: dict[str, float], seconds: float, bar: tqdm) -> None:
         """A row of log.csv, and the progress bar's figures."""
@@ -310,16 +319,24 @@ class Trainer:
         return None
 
     def step(
-        self, stage: StageConfig, i: int, optimizer: torch.optim.Optimizer, laps: Laps | None = None
+        self,
+        stage: StageConfig,
+        i: int,
+        optimizer: torch.optim.Optimizer,
+        laps: Laps | None = None,
+        read_ahead: int | None = None,
     ) -> tuple[dict[str, float], dict[str, RenderOutput]]:
         """One optimisation step of ``stage`` on training frame ``i``: render, loss, step. Returns the loss
         terms (``objective.loss_terms``, their total as ``loss``, and ``psnr``), and the head's and mouth
-        interior's renders (their ``means2d`` gradients feed densification). ``laps``, when given,
-        accumulates the time of each part (``target``, ``forward``, ``render``, ``loss``, ``backward``,
-        ``optimizer``, ``figures``) for ``gstalk bench``."""
+        interior's renders (their ``means2d`` gradients feed densification). ``read_ahead``: the next
+        step's frame, read on a background thread meanwhile. ``laps``, when given, accumulates the time
+        of each part (``target``, ``forward``, ``render``, ``loss``, ``backward``, ``optimizer``,
+        ``figures``) for ``gstalk bench``."""
         laps = laps or NO_LAPS
         laps.start()
         target = self.data.target(i)
+        if read_ahead is not None:
+            self.data.read_ahead(read_ahead)
         laps.lap("target")
         drive = Drive(
             mesh=self.data.mesh(i),
