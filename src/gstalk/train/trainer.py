@@ -57,7 +57,8 @@ class Diverged(GstalkError):
 def build_optimizer(
     model: TalkingHead, stage: StageConfig, extent: float, lr: LearningRates
 ) -> torch.optim.Adam:
-    """Adam with a learning rate per parameter kind, scaled by the stage's ``lr_scale``."""
+    """Adam with a learning rate per parameter kind, scaled by the stage's ``lr_scale`` (PyTorch's fused
+    implementation for float32 CPU and CUDA parameters)."""
     s = stage.lr_scale
     groups: list[dict[str, Any]] = []
     if "gaussians" in stage.train:
@@ -82,7 +83,10 @@ def build_optimizer(
                 "name": "networks",
             },
         ]
-    return torch.optim.Adam(groups, eps=1e-15)
+    # fused: one kernel per step for all parameters (on a CPU about a third of the per-tensor loop's time)
+    params = [p for g in groups for p in g["params"]]
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    return torch.optim.Adam(groups, eps=1e-15, fused=fused)
 
 
 StepHook = Callable[["Trainer", StageConfig, int], None]
