@@ -34,6 +34,8 @@ from ..timing import NO_LAPS, Laps
 
 #: source frames whose real-pixel layers a Driver keeps (8-bit): a replay comes back to them
 LAYER_CACHE = 256
+#: layers read ahead and not yet asked for that a Driver keeps (float, 3 MB each at 512²)
+READ_AHEAD = 4
 
 
 def pingpong(k: int, ids: np.ndarray) -> int:
@@ -135,12 +137,13 @@ class Driver:
 
     def prefetch(self, s: int) -> None:
         """Start making source frame s's layer on a background thread (decoding, the compiled fill and
-        the conversion release the GIL), from the 8-bit cache when it is there. A read-ahead still
-        pending for another frame is dropped: only the next frame's is kept."""
-        for other in [k for k in self._prefetched if k != s]:
-            self._prefetched.pop(other).cancel()
+        the conversion release the GIL), from the 8-bit cache when it is there. At most
+        ``READ_AHEAD`` read-aheads are kept (one per stream a server interleaves); the oldest never
+        asked for is dropped."""
         if s not in self._prefetched:
             self._prefetched[s] = self._reader.submit(self._read_layer, s, self._layers.get(s))
+        while len(self._prefetched) > READ_AHEAD:
+            self._prefetched.pop(next(iter(self._prefetched))).cancel()
 
     def _read_layer(self, s: int, image: np.ndarray | None) -> tuple[np.ndarray, torch.Tensor]:
         """Source frame s's 8-bit layer (``image``, when cached, else read from the dataset) and the
@@ -206,19 +209,25 @@ class Driver:
         source: int | None = None,
         model: TalkingHead | None = None,
         laps: Laps | None = None,
+        read_ahead: int | None = None,
     ) -> Composite:
         """Frame k of ``speech`` posed by training frame ``source`` (default: the pose's frame for k):
         the lower face from the speech, the upper face, camera and real-pixel layer from the source frame.
 
         ``speech=None`` renders ``model`` (default: the run's) on its canonical face, with no motion (the
-        static baseline of ``gstalk evaluate``). ``laps``, when given, accumulates the time of each stage
+        static baseline of ``gstalk evaluate``). ``read_ahead``: the source frame whose layer to read on
+        the reading thread meanwhile, for the next call (default: the pose's frame for k + 1 when
+        ``source`` is not given, else none). ``laps``, when given, accumulates the time of each stage
         (``layer``, ``networks``, ``rasterize``) for ``gstalk bench``."""
         laps = laps or NO_LAPS
         laps.start()
         pose = pose or PoseSource()
         s = self.source(k, pose) if source is None else source
         layer = self.layer(s)
-        self.prefetch(self.source(k + 1, pose))
+        if read_ahead is None and source is None:
+            read_ahead = self.source(k + 1, pose)
+        if read_ahead is not None:
+            self.prefetch(read_ahead)
         laps.lap("layer")
         model = model or self.model
         frame = model(self.drive(speech, k, s) if speech is not None else Drive())
