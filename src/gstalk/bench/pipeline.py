@@ -15,7 +15,10 @@ Stages, in milliseconds per frame (``wall`` clock time and this thread's ``cpu``
   (x264's threads included).
 
 ``work_ms`` sums the one-thread ``cpu`` figures: the CPU time a frame costs. ``cpu_bound_fps`` is what
-every core of the machine could deliver if none ever waited: cores × 1000 / work_ms.
+every core of the machine could deliver if none ever waited: cores × 1000 / work_ms. End to end,
+``end_to_end_core_use`` is the share of the cores the render kept busy (its CPU time over cores × wall
+time): alone on the machine, well below 1 with frames/s below ``cpu_bound_fps`` means threads waiting on
+each other (where pipelining frames would help); near 1, the CPU time per frame is what limits.
 """
 
 from __future__ import annotations
@@ -163,11 +166,14 @@ def _end_to_end(run: Path, speech: np.ndarray, size: int, device: torch.device, 
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
         figures = render_video(RenderConfig(run=run, audio=audio, out=work / f"e2e_{size}.mp4", size=size,
                                             device=device.type, progress=False, yes=True))  # fmt: skip
+    core_use = figures["cpu_seconds"] / figures["seconds"] / threads.available_cores()
     return {
         "frames": figures["frames"],
         "end_to_end_fps": figures["fps"],
         "end_to_end_ms_per_frame": round(1000 / figures["fps"], 1),
         "end_to_end_cpu_ms_per_frame": round(1000 * figures["cpu_seconds"] / figures["frames"], 1),
+        # the share of the cores the render kept busy (alone on the machine, below 1 means waiting)
+        "end_to_end_core_use": round(core_use, 2),
     }
 
 
