@@ -277,3 +277,173 @@ def test_syncnet_loads_a_state_dict_and_scores_a_clip(tmp_path: Path):
     torch.save({"something": torch.zeros(3)}, tmp_path / "other.model")
     with pytest.raises(GstalkError, match="does not hold SyncNet"):
         SyncNet.from_file(tmp_path / "other.model")
+
+
+def test_bench_profiles_render_and_training_stage_by_stage(run: Path, tmp_path: Path):
+    """`gstalk bench --what pipeline train` on a tiny input: every stage is reported, in both thread
+    settings, and the figures add up."""
+    from gstalk.bench import run_bench
+    from gstalk.config import BenchConfig
+
+    config = BenchConfig(what=("pipeline", "train"), run=run, sizes=(64,), render_seconds=1.0, train_steps=1,
+                         out=tmp_path / "bench.json")  # fmt: skip
+    result = run_bench(config)
+    row = result["pipeline"]["results"]["render"][0]
+    assert row["size"] == 64 and row["frames"] == 25 and row["end_to_end_fps"] > 0
+    for label in ("one_thread", "all_cores"):
+        stages = row[label]["stage_ms"]
+        assert {"layer", "layer_work", "networks", "rasterize", "convert", "encode"} <= stages.keys()
+        assert all(v["wall"] >= 0 and v["cpu"] >= 0 for v in stages.values())
+    assert row["one_thread"]["threads"] == 1
+    work = sum(v["cpu"] for k, v in row["one_thread"]["stage_ms"].items() if k != "layer")
+    assert row["work_ms"] == pytest.approx(work, abs=0.01)
+    train = result["train"]
+    assert list(train["stages"]) == ["static", "motion", "fusion"]
+    for stage in train["stages"].values():
+        parts = stage["one_thread"]["part_ms"]
+        assert {"target", "forward", "render", "loss", "backward", "optimizer"} <= parts.keys()
+        assert stage["per_step_ms"] >= stage["all_cores"]["step_ms"] > 0
+    assert "densify_ms" in train["stages"]["static"] and "densify_ms" not in train["stages"]["fusion"]
+    assert train["estimated_minutes"] > 0
+    assert json.loads((tmp_path / "bench.json").read_text())["train"]["size"] == train["size"]
+
+
+@pytest.mark.parametrize("variant", ["default", "no_expression_colour", "not_mesh_driven"])
+def test_compiled_frame_matches_the_pytorch_modules(run: Path, variant: str):
+    """A frozen model renders through one compiled pass (model.frozen); it computes what the PyTorch
+    modules compute, Gaussian by Gaussian to 1e-5, and so the same image."""
+    import dataclasses
+
+    driver = Driver(run, size=64)
+    model = driver.model
+    if variant == "no_expression_colour":
+        model.config = dataclasses.replace(model.config, expression_colour=False)
+    if variant == "not_mesh_driven":
+        model.config = dataclasses.replace(model.config, mesh_driven=False)
+    model.freeze()
+    assert model._cache["compiled"] is not None
+    speech = driver.speech(speech_like_audio(1.0).audio)
+    with torch.no_grad():
+        for k, s in ((3, 3), (20, 30)):
+            drive = driver.drive(speech, k, s)
+            compiled = model(drive)
+            cache, model._cache = model._cache, None
+            reference = model(drive)
+            model._cache = cache
+            for got, want in zip(compiled.head.tensors() + compiled.mouth.tensors(),
+                                 reference.head.tensors() + reference.mouth.tensors()):  # fmt: skip
+                assert got.dtype == want.dtype and got.shape == want.shape
+                assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+            camera, layer = driver.camera(s, PoseSource()), driver.layer(s)
+            one = render_portrait(compiled, camera, layer).image
+            two = render_portrait(reference, camera, layer).image
+            assert (one - two).abs().max() < 1e-4
+        assert model(None).joined is not None  # the canonical face too
+    with torch.enable_grad():  # never with gradients: training sees the PyTorch modules
+        assert model(driver.drive(speech, 3, 3)).joined is None
+
+
+def _reference_real_layer(image: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> np.ndarray:
+    """The NumPy formulation data.layer compiles (as it stood before): the oracle of the test below."""
+    from gstalk.data.layer import HEAD_LUT, PIXEL_LUT, UNDER_CHIN
+    from gstalk.regions import Region
+
+    layer = np.where(PIXEL_LUT[labels][..., None], image, plate)
+    neck_rows, neck_cols = np.nonzero(labels == Region.NECK)
+    if not len(neck_rows):
+        return layer
+    band = max(1, round(UNDER_CHIN * labels.shape[0]))
+    r0, r1 = max(0, neck_rows.min() - band), neck_rows.max() + 1
+    c0, c1 = neck_cols.min(), neck_cols.max() + 1
+    box = labels[r0:r1, c0:c1]
+    neck, head = box == Region.NECK, HEAD_LUT[box]
+    near = neck.copy()
+    for _ in range(band):
+        near[:-1] |= near[1:]
+    fill = near & head
+    if fill.any():
+        top = neck_rows < neck_rows.min() + 2 * band
+        colour = image[neck_rows[top], neck_cols[top]].mean(0)
+        layer[r0:r1, c0:c1][fill] = np.round(colour).astype(np.uint8)
+    return layer
+
+
+def test_compiled_real_layer_equals_the_numpy_formulation(demo_dataset: Path):
+    """The real-pixel layer, compiled, is the NumPy formulation's bit for bit: on the prepared frames
+    (every size a render asks for) and on random label maps with necks of every shape, or none."""
+    from gstalk.data.dataset import load_dataset
+    from gstalk.data.frames import FrameData
+    from gstalk.data.layer import real_layer
+
+    ds = load_dataset(demo_dataset)
+    for size in (64, 128, 200):
+        frames = FrameData(ds, size)
+        for i in (0, 17, ds.n_frames - 1):
+            image, labels = frames.image(i), frames.labels(i)
+            plate = frames._background_uint8
+            want = _reference_real_layer(image, labels, plate)
+            assert np.array_equal(real_layer(image, labels, plate), want)
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        h, w = rng.integers(8, 90, 2)
+        image, plate = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2))
+        labels = rng.integers(0, 9, (h, w), dtype=np.uint8)
+        if trial % 4 == 0:
+            labels[labels == 7] = 1  # no neck at all
+        elif trial % 4 == 1:  # a neck block under a face block, as in a portrait
+            labels[:] = 0
+            labels[: h // 2, w // 4 : 3 * w // 4] = 1
+            labels[h // 2 :, w // 3 : 2 * w // 3] = 7
+        want = _reference_real_layer(image, labels, plate)
+        assert np.array_equal(real_layer(image, labels, plate), want), trial
+
+
+def test_cached_and_prefetched_layers_equal_fresh_ones(run: Path):
+    """A layer read now, read ahead on the reading thread, or made again from the 8-bit cache is the
+    same tensor; read-aheads never asked for are dropped, oldest first, beyond a few."""
+    from gstalk.drive import driver as driver_module
+
+    driver = Driver(run, size=64)
+    fresh = {s: driver.frames.layer(s) for s in (5, 6, 7)}
+    assert torch.equal(driver.layer(5), fresh[5])  # read now
+    driver.prefetch(6)
+    assert torch.equal(driver.layer(6), fresh[6])  # read ahead
+    assert torch.equal(driver.layer(5), fresh[5])  # from the 8-bit cache
+    driver.prefetch(5)
+    assert torch.equal(driver.layer(5), fresh[5])  # read ahead from the cache
+    assert all(image.dtype == np.uint8 for image in driver._layers.values())
+    for s in range(7, 8 + driver_module.READ_AHEAD):
+        driver.prefetch(s)  # 7 is never asked for
+    assert list(driver._prefetched) == list(range(8, 8 + driver_module.READ_AHEAD))
+    assert torch.equal(driver.layer(9), driver.frames.layer(9))
+    assert torch.equal(driver.layer(7), fresh[7])  # read now
+    assert list(driver._layers)[-1] == 7 and len(driver._layers) <= driver_module.LAYER_CACHE
+
+
+def test_compiled_frame_kernel_splits_into_parts_exactly():
+    """The compiled frame runs in parts of whole blocks on gstalk's threads: any split gives the
+    result of one pass."""
+    from gstalk.model import frozen
+
+    rng = np.random.default_rng(0)
+    n, hidden, frames = 3 * frozen.BLOCK + 17, 64, 12
+
+    def f32(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    rot = np.linalg.qr(rng.standard_normal((frames, 3, 3)))[0].astype(np.float32)
+    inputs = (rng.integers(0, frames, n), f32(n, 3), f32(n, 4), f32(n, 3), f32(n, 3),
+              frozen.blocked(f32(n, hidden)), f32(hidden), f32(3, hidden), f32(3),
+              rot, f32(frames, 3), np.abs(f32(frames)) + 0.5, f32(frames, 4))  # fmt: skip
+
+    def run(parts):
+        outs = [np.full((n, k), np.nan, np.float32) for k in (3, 4, 3, 3)]
+        for lo, hi in parts:
+            frozen.place_and_shade(lo, hi, *inputs, *outs)
+        return outs
+
+    whole = run([(0, n)])
+    assert all(np.isfinite(o).all() for o in whole)
+    block = frozen.BLOCK
+    for split in ([(0, block), (block, n)], [(0, 2 * block), (2 * block, 3 * block), (3 * block, n)]):
+        assert all(np.array_equal(a, b) for a, b in zip(run(split), whole))

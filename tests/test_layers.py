@@ -30,7 +30,7 @@ LAYERS = [
     {"splat", "config", "device", "regions"},
     {"outputs"},
     {"fileio"},
-    {"errors", "__init__"},
+    {"errors", "timing", "__init__"},
 ]
 LEVEL = {name: k for k, layer in enumerate(LAYERS) for name in layer}
 

@@ -79,7 +79,9 @@ def test_expression_follows_the_known_mouth_motion(demo_dataset: Path, demo_clip
         fit = np.setdiff1d(np.arange(len(per_frame)), held)
         mean, std = states[fit].mean(0), states[fit].std(0) + 1e-6
         a = (states[fit] - mean) / std
-        w = np.linalg.solve(a.T @ a + 100 * np.eye(a.shape[1]), a.T @ (per_frame[fit] - per_frame[fit].mean()))
+        w = np.linalg.solve(
+            a.T @ a + 100 * np.eye(a.shape[1]), a.T @ (per_frame[fit] - per_frame[fit].mean())
+        )
         predicted[held] = (states[held] - mean) / std @ w + per_frame[fit].mean()
     assert np.corrcoef(per_frame, predicted)[0, 1] > 0.7
 

@@ -321,3 +321,16 @@ def test_float_to_uint8_matches_the_torch_formula():
     image = values[: 3 * (values.numel() // 3)].reshape(-1, 1, 3)
     expected = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     assert (float_to_uint8(image.numpy()) == expected).all()
+
+
+def test_uint8_to_float_is_the_torch_division():
+    """The compiled 8-bit to float conversion is PyTorch's ``x.float() / 255`` bit for bit, every value,
+    any shape (layers and targets are made with it)."""
+    from gstalk.splat.images import uint8_to_float
+
+    every = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(torch.from_numpy(uint8_to_float(every.numpy())), every.float() / 255)
+    image = torch.randint(0, 256, (37, 29, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    converted = uint8_to_float(image.numpy())
+    assert converted.dtype == "float32" and converted.shape == (37, 29, 3)
+    assert torch.equal(torch.from_numpy(converted), image.float() / 255)

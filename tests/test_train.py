@@ -277,3 +277,106 @@ def test_the_coefficient_error_is_the_weighted_mesh_error():
     basis, _ = LowerFaceBasis.fit(displacement, weights, 8)
     a, b = torch.randn(5, 7, 8), torch.randn(5, 7, 8)
     assert torch.allclose(basis.weighted_error(a, b), basis.mesh_error(a, b), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", [(3, 11, 11), (3, 64, 48), (3, 217, 236), (1, 40, 300)])
+def test_compiled_ssim_matches_pytorch_msssim_in_value_and_gradient(shape, threads):
+    """The compiled SSIM (train.ssim) is pytorch_msssim's: value to 1e-6 and gradient to 1e-5 of its
+    largest, on images near and far from their target, in one part or in bands on several threads."""
+    from pytorch_msssim import ssim
+
+    from gstalk.splat import threads as pool
+    from gstalk.train.ssim import ssim_cpu
+
+    pool.configure(threads)
+    try:
+        g = torch.Generator().manual_seed(sum(shape))
+        target = torch.rand(shape, generator=g)
+        for noise in (0.02, 0.5):
+            x = (target + noise * torch.randn(shape, generator=g)).clamp(0, 1).requires_grad_()
+            want = ssim(x[None], target[None], data_range=1.0, size_average=True)
+            (want_grad,) = torch.autograd.grad(want, x)
+            got = ssim_cpu(x, target)
+            (got_grad,) = torch.autograd.grad(2.5 * got, x)  # an upstream gradient other than 1
+            assert float(got) == pytest.approx(float(want), abs=1e-6)
+            want_grad = 2.5 * want_grad
+            assert torch.allclose(got_grad, want_grad, atol=1e-5 * float(want_grad.abs().max()), rtol=0)
+    finally:
+        pool.configure()
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim_cpu(torch.rand(3, 10, 40), torch.rand(3, 10, 40))
+
+
+@pytest.mark.parametrize("stage_name", ["static", "fusion"])
+def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
+    """The masked stages compute L1, D-SSIM and the mouth loss on their masks' boxes: the values and the
+    gradients are those of the full-frame formulas (the docstring's definitions)."""
+    from types import SimpleNamespace
+
+    from gstalk.config import TrainConfig, resolve_train, stages
+    from gstalk.data.frames import Target
+    from gstalk.model.talking_head import Composite
+    from gstalk.train.losses import dssim, masked, mouth_mask_loss
+    from gstalk.train.objective import loss_terms
+
+    stage = {s.name: s for s in stages(resolve_train(TrainConfig(dataset=Path("."), out=Path("."))))}[
+        stage_name
+    ]
+    g = torch.Generator().manual_seed(1)
+    h, w = 90, 70
+    labels = torch.zeros(h, w, dtype=torch.int64)
+    labels[20:60, 15:55] = Region.FACE
+    labels[45:52, 25:45] = Region.LIPS
+    labels[47:50, 28:42] = Region.MOUTH_INTERIOR
+    head_mask = torch.zeros(h, w, dtype=torch.bool)
+    head_mask[18:62, 13:57] = True
+    mouth_mask = torch.zeros(h, w, dtype=torch.bool)
+    mouth_mask[43:54, 23:47] = True
+    target = Target(
+        torch.rand(h, w, 3, generator=g), labels, torch.rand(h, w, 3, generator=g), head_mask, mouth_mask
+    )
+    image = torch.rand(h, w, 3, generator=g).requires_grad_()
+    alphas = [torch.rand(1, h, w, 1, generator=g).requires_grad_() for _ in range(2)]
+    comp = Composite(
+        image, alphas[0][0, ..., 0], SimpleNamespace(alpha=alphas[0]), SimpleNamespace(alpha=alphas[1])
+    )
+    terms = loss_terms(stage, comp, None, target)
+    weight = 1.0 + stage.mouth_region_weight * mouth_mask.float()[..., None]
+    if stage.masked:
+        share = head_mask.float().mean()
+        pred = masked(image, target.image, head_mask)
+        interior = labels == Region.MOUTH_INTERIOR
+        want = {
+            "l1": (weight * (pred - target.image).abs()).mean() / share,
+            "dssim": dssim(pred, target.image) / share,
+            "stray": (alphas[0][0, ..., 0] * (~head_mask).float()).mean() / (1 - share),
+            "mouth": mouth_mask_loss(comp.mouth_visible, interior, mouth_mask),
+        }
+    else:
+        want = {"l1": (weight * (image - target.image).abs()).mean(), "dssim": dssim(image, target.image)}
+    assert terms.keys() == want.keys()
+    for name in want:
+        assert float(terms[name]) == pytest.approx(float(want[name]), rel=1e-5), name
+        got = torch.autograd.grad(terms[name], [image, *alphas], allow_unused=True, retain_graph=True)
+        ref = torch.autograd.grad(want[name], [image, *alphas], allow_unused=True, retain_graph=True)
+        for a, b in zip(got, ref):
+            assert (a is None or not a.any()) == (b is None or not b.any()), name
+            if a is not None and b is not None:
+                assert torch.allclose(a, b, atol=1e-6 * float(b.abs().max()) + 1e-12, rtol=1e-4), name
+
+
+def test_targets_read_ahead_equal_fresh_ones(demo_dataset: Path):
+    """A training frame read ahead on the reading thread is the one read now, field by field; a
+    read-ahead never asked for is dropped."""
+    ds = load_dataset(demo_dataset)
+    frames = FrameData(ds, 96, cache=False)
+    fresh = FrameData(ds, 96, cache=False)
+    frames.read_ahead(5)
+    got, want = frames.target(5), fresh.target(5)
+    for name in ("image", "labels", "layer", "head_mask", "mouth_mask"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    frames.read_ahead(6)
+    frames.read_ahead(7)  # 6 was never used
+    assert list(frames._ahead) == [7]
+    assert torch.equal(frames.target(7).layer, fresh.target(7).layer) and not frames._ahead

@@ -20,21 +20,32 @@ Backend = Literal["auto", "torch", "numba", "gsplat"]
 
 @dataclass
 class BenchConfig:
-    """Speed, as JSON: the whole pipeline (prepare, training step, end-to-end render) and the rasterizer."""
+    """Speed, as JSON: the rasterizer, the whole render pipeline (end to end, and stage by stage), and a
+    training step stage by stage."""
 
-    what: tuple[Literal["pipeline", "rasterizer", "speech"], ...] = ("rasterizer", "pipeline", "speech")
+    what: tuple[Literal["pipeline", "rasterizer", "speech", "train"], ...] = (
+        "rasterizer",
+        "pipeline",
+        "speech",
+    )
     """rasterizer: forward and forward+backward ms per frame of each backend on a synthetic head scene;
-    pipeline: prepare throughput, training step time, and the end-to-end render (frames/s with encoding,
-    and a per-stage profile) on a generated subject or --run; speech: the CPU cost of the speech features
-    (Whisper's encoder, log-mel) offline and streamed."""
+    pipeline: prepare throughput, and `gstalk render` end to end (frames/s with encoding) with a per-stage
+    profile, on a generated subject or --run; speech: the CPU cost of the speech features (Whisper's
+    encoder, log-mel) offline and streamed; train: a training step of each stage, stage by stage, and the
+    training time of the preset it implies (on the generated subject or --dataset)."""
     run: Path | None = None
-    """Benchmark rendering with this trained run instead of an untrained model of the preset's size."""
+    """Benchmark this trained run instead of an untrained model of the preset's size (render; and the
+    Gaussians the training profile starts from, when its dataset is the run's)."""
+    dataset: Path | None = None
+    """The training profile's dataset (default: --run's, else the generated subject at 512²)."""
     sizes: tuple[int, ...] = (256, 512)
-    """Square image sizes in pixels."""
+    """Square image sizes in pixels (rasterizer and pipeline; the training profile uses the preset's)."""
     gaussians: tuple[int, ...] = (10_000,)
     """Numbers of Gaussians in the rasterizer's synthetic head scene."""
     render_seconds: float = 10.0
     """Seconds of generated speech the end-to-end render is timed on."""
+    train_steps: int = 20
+    """Training profile: timed steps per stage and thread count (after warm-up steps)."""
     backends: tuple[Literal["numba", "torch", "gsplat"], ...] = ("numba", "torch", "gsplat")
     """Backends to measure; ones not usable on this machine are reported as skipped."""
     device: Device = "auto"

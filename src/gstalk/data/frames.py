@@ -3,6 +3,7 @@ the head, and the driving condition (audio and expression of the neighbouring fr
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -14,43 +15,11 @@ from torch import Tensor
 from ..face.expression import pca_code
 from ..face.landmarks import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE
 from ..face.mesh import N_MESH, fit_to_landmarks
-from ..regions import HEAD_REGIONS, PIXEL_REGIONS, Region
+from ..regions import Region
 from ..splat import Camera
+from ..splat.images import uint8_to_float
 from .dataset import Dataset
-
-#: label → True for the regions shown from the real frame (hair, neck, torso, background)
-_PIXEL_LUT = np.isin(np.arange(256), PIXEL_REGIONS)
-_HEAD_LUT = np.isin(np.arange(256), HEAD_REGIONS)
-#: rows of neck colour carried up under the chin, as a share of the image size
-UNDER_CHIN = 0.02
-
-
-def real_layer(image: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> np.ndarray:
-    """The real-pixel layer under the rendered head (uint8, like ``image``): the frame's hair, neck, torso
-    and background pixels, and the background plate where its head was, except in a thin band just above
-    the neck, which takes the neck's mean colour near its top. When the rendered jaw does not reach as low
-    as the replayed frame's, that band shows there: neck-coloured, like the shadow under a chin, rather
-    than a bright seam of background plate."""
-    layer = np.where(_PIXEL_LUT[labels][..., None], image, plate)
-    neck_rows, neck_cols = np.nonzero(labels == Region.NECK)
-    if not len(neck_rows):
-        return layer
-    band = max(1, round(UNDER_CHIN * labels.shape[0]))
-    # the band: head pixels with a neck pixel at most `band` rows below, within the neck's columns
-    r0, r1 = max(0, neck_rows.min() - band), neck_rows.max() + 1
-    c0, c1 = neck_cols.min(), neck_cols.max() + 1
-    box = labels[r0:r1, c0:c1]
-    neck, head = box == Region.NECK, _HEAD_LUT[box]
-    near = neck.copy()
-    for _ in range(band):
-        near[:-1] |= near[1:]
-    fill = near & head
-    if fill.any():
-        top = neck_rows < neck_rows.min() + 2 * band  # the neck's upper part: skin, not collar
-        colour = image[neck_rows[top], neck_cols[top]].mean(0)
-        layer[r0:r1, c0:c1][fill] = np.round(colour).astype(np.uint8)
-    return layer
-
+from .layer import HEAD_LUT, MOUTH_LUT, real_layer
 
 #: the explicit measures of the upper face that drive the model (never the mouth: see expression_inputs)
 UPPER_FACE = ("eye_open_right", "eye_open_left", "blink", "brow_raise")
@@ -105,8 +74,11 @@ class FrameData:
         self.scale = size / ds.size
         self.cache_enabled = size <= 256 if cache is None else cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._ahead: dict[int, Future] = {}
+        self._reader: ThreadPoolExecutor | None = None
         bg = self._resize(ds.background(), cv2.INTER_AREA)
         self.background = torch.from_numpy(bg).to(self.device).float() / 255
+        self._background_uint8 = (self.background.cpu().numpy() * 255 + 0.5).astype(np.uint8)
         self.audio = ds.audio_features  # (T, W, C) float16, memory-mapped
         self.expression = expression_inputs(ds)
 
@@ -154,49 +126,62 @@ class FrameData:
         k = torch.from_numpy(self.ds.intrinsics * self.scale).float()
         return Camera(w2c, k, self.size, self.size).to(self.device)
 
+    def read_ahead(self, i: int) -> None:
+        """Start making :meth:`target` ``(i)`` on a background thread (decoding, the compiled layer and
+        the dilations release the GIL), for the next ``target(i)`` to take. A read-ahead still pending
+        for another frame is dropped."""
+        for other in [k for k in self._ahead if k != i]:
+            self._ahead.pop(other).cancel()
+        if i not in self._ahead:
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="gstalk-targets")
+            self._ahead[i] = self._reader.submit(self._read_target, i)
+
     def target(self, i: int) -> Target:
+        """Training frame i at the working size: image, labels, layer and masks (see :class:`Target`);
+        read ahead when :meth:`read_ahead` asked for it."""
+        pending = self._ahead.pop(i, None)
+        return pending.result() if pending is not None else self._read_target(i)
+
+    def _read_target(self, i: int) -> Target:
         # the cache holds the resized uint8 frame and labels (a few hundred kB a frame at 256²); the float
         # tensors are made per call
         if i in self._cache:
             image, labels = self._cache[i]
         else:
-            image = self._resize(self.ds.image(i), cv2.INTER_AREA)
-            labels = self._resize(self.ds.regions(i), cv2.INTER_NEAREST)
+            image, labels = self.image(i), self.labels(i)
             if self.cache_enabled:
                 self._cache[i] = (image, labels)
         return self._target(image, labels)
 
-    def layer(self, i: int) -> Tensor:
-        """Frame i's real-pixel layer alone (what rendering needs of a replayed frame): its hair, neck,
-        torso and background pixels, the background plate where its head was."""
-        image = self._resize(self.ds.image(i), cv2.INTER_AREA)
-        labels = self._resize(self.ds.regions(i), cv2.INTER_NEAREST)
-        return (
-            torch.from_numpy(real_layer(image, labels, self._background_uint8))
-            .to(self.device)
-            .float()
-            .div_(255)
-        )
+    def labels(self, i: int) -> np.ndarray:
+        """Frame i's (size, size) uint8 Region labels at the working size."""
+        return self._resize(self.ds.regions(i), cv2.INTER_NEAREST)
 
-    @cached_property
-    def _background_uint8(self) -> np.ndarray:
-        return (self.background.cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    def layer_uint8(self, i: int) -> np.ndarray:
+        """Frame i's real-pixel layer alone, (size, size, 3) uint8 (what rendering needs of a replayed
+        frame): its hair, neck, torso and background pixels, the background plate where its head was."""
+        return real_layer(self.image(i), self.labels(i), self._background_uint8)
+
+    def layer(self, i: int) -> Tensor:
+        """Frame i's real-pixel layer (see :meth:`layer_uint8`) as an (H, W, 3) float tensor in [0, 1]."""
+        return self.to_float(self.layer_uint8(i))
+
+    def to_float(self, image: np.ndarray) -> Tensor:
+        """(H, W, 3) uint8 → float32 tensor in [0, 1] on the device (``x / 255``), compiled, on the calling
+        thread alone: PyTorch would fork its threads for it, beside the render."""
+        return torch.from_numpy(uint8_to_float(image)).to(self.device)
 
     def _target(self, image: np.ndarray, labels: np.ndarray) -> Target:
-        img = torch.from_numpy(image).to(self.device).float() / 255
-        lab = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-        layer = (
-            torch.from_numpy(real_layer(image, labels, self._background_uint8)).to(self.device).float() / 255
-        )
         kernel = np.ones((5, 5), np.uint8)
-        head = cv2.dilate(np.isin(labels, HEAD_REGIONS).astype(np.uint8), kernel).astype(bool)
-        mouth = cv2.dilate(np.isin(labels, (Region.LIPS, Region.MOUTH_INTERIOR)).astype(np.uint8), kernel)
+        head = cv2.dilate(HEAD_LUT[labels].view(np.uint8), kernel).view(bool)
+        mouth = cv2.dilate(MOUTH_LUT[labels].view(np.uint8), kernel).view(bool)
         return Target(
-            img,
-            lab,
-            layer,
+            self.to_float(image),
+            torch.from_numpy(labels.astype(np.int64)).to(self.device),
+            self.to_float(real_layer(image, labels, self._background_uint8)),
             torch.from_numpy(head).to(self.device),
-            torch.from_numpy(mouth.astype(bool)).to(self.device),
+            torch.from_numpy(mouth).to(self.device),
         )
 
     def condition(self, i: int, zero_audio: bool = False) -> Condition:

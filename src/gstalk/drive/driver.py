@@ -12,7 +12,6 @@ A :class:`Driver` holds a trained run and its dataset. For output frame k it tak
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +30,12 @@ from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
 from ..model.checkpoint import load_model
 from ..model.talking_head import Composite, Drive, TalkingHead, render_portrait
+from ..timing import NO_LAPS, Laps
+
+#: source frames whose real-pixel layers a Driver keeps (8-bit): a replay comes back to them
+LAYER_CACHE = 256
+#: layers read ahead and not yet asked for that a Driver keeps (float, 3 MB each at 512²)
+READ_AHEAD = 4
 
 
 def pingpong(k: int, ids: np.ndarray) -> int:
@@ -101,7 +106,7 @@ class Driver:
         self.frames = FrameData(self.ds, self.size, self.device, self.past, self.future, cache=False)
         self.expression = torch.from_numpy(expression_inputs(self.ds)).to(self.device)
         self.source_ids = self.ds.train_ids if len(self.ds.train_ids) else np.flatnonzero(self.ds.valid)
-        self._layers: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._layers: OrderedDict[int, np.ndarray] = OrderedDict()
         self._prefetched: dict[int, Future] = {}
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="gstalk-frames")
 
@@ -116,18 +121,36 @@ class Driver:
         return pingpong(k, self.source_ids)
 
     def layer(self, s: int) -> torch.Tensor:
-        """The source frame's real-pixel layer, kept for the few hundred frames a replay revisits."""
-        if s not in self._layers:
-            pending = self._prefetched.pop(s, None)
-            self._layers[s] = pending.result() if pending is not None else self.frames.layer(s)
-            if len(self._layers) > 256:
-                self._layers.popitem(last=False)
-        return self._layers[s]
+        """The source frame's real-pixel layer, (H, W, 3) float in [0, 1]: read ahead by :meth:`prefetch`
+        when it was asked for, else read now. The last ``LAYER_CACHE`` layers are kept in 8 bits (a
+        replay revisits them): 0.8 MB each at 512²."""
+        pending = self._prefetched.pop(s, None)
+        if pending is not None:
+            image, layer = pending.result()
+        else:
+            image, layer = self._read_layer(s, self._layers.get(s))
+        self._layers[s] = image
+        self._layers.move_to_end(s)
+        if len(self._layers) > LAYER_CACHE:
+            self._layers.popitem(last=False)
+        return layer
 
     def prefetch(self, s: int) -> None:
-        """Start reading source frame s's layer on a background thread (image decoding releases the GIL)."""
-        if s not in self._layers and s not in self._prefetched:
-            self._prefetched[s] = self._reader.submit(self.frames.layer, s)
+        """Start making source frame s's layer on a background thread (decoding, the compiled fill and
+        the conversion release the GIL), from the 8-bit cache when it is there. At most
+        ``READ_AHEAD`` read-aheads are kept (one per stream a server interleaves); the oldest never
+        asked for is dropped."""
+        if s not in self._prefetched:
+            self._prefetched[s] = self._reader.submit(self._read_layer, s, self._layers.get(s))
+        while len(self._prefetched) > READ_AHEAD:
+            self._prefetched.pop(next(iter(self._prefetched))).cancel()
+
+    def _read_layer(self, s: int, image: np.ndarray | None) -> tuple[np.ndarray, torch.Tensor]:
+        """Source frame s's 8-bit layer (``image``, when cached, else read from the dataset) and the
+        float layer made from it."""
+        if image is None:
+            image = self.frames.layer_uint8(s)
+        return image, self.frames.to_float(image)
 
     def camera(self, s: int, pose: PoseSource):
         """Source frame ``s``'s camera, turned by the pose's free-viewpoint offset."""
@@ -185,28 +208,32 @@ class Driver:
         pose: PoseSource | None = None,
         source: int | None = None,
         model: TalkingHead | None = None,
-        clock: dict[str, float] | None = None,
+        laps: Laps | None = None,
+        read_ahead: int | None = None,
     ) -> Composite:
         """Frame k of ``speech`` posed by training frame ``source`` (default: the pose's frame for k):
         the lower face from the speech, the upper face, camera and real-pixel layer from the source frame.
 
         ``speech=None`` renders ``model`` (default: the run's) on its canonical face, with no motion (the
-        static baseline of ``gstalk evaluate``). ``clock``, when given, accumulates seconds per stage
+        static baseline of ``gstalk evaluate``). ``read_ahead``: the source frame whose layer to read on
+        the reading thread meanwhile, for the next call (default: the pose's frame for k + 1 when
+        ``source`` is not given, else none). ``laps``, when given, accumulates the time of each stage
         (``layer``, ``networks``, ``rasterize``) for ``gstalk bench``."""
+        laps = laps or NO_LAPS
+        laps.start()
         pose = pose or PoseSource()
         s = self.source(k, pose) if source is None else source
-        self.prefetch(self.source(k + 1, pose))
-        t0 = time.perf_counter()
         layer = self.layer(s)
-        t1 = time.perf_counter()
+        if read_ahead is None and source is None:
+            read_ahead = self.source(k + 1, pose)
+        if read_ahead is not None:
+            self.prefetch(read_ahead)
+        laps.lap("layer")
         model = model or self.model
         frame = model(self.drive(speech, k, s) if speech is not None else Drive())
-        t2 = time.perf_counter()
+        laps.lap("networks")
         comp = render_portrait(frame, self.camera(s, pose), layer, backend=self.backend)
-        if clock is not None:
-            t3 = time.perf_counter()
-            for name, seconds in (("layer", t1 - t0), ("networks", t2 - t1), ("rasterize", t3 - t2)):
-                clock[name] = clock.get(name, 0.0) + seconds
+        laps.lap("rasterize")
         return comp
 
     def render(

@@ -139,7 +139,8 @@ class FrameStream:
                                    driver.device.type, stats=self.stats)  # fmt: skip
         speech = driver.speech(features=feats)
         for k in range(self.next_frame, last + 1):
-            comp = driver.render_frame(speech, k - k_a, self.pose, source=driver.source(k, self.pose))
+            comp = driver.render_frame(speech, k - k_a, self.pose, source=driver.source(k, self.pose),
+                                       read_ahead=driver.source(k + 1, self.pose))  # fmt: skip
             self.next_frame = k + 1
             yield k, to_uint8(comp.image)
         keep = max(0, round((self.next_frame - self.keep_frames) / fps * RATE) - self.offset)

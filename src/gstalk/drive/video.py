@@ -41,7 +41,8 @@ def container_for(out: Path) -> str:
 
 
 def render_video(config: RenderConfig) -> dict:
-    """Render ``config.audio`` through the run; returns figures (frames, seconds, frames/s)."""
+    """Render ``config.audio`` through the run; returns figures (frames, seconds, frames/s, and the
+    process's CPU seconds over the same span: rendering and encoding, not loading)."""
     out = Path(config.out)
     with claim_output(out, [config.audio, config.run, config.dataset], folder=False):
         return _render(config, out, container_for(out))
@@ -72,17 +73,18 @@ def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
             bar.update()
             yield frame
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with atomic_path(out) as tmp:
         written = write_video(tmp, frames(), driver.fps, mux[: round(n / driver.fps * MUX_RATE)], MUX_RATE,
                               container_format=fmt)  # fmt: skip
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     bar.close()
     save_config(config, out.parent, name=out.stem + ".config.json")
     figures = {
         "frames": written,
         "seconds": round(seconds, 2),
         "fps": round(written / seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),  # every thread's, over the same span (x264's included)
         "audio_seconds": round(len(speech) / AUDIO_RATE, 2),
         "out": str(out),
     }

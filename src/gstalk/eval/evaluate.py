@@ -206,11 +206,12 @@ def render_mode(driver: Driver, ids: np.ndarray, mode: str, speech: Speech | Non
     ``zero_audio`` (silence) or ``static`` (the static model on the canonical face). Each frame is posed
     by itself (its camera, upper face and real-pixel layer)."""
     images, seams = [], []
-    for i in ids.tolist():
+    order = ids.tolist()
+    for i, after in zip(order, [*order[1:], None]):
         if mode == "static":
-            comp = driver.render_frame(None, i, source=i, model=static_model)
+            comp = driver.render_frame(None, i, source=i, model=static_model, read_ahead=after)
         else:
-            comp = driver.render_frame(speech, i, source=i)
+            comp = driver.render_frame(speech, i, source=i, read_ahead=after)
         images.append(to_uint8(comp.image))
         if mode == "full":
             seams.append(seam_share(comp, driver.frames.target(i).labels.cpu().numpy()))

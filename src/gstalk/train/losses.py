@@ -6,6 +6,8 @@ import torch
 from pytorch_msssim import ssim
 from torch import Tensor
 
+from .ssim import WINDOW, ssim_cpu
+
 #: radius of the D-SSIM window (11 pixels, σ = 1.5)
 SSIM_RADIUS = 5
 
@@ -32,10 +34,13 @@ def l1(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def dssim(pred: Tensor, target: Tensor) -> Tensor:
-    """1 − SSIM over (H, W, 3) images in [0, 1] (11-px Gaussian window, σ = 1.5)."""
-    p = pred.permute(2, 0, 1)[None]
-    t = target.permute(2, 0, 1)[None]
-    return 1.0 - ssim(p, t, data_range=1.0, size_average=True)
+    """1 − SSIM over (H, W, 3) images in [0, 1] (11-px Gaussian window, σ = 1.5), differentiable in
+    ``pred``: pytorch_msssim's ``ssim``, compiled with its gradient written out for float32 CPU images
+    (``train.ssim``), pytorch_msssim itself elsewhere."""
+    p, t = pred.permute(2, 0, 1), target.permute(2, 0, 1)
+    if p.device.type == "cpu" and p.dtype == torch.float32 and min(p.shape[1:]) >= WINDOW:
+        return 1.0 - ssim_cpu(p, t.float())
+    return 1.0 - ssim(p[None], t[None], data_range=1.0, size_average=True)
 
 
 def masked(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:

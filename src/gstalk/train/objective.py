@@ -34,23 +34,25 @@ def window_share(full: torch.Size, crop: torch.Size) -> float:
 
 def image_terms(stage: StageConfig, comp: Composite, target: Target) -> dict[str, Tensor]:
     """``l1``, ``dssim`` and (masked stages) ``stray`` of a composite against its target (H, W, 3)."""
-    weight = 1.0 + stage.mouth_region_weight * target.mouth_mask.float()[..., None]
     if not stage.masked:
+        weight = 1.0 + stage.mouth_region_weight * target.mouth_mask.float()[..., None]
         return {
             "l1": (weight * (comp.image - target.image).abs()).mean(),
             "dssim": dssim(comp.image, target.image),
         }
     inside = target.head_mask
     share = inside.float().mean().clamp(min=1e-3)
-    pred = masked(comp.image, target.image, inside)
     # outside the mask the prediction is the target: both terms are computed on the mask's box (plus twice
     # the SSIM window's radius), with the whole image's normalisation
     crop = mask_box(inside, margin=2 * SSIM_RADIUS)
-    diff = (weight * (pred - target.image).abs())[crop]
+    image, reference = comp.image[crop], target.image[crop]
+    pred = masked(image, reference, inside[crop])
+    weight = 1.0 + stage.mouth_region_weight * target.mouth_mask[crop].float()[..., None]
+    diff = weight * (pred - reference).abs()
     return {
         "l1": diff.sum() / (diff.shape[-1] * inside.numel()) / share,
-        "dssim": dssim(pred[crop], target.image[crop]) * window_share(pred.shape, pred[crop].shape) / share,
-        "stray": (comp.head_alpha * (~inside).float()).mean() / (1 - share).clamp(min=1e-3),
+        "dssim": dssim(pred, reference) * window_share(inside.shape, pred.shape) / share,
+        "stray": comp.head_alpha.masked_fill(inside, 0.0).mean() / (1 - share).clamp(min=1e-3),
     }
 
 
@@ -59,9 +61,11 @@ def loss_terms(
 ) -> dict[str, Tensor]:
     """Every loss term the stage asks for, by name, unweighted (scalars on the composite's device)."""
     terms = image_terms(stage, comp, target)
-    if stage.mouth_weight > 0:
-        interior = target.labels == Region.MOUTH_INTERIOR
-        terms["mouth"] = mouth_mask_loss(comp.mouth_visible, interior, target.mouth_mask)
+    if stage.mouth_weight > 0:  # on the mouth region's box: the loss is zero outside it
+        box = mask_box(target.mouth_mask, margin=0)
+        visible = (1 - comp.head.alpha[0, ..., 0][box]) * comp.mouth.alpha[0, ..., 0][box]
+        interior = target.labels[box] == Region.MOUTH_INTERIOR
+        terms["mouth"] = mouth_mask_loss(visible, interior, target.mouth_mask[box])
     if stage.residual_weight > 0 and frame.residual is not None:
         terms["residual"] = (frame.residual * 1000).pow(2).sum(-1).mean()  # mm²
     if stage.lpips_weight > 0 and lpips is not None:
