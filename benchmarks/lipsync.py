@@ -10,9 +10,9 @@ rendering), once per audio representation, and measured against *tracked* mouths
   and shape, not about how wide each person opens their mouth. The correlation at lag 0 and the lag in
   ±3 frames where it peaks (positive: the prediction comes late) are reported.
 
-Representations: ``logmel`` (the dataset's own log-mel features) and ``whisper`` (Whisper base's encoder
-states in streaming blocks, ``media.whisper``), side by side in one run. Prints JSON on stdout and a table
-on stderr.
+Representations: ``logmel`` (the dataset's own log-mel features, or log-mel's defaults) and ``whisper``
+(Whisper base's encoder states in streaming blocks, ``media.whisper``), side by side in one run. Prints JSON
+on stdout and a table on stderr.
 
     python benchmarks/lipsync.py --videos ../shared/data/video/*.mp4 --work /tmp/lipsync
     python benchmarks/lipsync.py --datasets DS1 DS2 ... [--variants logmel whisper] [--steps 2500]
@@ -78,8 +78,8 @@ def prepared(args: Args) -> list[Path]:
 
 
 def spec_for(variant: str, ds, args: Args) -> AudioSpec:
-    if variant == "logmel":
-        return ds.audio_spec
+    if variant == "logmel":  # the dataset's own when it was prepared with log-mel, else the default
+        return ds.audio_spec if ds.audio_spec.features == "logmel" else AudioSpec.build("logmel")
     if variant == "whisper":
         return AudioSpec.for_whisper(args.whisper)
     raise SystemExit(f"unknown variant {variant}")
