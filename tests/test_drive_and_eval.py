@@ -205,6 +205,15 @@ def test_evaluate_writes_metrics_and_a_report(run: Path, speech: Path):
     assert "data:video/mp4;base64," in html and html.count("data:image/png;base64,") >= 3
     assert (out / "mouth_sheet.png").is_file()
     assert probe_video(out / "side_by_side.mp4").width == 128
+    # a re-run replaces the folder whole: it refuses, before any work, when the user put a file there
+    from gstalk.eval.evaluate import EVALUATION_FILES
+
+    assert {p.name for p in out.iterdir()} <= EVALUATION_FILES
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(GstalkError, match=r"files gstalk evaluate did not write \(notes.txt\)"):
+        evaluate(EvaluateConfig(run=run, progress=False))
+    assert (out / "notes.txt").read_text() == "mine" and (out / "metrics.json").is_file()
+    (out / "notes.txt").unlink()
 
 
 def test_seam_share_counts_the_uncovered_plate():

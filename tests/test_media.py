@@ -97,6 +97,12 @@ def test_bad_files_get_clear_errors(tmp_path):
     write_video(silent_video, (np.zeros((32, 32, 3), np.uint8) for _ in range(5)), 25, None)
     with pytest.raises(GstalkError, match="no audio track"):
         read_audio(silent_video)
+    broken = tmp_path / "broken.wav"  # a float WAV with NaN and infinite samples
+    samples = np.sin(np.arange(16000) / 10).astype(np.float32)
+    samples[100:110], samples[200], samples[300] = np.nan, np.inf, -np.inf
+    soundfile.write(broken, samples, 16000, subtype="FLOAT")
+    with pytest.raises(GstalkError, match="12 samples that are not numbers"):
+        read_audio(broken)
     long = tmp_path / "long.wav"
     soundfile.write(long, np.zeros(16000 * 3, np.float32), 16000)
     with pytest.raises(GstalkError, match="longer than the limit"):

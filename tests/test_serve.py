@@ -548,6 +548,26 @@ async def _receive(ws, log: dict) -> None:
                 return
 
 
+def test_a_ray_address_nobody_answers_is_an_error_at_once():
+    """``--ray HOST:PORT`` with no head there fails within the timeout (ray.init alone retries for
+    minutes); a listening port passes the check."""
+    from gstalk.errors import GstalkError
+    from gstalk.serve.cluster import check_reachable
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]  # bound, not listening: connections are refused
+            start = time.monotonic()
+            with pytest.raises(GstalkError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+                check_reachable(f"127.0.0.1:{port}", timeout=2.0)
+            assert time.monotonic() - start < 3.0
+    check_reachable("auto")  # left to Ray
+
+
 def test_ray_sessions_stick_to_replicas_and_survive_one_dying(run: Path):
     """A local Ray cluster (head on loopback, started here): 2 replicas of 1 CPU, 1 session each. Two
     sessions land on different replicas; a third is told "busy". Killing one replica's process ends only

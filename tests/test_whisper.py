@@ -77,6 +77,21 @@ def test_block_scheme_checks_its_numbers():
         BlockScheme(block=0.05)
     with pytest.raises(GstalkError, match="shorter than the states"):
         BlockScheme(lookahead=0.0, states=4)
+    with pytest.raises(GstalkError, match=r"history of 0\.04 s is shorter than the states a frame reads"):
+        BlockScheme(history=0.04, states=8, first_state=-3)
+    with pytest.raises(GstalkError, match="history of -1 s is negative"):
+        BlockScheme(history=-1.0)
+    with pytest.raises(GstalkError, match=r"--whisper\.block 0\.02 or more"):
+        BlockScheme(states=0)
+    BlockScheme(history=0.06, states=8, first_state=-3, lookahead=0.1)  # exactly enough either side
+    # prepare checks them before it reads the video
+    from gstalk.config import PrepareConfig, WhisperConfig
+    from gstalk.prepare import prepare
+
+    bad = PrepareConfig(video=Path("/nonexistent.mp4"), out=Path("/nonexistent/ds"),
+                        whisper=WhisperConfig(first_state=-100))  # fmt: skip
+    with pytest.raises(GstalkError, match="history of 1 s is shorter"):
+        prepare(bad)
     scheme = BlockScheme(block=0.08, history=1.0, lookahead=0.12, states=4)
     assert scheme.offsets.tolist() == [-2, -1, 0, 1]
     assert scheme.max_lookahead() == pytest.approx(0.2)

@@ -114,8 +114,15 @@ def _correlation(a, b) -> float | None:
     return round(float(np.corrcoef(a[ok], b[ok])[0, 1]), 4)
 
 
+#: every file an evaluation folder holds (replacing the folder replaces exactly these)
+EVALUATION_FILES = frozenset(
+    {"metrics.json", "report.html", "mouth_sheet.png", "side_by_side.mp4", "config.json"}
+)
+
+
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate the run into ``config.out`` (default RUN/eval), replaced whole when complete.
+    """Evaluate the run into ``config.out`` (default RUN/eval), replaced whole when complete. Raises
+    :class:`GstalkError` when ``out`` holds anything but an earlier evaluation's files.
 
     Without ``--cross-audio``, the files the previous evaluation there was driven with are used again (a
     re-run keeps the demo's cross-audio row)."""
@@ -123,6 +130,13 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     with claim_output(out, [config.dataset, *config.cross_audio, *config.cross_video]):
         if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
             raise GstalkError(f"{out} exists and is not a gstalk evaluation", "choose another --out")
+        kept = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        others = [name for name in kept if name not in EVALUATION_FILES]
+        if others:  # the evaluation is replaced whole: never with something the user put beside it
+            raise GstalkError(
+                f"{out} holds files gstalk evaluate did not write ({', '.join(others[:5])})",
+                "move them elsewhere, or choose another --out",
+            )
         if not config.cross_audio:
             config = dataclasses.replace(config, cross_audio=previous_cross_audio(out))
         with atomic_folder(out, overwrite=True) as tmp:

@@ -75,7 +75,7 @@ def decode_audio(
     ``origin``: that frame's time on the container's clock (``VideoInfo.start``), when the caller knows it.
 
     Errors name the problem: a missing or unreadable file, no audio stream, audio that does not decode,
-    or (with ``max_seconds``) more than ``max_seconds`` of it.
+    NaN or infinite samples (a float file), or (with ``max_seconds``) more than ``max_seconds`` of it.
     """
     path = Path(path)
     if not path.is_file():
@@ -97,6 +97,12 @@ def decode_audio(
     origin = _video_origin(path) if origin is None else origin
     if samples.size == 0:
         raise GstalkError(f"{path}: its audio track is empty", "use a file with speech in it")
+    bad = int(np.count_nonzero(~np.isfinite(samples)))
+    if bad:
+        raise GstalkError(
+            f"{path} has {bad} samples that are not numbers (NaN or infinite)",
+            "repair or re-export the audio from its source; no player can play those samples either",
+        )
     return TimedAudio(samples, start - origin if origin is not None else 0.0, rate)
 
 

@@ -292,7 +292,8 @@ def load_encoder(
 @dataclass(frozen=True)
 class BlockScheme:
     """How audio is cut into encoder windows (see the module docstring). Times in seconds, each a
-    multiple of 20 ms (one encoder state)."""
+    multiple of 20 ms (one encoder state). Raises :class:`GstalkError` for negative or off-grid times, an
+    empty block, no states, or states outside the window (before its history or after its lookahead)."""
 
     block: float = 0.08
     """Audio per block: the frames in it share one encoder window."""
@@ -310,13 +311,24 @@ class BlockScheme:
     def __post_init__(self) -> None:
         for name in ("block", "history", "lookahead"):
             value = getattr(self, name)
-            if value < 0 or abs(value * STATE_RATE_HZ - round(value * STATE_RATE_HZ)) > 1e-6:
+            if value < 0:
+                raise GstalkError(
+                    f"the Whisper {name} of {value:g} s is negative", f"use --whisper.{name} 0 or more"
+                )
+            if abs(value * STATE_RATE_HZ - round(value * STATE_RATE_HZ)) > 1e-6:
                 raise GstalkError(
                     f"the Whisper {name} of {value:g} s is not a multiple of 20 ms", "use multiples of 0.02 s"
                 )
         if self.block <= 0 or self.states < 1:
             raise GstalkError("a Whisper block needs a positive length and a frame at least one state",
-                              "use --whisper-block 0.08 or more and --whisper-states 1 or more")  # fmt: skip
+                              "use --whisper.block 0.02 or more and --whisper.states 1 or more")  # fmt: skip
+        before = -self.offsets[0] / STATE_RATE_HZ
+        if before > self.history + 1e-9:
+            raise GstalkError(
+                f"a Whisper history of {self.history:g} s is shorter than the states a frame reads before "
+                f"its time ({before:g} s, from --whisper.first-state {self.offsets[0]})",
+                f"use --whisper.history {before:g} or more, or a later first state",
+            )
         if self.offsets[-1] / STATE_RATE_HZ > self.lookahead + 1e-9:
             raise GstalkError(
                 f"a Whisper lookahead of {self.lookahead:g} s is shorter than the states a frame reads",

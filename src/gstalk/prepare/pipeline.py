@@ -64,6 +64,11 @@ def _check_output(config: PrepareConfig) -> None:
 
 def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
     """Build the dataset at ``config.out`` from ``config.video`` (or another ``source``); returns its path."""
+    if config.audio_features == "whisper":  # the blocks' numbers are checked before any work
+        from ..media.whisper import BlockScheme
+
+        w = config.whisper
+        BlockScheme(w.block, w.history, w.lookahead, w.states, w.first_state)
     digest = config_hash(config, ignore=("overwrite", "progress"))
     inputs = [config.video]
     with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset", marker=MANIFEST):

@@ -63,6 +63,24 @@ def rank_replicas(
     return [[r] for r, _, _ in order] or [ids]
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise :class:`GstalkError` when ``address``, a Ray head's ``HOST:PORT``, takes no TCP connection
+    within ``timeout`` seconds (``ray.init`` would retry for minutes). Other forms (``auto``,
+    ``ray://…``) are left to Ray, which fails on its own."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise GstalkError(
+            f"no Ray cluster answers at {address} ({err.strerror or err})",
+            "start one with `ray start --head` on the head node (its address is printed), or use --ray local",
+        ) from None
+
+
 def connect(address: str, cpus: float = 0.0) -> bool:
     """Join the Ray cluster at ``address`` (``auto``: this machine's), or start one here (``local``, with
     this machine's cores as its CPUs, or ``cpus`` if more: Ray's CPUs are a count to reserve from, and the
@@ -88,6 +106,7 @@ def connect(address: str, cpus: float = 0.0) -> bool:
                 num_cpus=max(cores or 1, math.ceil(cpus)), include_dashboard=False, logging_level="WARNING"
             )
             return True
+        check_reachable(address)
         ray.init(address=address, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise GstalkError(
