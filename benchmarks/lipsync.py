@@ -31,13 +31,15 @@ import torch
 import tyro
 
 from gstalk.bench import hardware
-from gstalk.config import AudioMotionConfig, PrepareConfig, WhisperConfig
+from gstalk.config import AudioMotionConfig, ModelConfig, PrepareConfig, WhisperConfig, resolve_model
 from gstalk.data import load_dataset
 from gstalk.data.manifest import AudioSpec
 from gstalk.eval.metrics import lagged_correlation
-from gstalk.face.mesh import N_MESH, lower_face_weights, mouth_gap
+from gstalk.face.mesh import N_MESH, mouth_gap
 from gstalk.media import read_audio
-from gstalk.model.motion import AudioMotion, LowerFaceBasis
+from gstalk.media.audio import silent_frames
+from gstalk.model.init import fit_motion_basis
+from gstalk.model.motion import AudioMotion
 from gstalk.train.audio_motion import fit_audio_motion, predict_coefficients
 
 
@@ -107,9 +109,7 @@ def train_one(path: Path, spec: AudioSpec, args: Args, future: int):
     audio = read_audio(ds.audio_path)
     ds.manifest = dataclasses.replace(ds.manifest, audio=spec)
     ds.audio_features = spec.compute(audio, ds.n_frames, ds.fps)
-    displacement = ds.tracks.mesh[:, :N_MESH] - ds.tracks.canonical_shape[None, :N_MESH]
-    ids = ds.train_ids[ds.valid[ds.train_ids]]
-    basis, _ = LowerFaceBasis.fit(displacement[ids], lower_face_weights(ds.tracks.canonical_shape), 8)
+    basis = fit_motion_basis(ds, 8)
     model = AudioMotion(spec.window, spec.dim, basis.components, past=6, future=future)
     config = AudioMotionConfig(steps=args.steps, augmented_copies=args.augmented_copies)
     own = fit_audio_motion(ds, basis, model, config)
@@ -132,8 +132,7 @@ def pause_figures(ds, basis, model, spec: AudioSpec, clip: Clip, args: Args) -> 
     audio = read_audio(args.pause_audio)
     n = int(len(audio) / 16_000 * ds.fps)
     gap = predicted_gap(ds, basis, model, spec, audio, n)
-    hop = 16_000 / ds.fps
-    silent = np.array([np.abs(audio[int(k * hop) : int((k + 1) * hop)]).max() < 1e-4 for k in range(n)])
+    silent = silent_frames(audio, n, ds.fps)
     settled = silent & np.roll(silent, 3)  # 3 frames (0.12 s) into the silence
     train = ds.train_ids[ds.valid[ds.train_ids]]
     p10 = float(np.nanpercentile(clip.gap[train], 10))
@@ -149,9 +148,7 @@ def run_variant(variant: str, paths: list[Path], clips: dict[str, Clip], args: A
     for path in paths:
         ds0 = load_dataset(path)
         spec = spec_for(variant, ds0, args)
-        future = (
-            args.context_future if args.context_future is not None else (0 if variant == "whisper" else 3)
-        )
+        future = resolve_model(ModelConfig(context_future=args.context_future), variant).context_future
         start = time.perf_counter()
         ds, basis, model, own = train_one(path, spec, args, future)
         test = ds.test_ids[ds.valid[ds.test_ids]]

@@ -28,6 +28,7 @@ from gstalk.drive.video import render_video
 from gstalk.face.sync import mouth_openings
 from gstalk.face.track import track_frames
 from gstalk.media import read_audio
+from gstalk.media.audio import silent_frames
 from gstalk.media.video import read_frames
 
 
@@ -39,14 +40,6 @@ class Args:
     """Speech with digital silence inside it."""
     settle_frames: int = 3
     """Frames into a silence before the mouth is measured."""
-
-
-def silent_frames(audio: np.ndarray, n: int, fps: float) -> np.ndarray:
-    """(n,) bool: frames whose 16 kHz samples are all digital silence (|x| < 1e-4)."""
-    hop = 16_000 / fps
-    return np.array(
-        [np.abs(audio[int(k * hop) : int((k + 1) * hop)]).max(initial=0) < 1e-4 for k in range(n)]
-    )
 
 
 def main(args: Args) -> dict:

@@ -133,11 +133,12 @@ def render_profile(
     profiles = {}
     for label, count in (("one_thread", 1), ("all_cores", cores)):
         with thread_count(count):
-            profiles[label] = stage_profile(Driver(run, size=size, device=device), speech, work)
+            driver = Driver(run, size=size, device=device)
+            profiles[label] = stage_profile(driver, speech, work)
     work_ms = sum(v["cpu"] for k, v in profiles["one_thread"]["stage_ms"].items() if k not in ("layer",))
     all_cores = profiles["all_cores"]["stage_ms"]
     compute = sum(v["wall"] for k, v in all_cores.items() if k not in ("encode", "features", "layer_work"))
-    driver = Driver(run, size=size, device=device)
+    lookahead = lookahead_seconds(driver)
     return {
         "size": size,
         "gaussians": len(driver.model.head) + len(driver.model.mouth),
@@ -148,8 +149,8 @@ def render_profile(
         **profiles,
         # streaming: a frame can start once its lookahead of audio has arrived, and is ready one frame's
         # compute later (features of the short recent segment, networks, rasterize, composite)
-        "stream_lookahead_s": round(lookahead_seconds(driver), 3),
-        "stream_latency_s": round(lookahead_seconds(driver) + compute / 1000, 3),
+        "stream_lookahead_s": round(lookahead, 3),
+        "stream_latency_s": round(lookahead + compute / 1000, 3),
     }
 
 

@@ -78,7 +78,7 @@ class FrameData:
         self._reader: ThreadPoolExecutor | None = None
         bg = self._resize(ds.background(), cv2.INTER_AREA)
         self.background = torch.from_numpy(bg).to(self.device).float() / 255
-        self._background_uint8 = (self.background.cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        self._background_uint8 = bg
         self.audio = ds.audio_features  # (T, W, C) float16, memory-mapped
         self.expression = expression_inputs(ds)
 

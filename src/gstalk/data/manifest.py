@@ -9,6 +9,7 @@ writes it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,11 @@ class WhisperSpec:
     first_state: int | None = None
     """Offset of a frame's first state from the state at its time (None: −states // 2)."""
 
+    @functools.lru_cache(maxsize=16)  # noqa: B019 (frozen and hashable; asked per streamed chunk)
     def scheme(self, states: int):
         from ..media.whisper import BlockScheme
 
-        return BlockScheme(self.block, self.history, self.lookahead, states, self.first_state)
+        return BlockScheme.of(self, states)
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,7 @@ class AudioSpec:
         weights) to record their checksum and the states' width."""
         from ..media.whisper import STATE_RATE_HZ, BlockScheme, load_encoder
 
-        BlockScheme(
-            config.block, config.history, config.lookahead, config.states, config.first_state
-        )  # checks
+        BlockScheme.of(config)  # checks
         encoder = load_encoder(config.model, speech_model, device)
         whisper = WhisperSpec(
             model=config.model if speech_model is None else Path(speech_model).name,
@@ -296,9 +296,15 @@ class AudioSpec:
         return self.windows(self.finish(frames, stats), count, fps)
 
     def silence(self, speech_model: Path | None = None, device: str = "cpu") -> np.ndarray | None:
-        """(window, dim) features of silence, or None when they need a speech model to compute."""
+        """(window, dim) features of silence, or None when they need a speech model to compute (also
+        Whisper weights from a folder when ``speech_model`` does not name it)."""
         if self.features == "whisper":
-            return self.compute(np.zeros(2 * self.rate, np.float32), 50, 25.0, speech_model, device)[25]
+            if self.whisper is not None and self.whisper.from_folder and speech_model is None:
+                return None
+            # one window of silence, far from the stream's ends (every window of zeros is the same)
+            return self.compute_range(
+                np.zeros(2 * self.rate, np.float32), 0, 25, 1, 25.0, speech_model, device
+            )[0]
         if self.features != "logmel":
             return None
         if self.normalisation == "utterance":  # a constant input normalises to zero

@@ -36,12 +36,14 @@ from .summary import Summary
 from .tracks import Tracks
 
 
-def write_image(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:
-    """Encode ``image`` (RGB, RGBA or a label map) by the path's extension and write it; errors name the
-    file."""
+def write_image(
+    path: Path, image: np.ndarray, params: list[int] | None = None, ext: str | None = None
+) -> None:
+    """Encode ``image`` (RGB, RGBA or a label map) by ``ext`` (default: the path's extension, e.g. ".png")
+    and write it; errors name the file."""
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(path.suffix, image, params or [])
+    ok, buf = cv2.imencode(ext or path.suffix, image, params or [])
     if not ok:
         raise GstalkError(f"could not encode {path.name} ({image.shape}, {image.dtype})", "report this bug")
     with open(path, "wb") as f:
@@ -85,12 +87,12 @@ class DatasetWriter:
     def contact_sheet(self, rgb: np.ndarray) -> None:
         """(H, W, 3) uint8 picture of sample frames (drawn by ``prepare.report``)."""
         with atomic_path(self.root / CONTACT_SHEET) as tmp:
-            _write_png(tmp, rgb)
+            write_image(tmp, rgb, ext=".png")
 
     def timeline(self, rgb: np.ndarray) -> None:
         """(H, W, 3) uint8 plot of the per-frame measures over time (drawn by ``prepare.report``)."""
         with atomic_path(self.root / TIMELINE) as tmp:
-            _write_png(tmp, rgb)
+            write_image(tmp, rgb, ext=".png")
 
     def finish(self, manifest: Manifest, summary: Summary, config: Any) -> None:
         """The summary, the config that made the dataset (a dataclass), then the manifest: last, because
@@ -104,10 +106,3 @@ class DatasetWriter:
         tracks = Tracks.load(self.root / TRACKS, manifest.n_frames)  # what is written must read back
         del tracks
         manifest.write(self.root)
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise GstalkError(f"could not encode {path.name} ({rgb.shape}, {rgb.dtype})", "report this bug")
-    path.write_bytes(buf.tobytes())

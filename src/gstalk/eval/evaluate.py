@@ -164,8 +164,9 @@ def _evaluate(config: EvaluateConfig, out: Path) -> dict[str, Any]:
     modes = MODES if config.baselines else ("full",)
     static_model, static_source = _static_model(config, driver.device)
     speech = {"full": driver.speech(features=driver.ds.audio_features)}
-    silence = np.broadcast_to(driver.frames.silence, driver.ds.audio_features.shape)
-    speech["zero_audio"] = driver.speech(features=silence)
+    if "zero_audio" in modes:
+        silence = np.broadcast_to(driver.frames.silence, driver.ds.audio_features.shape)
+        speech["zero_audio"] = driver.speech(features=silence)
     real_frames = [driver.frames.image(i) for i in ids.tolist()]
     real_lms = track_sequence(real_frames)
     bar = tqdm(total=len(ids) * len(modes), desc="evaluate", unit="frame", disable=not config.progress)
@@ -387,11 +388,7 @@ def cross_video(driver: Driver, path: Path, seconds: float) -> dict[str, Any]:
     from ..media import read_paired
 
     clip = read_paired(path, fps=driver.fps, max_seconds=seconds)  # frames and sound on one timeline
-    tracker = MouthTracker()
-    try:
-        real_gap = [mouth_opening(tracker(rgb)) for rgb in clip.frames]
-    finally:
-        tracker.close()
+    real_gap = [mouth_opening(lm) for lm in track_sequence(clip.frames)]
     speech = driver.speech(clip.audio, n_frames=len(real_gap))
     canonical = driver.model.canonical_mesh
     with torch.no_grad():

@@ -2,12 +2,11 @@
 time, muxing; audio features."""
 
 from .audio import AUDIO_RATE, TimedAudio, decode_audio, read_audio
-from .clip import Clip, Coverage, PairedClip, coverage, read_paired
+from .clip import Coverage, PairedClip, coverage, read_paired
 from .video import VideoInfo, probe_video, read_frames
 
 __all__ = [
     "AUDIO_RATE",
-    "Clip",
     "Coverage",
     "PairedClip",
     "TimedAudio",

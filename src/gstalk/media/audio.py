@@ -180,6 +180,14 @@ def _decode(container, path: Path, rate: int, max_seconds: float | None) -> tupl
     return (start or 0.0), out.array()
 
 
+def silent_frames(audio: np.ndarray, n: int, fps: float, rate: int = AUDIO_RATE) -> np.ndarray:
+    """(n,) bool: the video frames (frame k spans [k, k + 1) / ``fps`` s) whose samples of ``audio``
+    (mono, ``rate`` Hz) are all digital silence, |x| < 1e-4; a frame past the end counts as silent."""
+    hop = rate / fps
+    peaks = [np.abs(audio[int(k * hop) : int((k + 1) * hop)]).max(initial=0.0) for k in range(n)]
+    return np.asarray(peaks) < 1e-4
+
+
 def is_silent(audio: np.ndarray, threshold_db: float = -50.0) -> bool:
     """True when the loudest 100 ms of ``audio`` stays below ``threshold_db`` dBFS."""
     if audio.size == 0:

@@ -12,7 +12,6 @@ frame's sound).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,31 +71,6 @@ def coverage(audio: TimedAudio, total: int, fps: float) -> Coverage:
     return Coverage(first, max(first, stop), total, fps)
 
 
-class Clip:
-    """The video file ``path`` at ``fps``: its metadata, frames and sound on one timeline."""
-
-    def __init__(self, path: str | Path, fps: float = 25.0) -> None:
-        self.path = Path(path)
-        self.fps = float(fps)
-        self.info: VideoInfo = probe_video(path)
-
-    @property
-    def n_frames(self) -> int:
-        """Frames of the video at ``fps``."""
-        return self.info.frames_at(self.fps)
-
-    def audio(self, rate: int = AUDIO_RATE, max_seconds: float | None = None) -> TimedAudio:
-        """The sound, with its start on the frames' clock (GstalkError if there is none)."""
-        return decode_audio(self.path, rate, max_seconds, origin=self.info.start)
-
-    def frames(self, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """``(k, (H, W, 3) uint8 RGB)`` for ``first <= k < stop``, as ``media.video.read_frames``."""
-        return read_frames(self.path, self.fps, first, stop, self.info)
-
-    def coverage(self, audio: TimedAudio) -> Coverage:
-        return coverage(audio, self.n_frames, self.fps)
-
-
 @dataclass
 class PairedClip:
     """Frames and the sound under them, from one video file: ``frames[i]`` is the video's frame
@@ -125,9 +99,9 @@ def read_paired(
     Holds T·H·W·3 bytes of frames. Raises GstalkError for a file without video or sound, or when no frame
     has sound under it.
     """
-    clip = Clip(path, fps)
-    sound = clip.audio(rate)
-    cover = clip.coverage(sound)
+    info = probe_video(path)
+    sound = decode_audio(path, rate, origin=info.start)
+    cover = coverage(sound, info.frames_at(fps), fps)
     if cover.kept == 0:
         raise GstalkError(
             f"no frame of {path} has sound under it (video 0–{cover.total / fps:.2f} s, sound "
@@ -135,7 +109,7 @@ def read_paired(
             "use a clip whose sound plays with its picture",
         )
     stop = cover.stop if max_seconds is None else min(cover.stop, cover.first + int(max_seconds * fps))
-    frames = np.stack([rgb for _, rgb in clip.frames(cover.first, stop)])
+    frames = np.stack([rgb for _, rgb in read_frames(path, fps, cover.first, stop, info)])
     stop = cover.first + len(frames)  # a video that decodes fewer frames than its header says
     audio = sound.between(cover.first / fps, stop / fps)
-    return PairedClip(frames, audio, fps, rate, cover.first, cover, clip.info)
+    return PairedClip(frames, audio, fps, rate, cover.first, cover, info)

@@ -308,6 +308,13 @@ class BlockScheme:
     t − 40, −20, 0 and +20 ms for 4 states). Later states let the model see the sound the lips
     anticipate, within the block's lookahead."""
 
+    @classmethod
+    def of(cls, whisper, states: int | None = None) -> BlockScheme:
+        """The scheme a ``config.WhisperConfig`` or a dataset's ``WhisperSpec`` describes (``states``: the
+        frame's states, when ``whisper`` does not carry them). Raises as the constructor."""
+        states = whisper.states if states is None else states
+        return cls(whisper.block, whisper.history, whisper.lookahead, states, whisper.first_state)
+
     def __post_init__(self) -> None:
         for name in ("block", "history", "lookahead"):
             value = getattr(self, name)
@@ -386,9 +393,9 @@ def block_states(
         if hi > lo:
             piece[lo - start : hi - start] = audio[lo:hi]
         mels.append(log_mel(piece, warp))
-    out = [encoder.encode_many(np.stack(mels), batch)] if mels else []
-    dim = encoder.dim
-    return np.concatenate(out) if out else np.zeros((0, n // STATE_SAMPLES, dim), np.float32)
+    if not mels:
+        return np.zeros((0, n // STATE_SAMPLES, encoder.dim), np.float32)
+    return encoder.encode_many(np.stack(mels), batch)
 
 
 def frame_states(
@@ -415,15 +422,6 @@ def frame_states(
     return states[row[:, None], idx]
 
 
-def required_samples(scheme: BlockScheme, fps: float, first: int, count: int) -> tuple[int, int]:
-    """The stream samples [start, stop) that frames ``first .. first + count`` read (may reach below 0 or
-    past the end, where the stream is silence)."""
-    blocks = scheme.block_of(np.array([first, first + count - 1]) / fps)
-    start = scheme.samples(int(blocks[0]) * scheme.block - scheme.history)
-    stop = scheme.samples(int(blocks[1]) * scheme.block - scheme.history + scheme.window_seconds)
-    return start, stop
-
-
 __all__ = [
     "MODELS",
     "STATE_RATE_HZ",
@@ -436,5 +434,4 @@ __all__ = [
     "frame_states",
     "load_encoder",
     "log_mel",
-    "required_samples",
 ]

@@ -67,8 +67,7 @@ def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
     if config.audio_features == "whisper":  # the blocks' numbers are checked before any work
         from ..media.whisper import BlockScheme
 
-        w = config.whisper
-        BlockScheme(w.block, w.history, w.lookahead, w.states, w.first_state)
+        BlockScheme.of(config.whisper)
     digest = config_hash(config, ignore=("overwrite", "progress"))
     inputs = [config.video]
     with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset", marker=MANIFEST):

@@ -40,7 +40,7 @@ from aiohttp import WSMsgType, web
 from ..config import ServeConfig
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
-from .access import Access, access_for, is_loopback
+from .access import WILDCARD_HOSTS, Access, access_for, is_loopback
 from .session import Session
 from .tls import server_context
 from .worker import Busy, RenderWorker, SessionLost
@@ -133,7 +133,7 @@ class Server:
         except (Busy, SessionLost) as err:
             await ws.send_json({"type": "error", "message": str(err)})
             return None
-        session = Session(opened.session, opened.avatar, self.config.max_session_seconds, opened.worker)
+        session = Session(opened.session, opened.avatar, self.config.max_session_seconds)
         self.live.add(session)
         await ws.send_json({
             "type": "ready", "session": session.id, "fps": opened.avatar.fps, "size": opened.avatar.size,
@@ -242,7 +242,7 @@ def make_worker(config: ServeConfig) -> RenderWorker:
 
 def _browse_url(config: ServeConfig, scheme: str, token: str | None, generated: bool) -> str:
     host = config.host
-    if host.lower() in ("", "0.0.0.0", "::", "[::]"):
+    if host.lower() in WILDCARD_HOSTS:
         import socket
 
         host = socket.getfqdn() or socket.gethostname()

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..drive import Driver, PoseSource
-from ..drive.stream import FrameStream, lookahead_seconds
+from ..drive.stream import FrameStream
 from ..media.audio import AUDIO_RATE
 from .worker import Emitted, Frame, SessionFailed
 
@@ -58,7 +58,6 @@ class RenderSession:
         self.max_seconds = max_seconds
         self.jpeg_quality = jpeg_quality
         self.stream = FrameStream(avatar.driver, pose)
-        self.lookahead = lookahead_seconds(avatar.driver)
         self.received = 0  # samples
         self.skipped = 0
         self.first_audio_at = time.perf_counter()

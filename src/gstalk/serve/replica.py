@@ -33,7 +33,7 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 
 from ..config import ServeConfig
 from .cluster import rank_replicas
-from .worker import AvatarInfo, Busy, Frame, Opened
+from .worker import AvatarInfo, Busy, Frame
 
 
 class SessionRouter(RequestRouter):
@@ -79,7 +79,7 @@ class RenderReplica:
             return {"replica": self.id, "opened": None, "pid": os.getpid()}
         return {
             "replica": self.id,
-            "opened": Opened(opened.session, opened.avatar, self.id),
+            "opened": opened,
             "pid": os.getpid(),
         }
 

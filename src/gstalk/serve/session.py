@@ -10,6 +10,7 @@ an mp4.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from pathlib import Path
 
@@ -27,10 +28,9 @@ KEPT_TRANSITS = 500
 class Session:
     """Audio in (:meth:`add_audio`), frames out (:meth:`offer` → ``outbox``), on one asyncio loop."""
 
-    def __init__(self, session: str, avatar: AvatarInfo, max_seconds: float, worker: str = "local") -> None:
+    def __init__(self, session: str, avatar: AvatarInfo, max_seconds: float) -> None:
         self.id = session
         self.avatar = avatar
-        self.worker = worker  # where it renders: "local", or a Ray replica's id
         self.max_seconds = max_seconds
         self.outbox: asyncio.Queue[Frame | None] = asyncio.Queue()  # at most one frame, then the end
         self.audio: list[np.ndarray] = []
@@ -39,7 +39,8 @@ class Session:
         self.rendered = 0
         self.skipped = 0  # by the worker, to keep up with the audio
         self.replaced = 0  # in the outbox, for a page slower than the frames
-        self.transit: list[float] = []  # seconds from the worker's encoding to the front end, per frame
+        # seconds from the worker's encoding to the front end, per frame (the newest)
+        self.transit: collections.deque[float] = collections.deque(maxlen=KEPT_TRANSITS)
         self.started = time.perf_counter()
         self.closed = False
         self.complete = False  # every frame was rendered and offered to the page
@@ -71,7 +72,6 @@ class Session:
         self.rendered += 1
         self.skipped = frame.skipped
         self.transit.append(time.time() - frame.ready_at)
-        del self.transit[:-KEPT_TRANSITS]
 
     def offer(self, item: Frame | None) -> None:
         """Hand the newest frame to the page's sender, replacing one it has not taken yet. The end marker

@@ -72,11 +72,10 @@ class AvatarInfo:
 
 @dataclass(frozen=True)
 class Opened:
-    """A session the worker opened: its id, and where it lives (``"local"``, or a Ray replica's id)."""
+    """A session the worker opened: its id and its avatar."""
 
     session: str
     avatar: AvatarInfo
-    worker: str = "local"
 
 
 class RenderWorker(Protocol):

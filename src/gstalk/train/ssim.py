@@ -141,10 +141,13 @@ def _bands(n_channels: int, n_rows: int) -> list[tuple[int, int, int]]:
     return [(c, int(a), int(b)) for c in range(n_channels) for a, b in itertools.pairwise(edges) if b > a]
 
 
+_WINDOW = gaussian_window()  # the taps every step uses
+
+
 class _SSIM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, data_range):
-        g = gaussian_window()
+        g = _WINDOW
         taps = g.shape[0]
         xs = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
         ys = np.ascontiguousarray(y.detach().numpy(), dtype=np.float32)
