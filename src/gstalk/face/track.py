@@ -49,7 +49,9 @@ class FaceTracker:
     """Per-frame landmarks of one subject. Use as a context manager; call :meth:`track` in frame order.
 
     Each frame, MediaPipe's full-range face detector finds the faces (any resolution, small faces in wide
-    shots too); the subject is the face nearest the one tracked so far (at the start, the largest). The
+    shots too); where it finds none, the short-range detector, made for faces that fill the frame (tight
+    crops such as VoxCeleb's 224² ones, where the full-range model misses most frames), is asked too. The
+    subject is the face nearest the one tracked so far (at the start, the largest). The
     landmarker then runs on a square crop around that face, so the mesh sees the face at a good size
     whatever the frame size, and landmarks are mapped back to frame pixels.
     """
@@ -68,6 +70,9 @@ class FaceTracker:
         with quiet_stderr():
             self._detector = mp.solutions.face_detection.FaceDetection(
                 model_selection=1, min_detection_confidence=0.5
+            )
+            self._close_detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=0.5
             )
             if landmarker is None:
                 self._mesh = mp.solutions.face_mesh.FaceMesh(
@@ -90,6 +95,7 @@ class FaceTracker:
 
     def close(self) -> None:
         self._detector.close()
+        self._close_detector.close()
         if self._mesh is not None:
             self._mesh.close()
         if self._tasks is not None:
@@ -132,9 +138,11 @@ class FaceTracker:
         return offset < 0.12 * side and 0.8 < self.ROI_SCALE * size / side < 1.25
 
     def _detect(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """Face boxes (x, y, w, h) in pixels."""
+        """Face boxes (x, y, w, h) in pixels: the full-range detector's, else the short-range one's."""
         h, w = rgb.shape[:2]
         result = self._detector.process(rgb)
+        if not result.detections:
+            result = self._close_detector.process(rgb)
         boxes = []
         for det in result.detections or []:
             b = det.location_data.relative_bounding_box
