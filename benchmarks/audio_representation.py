@@ -31,7 +31,8 @@ from gstalk.data import load_dataset
 from gstalk.eval.metrics import audio_energy, lip_sync
 from gstalk.face.mesh import N_MESH, lower_face_weights, mouth_gap
 from gstalk.media import read_audio
-from gstalk.model.motion import AudioMotion, LowerFaceBasis
+from gstalk.speech import feature_kind
+from gstalk.speech.motion import AudioMotion, LowerFaceBasis
 from gstalk.train.audio_motion import fit_audio_motion, predict_coefficients
 
 
@@ -66,7 +67,8 @@ def main(args: Args) -> dict:
         ds = load_dataset(args.dataset)
         audio = read_audio(ds.audio_path)
         ds.manifest = dataclasses.replace(ds.manifest, audio=spec)
-        ds.audio_features = spec.compute(audio, ds.n_frames, ds.fps)
+        kind = feature_kind(spec)
+        ds.audio_features = kind.compute(audio, ds.n_frames, ds.fps)
         model = AudioMotion(spec.window, spec.dim, basis.components)
         config = AudioMotionConfig(steps=args.steps, augmented_copies=6 if "aug" in parts else 0)
         start = time.perf_counter()
@@ -74,7 +76,7 @@ def main(args: Args) -> dict:
         cross = {}
         for name, speech in speeches.items():
             n = int(len(speech) / 16000 * ds.fps)
-            coeffs = predict_coefficients(model, spec.compute(speech, n, ds.fps).astype(np.float32))
+            coeffs = predict_coefficients(model, kind.compute(speech, n, ds.fps).astype(np.float32))
             with torch.no_grad():
                 gap = mouth_gap((canonical + basis.reconstruct(torch.from_numpy(coeffs))).numpy())
             energy = audio_energy(speech, n, ds.fps)

@@ -11,7 +11,7 @@ rendering), once per audio representation, and measured against *tracked* mouths
   ±3 frames where it peaks (positive: the prediction comes late) are reported.
 
 Representations: ``logmel`` (the dataset's own log-mel features, or log-mel's defaults) and ``whisper``
-(Whisper base's encoder states in streaming blocks, ``media.whisper``), side by side in one run. Prints JSON
+(Whisper base's encoder states in streaming blocks, ``speech.whisper``), side by side in one run. Prints JSON
 on stdout and a table on stderr.
 
     python benchmarks/lipsync.py --videos ../shared/data/video/*.mp4 --work /tmp/lipsync
@@ -34,12 +34,13 @@ from gstalk.bench import hardware
 from gstalk.config import AudioMotionConfig, ModelConfig, PrepareConfig, WhisperConfig, resolve_model
 from gstalk.data import load_dataset
 from gstalk.data.manifest import AudioSpec
-from gstalk.eval.metrics import lagged_correlation
 from gstalk.face.mesh import N_MESH, mouth_gap
+from gstalk.face.sync import lagged_correlation
 from gstalk.media import read_audio
 from gstalk.media.audio import silent_frames
 from gstalk.model.init import fit_motion_basis
-from gstalk.model.motion import AudioMotion
+from gstalk.speech import build_spec, feature_kind
+from gstalk.speech.motion import AudioMotion
 from gstalk.train.audio_motion import fit_audio_motion, predict_coefficients
 
 
@@ -81,9 +82,9 @@ def prepared(args: Args) -> list[Path]:
 
 def spec_for(variant: str, ds, args: Args) -> AudioSpec:
     if variant == "logmel":  # the dataset's own when it was prepared with log-mel, else the default
-        return ds.audio_spec if ds.audio_spec.features == "logmel" else AudioSpec.build("logmel")
+        return ds.audio_spec if ds.audio_spec.features == "logmel" else build_spec("logmel")
     if variant == "whisper":
-        return AudioSpec.for_whisper(args.whisper)
+        return build_spec("whisper", args.whisper)
     raise SystemExit(f"unknown variant {variant}")
 
 
@@ -108,7 +109,7 @@ def train_one(path: Path, spec: AudioSpec, args: Args, future: int):
     ds = load_dataset(path)
     audio = read_audio(ds.audio_path)
     ds.manifest = dataclasses.replace(ds.manifest, audio=spec)
-    ds.audio_features = spec.compute(audio, ds.n_frames, ds.fps)
+    ds.audio_features = feature_kind(spec).compute(audio, ds.n_frames, ds.fps)
     basis = fit_motion_basis(ds, 8)
     model = AudioMotion(spec.window, spec.dim, basis.components, past=6, future=future)
     config = AudioMotionConfig(steps=args.steps, augmented_copies=args.augmented_copies)
@@ -117,7 +118,7 @@ def train_one(path: Path, spec: AudioSpec, args: Args, future: int):
 
 
 def predicted_gap(ds, basis, model, spec: AudioSpec, audio: np.ndarray, n: int) -> np.ndarray:
-    feats = spec.compute(audio, n, ds.fps).astype(np.float32)
+    feats = feature_kind(spec).compute(audio, n, ds.fps).astype(np.float32)
     coeffs = predict_coefficients(model, feats)
     canonical = torch.from_numpy(ds.tracks.canonical_shape[:N_MESH]).float()
     with torch.no_grad():

@@ -1,5 +1,6 @@
-"""Audio features: alignment to frames, loudness normalisation, and the real HuBERT / wav2vec 2.0 loading
-code exercised with tiny randomly initialised models saved to disk."""
+"""Audio features through the production path (``speech.build_spec`` and ``speech.feature_kind``, as
+prepare, render and streaming call them): alignment to frames, loudness normalisation, and the real
+HuBERT / wav2vec 2.0 loading code exercised with tiny randomly initialised models saved to disk."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import numpy as np
 import pytest
 
 from gstalk.errors import GstalkError
-from gstalk.media.features import audio_features, frame_windows, log_mel, normalise_loudness
+from gstalk.speech import build_spec, feature_kind
+from gstalk.speech.kind import frame_windows
+from gstalk.speech.logmel import log_mel
+from gstalk.speech.loudness import normalise_loudness
+
+
+def features(audio, n_video, fps, kind="logmel", model_path=None):
+    """(n_video, W, C) features of ``audio`` as a dataset prepared with ``kind`` would hold them."""
+    spec = build_spec(kind, speech_model=model_path)
+    return feature_kind(spec, model_path).compute(audio, n_video, fps), spec
 
 
 def test_windows_are_centred_on_each_video_frame():
@@ -24,7 +34,7 @@ def test_windows_are_centred_on_each_video_frame():
 def test_an_onset_lands_on_the_right_frame():
     audio = np.zeros(16000 * 2, np.float32)
     audio[16000:] = np.sin(2 * np.pi * 300 * np.arange(16000) / 16000)  # sound starts at 1.0 s = frame 25
-    feats = audio_features(audio, n_video=50, fps=25).features.astype(np.float32)
+    feats = features(audio, n_video=50, fps=25)[0].astype(np.float32)
     centre = feats[:, 7:9].mean((1, 2))  # the middle of each window
     onset = int(np.argmax(np.diff(centre))) + 1
     assert onset in (25, 26)
@@ -35,8 +45,8 @@ def test_loudness_is_normalised():
     speech = rng.standard_normal(16000).astype(np.float32) * 0.1
     quiet, loud = normalise_loudness(0.01 * speech), normalise_loudness(3 * speech)
     assert np.allclose(quiet, loud, rtol=1e-4, atol=1e-6)
-    a = audio_features(0.02 * speech, 25, 25).features
-    b = audio_features(speech, 25, 25).features
+    a = features(0.02 * speech, 25, 25)[0]
+    b = features(speech, 25, 25)[0]
     assert np.allclose(a.astype(np.float32), b.astype(np.float32), atol=0.05)
 
 
@@ -70,21 +80,24 @@ def test_speech_model_features_from_a_local_folder(tiny_speech_model):
     kind, path = tiny_speech_model
     rng = np.random.default_rng(1)
     audio = rng.standard_normal(16000 * 3).astype(np.float32) * 0.1
-    feats = audio_features(audio, n_video=75, fps=25, kind=kind, model_path=path)
-    assert feats.kind == kind and feats.rate_hz == 50.0  # stride 5 * 4 * 16 = 320 samples
-    assert feats.features.shape == (75, 8, 24)  # 160 ms of 20 ms frames, hidden size 24
-    assert np.isfinite(feats.features.astype(np.float32)).all()
+    feats, spec = features(audio, n_video=75, fps=25, kind=kind, model_path=path)
+    assert spec.features == kind and spec.feature_rate_hz == 50.0  # stride 5 * 4 * 16 = 320 samples
+    assert feats.shape == (75, 8, 24)  # 160 ms of 20 ms frames, hidden size 24
+    assert np.isfinite(feats.astype(np.float32)).all()
     # the same audio gives the same features; different audio does not
-    again = audio_features(audio, 75, 25, kind=kind, model_path=path).features
-    other = audio_features(audio[::-1].copy(), 75, 25, kind=kind, model_path=path).features
-    assert np.array_equal(feats.features, again) and not np.array_equal(feats.features, other)
+    again = features(audio, 75, 25, kind=kind, model_path=path)[0]
+    other = features(audio[::-1].copy(), 75, 25, kind=kind, model_path=path)[0]
+    assert np.array_equal(feats, again) and not np.array_equal(feats, other)
+    # a dataset made with this model needs its folder to compute features for new audio
+    with pytest.raises(GstalkError, match="pass --speech-model"):
+        feature_kind(spec)
 
 
 def test_speech_model_errors_name_the_fix(tmp_path: Path):
     with pytest.raises(GstalkError, match="needs --speech-model"):
-        audio_features(np.zeros(16000, np.float32), 25, 25, kind="hubert")
+        features(np.zeros(16000, np.float32), 25, 25, kind="hubert")
     with pytest.raises(GstalkError, match=r"config.json missing"):
-        audio_features(np.zeros(16000, np.float32), 25, 25, kind="hubert", model_path=tmp_path)
+        features(np.zeros(16000, np.float32), 25, 25, kind="hubert", model_path=tmp_path)
 
 
 def _tone_mix(seconds: float = 2.0) -> np.ndarray:
@@ -125,8 +138,8 @@ def test_utterance_normalisation_removes_the_channel():
 
     rng = np.random.default_rng(1)
     speech = (rng.standard_normal(32000) * np.repeat(rng.random(200), 160)).astype(np.float32)
-    spec = AudioSpec("logmel", 100.0, 16, 80, normalisation="utterance")
-    a = spec.finish(log_mel(speech))
-    b = spec.finish(log_mel(speech) + np.linspace(-2, 1, 80)[None] + 0.7)
+    kind = feature_kind(AudioSpec("logmel", 100.0, 16, 80, normalisation="utterance"))
+    a = kind.finish(log_mel(speech))
+    b = kind.finish(log_mel(speech) + np.linspace(-2, 1, 80)[None] + 0.7)
     assert np.allclose(a, b, atol=1e-4)
-    assert spec.silence().shape == (16, 80) and not spec.silence().any()
+    assert kind.silence().shape == (16, 80) and not kind.silence().any()

@@ -18,7 +18,7 @@ from gstalk.errors import GstalkError
 from gstalk.face.mesh import JAW, N_MESH, face_triangles, fit_to_landmarks, lower_face_weights, mouth_gap
 from gstalk.face.pose import estimate_focal
 from gstalk.model.binding import Binding, face_pose, frame_index, localise, place, rotmat_to_quat
-from gstalk.model.motion import LIPS, LowerFaceBasis
+from gstalk.speech.motion import LIPS, LowerFaceBasis
 from gstalk.splat import quat_to_rotmat
 
 from .synthetic import animated, face_mesh

@@ -25,6 +25,7 @@ LAYERS = [
     {"train"},
     {"prepare"},
     {"model"},
+    {"speech"},
     {"data"},
     {"face", "media"},
     {"splat", "config", "device", "regions"},

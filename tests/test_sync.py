@@ -91,9 +91,9 @@ def _tracked(video) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("clip", ["may_5s_512_25fps.mp4", "trump_10s_512_25fps.mp4"])
-def test_known_shifts_of_real_speech_are_found_within_a_frame(clip: str):
-    """Moving a real clip's sound by ±3 to ±12 frames moves the estimate by as much, within one frame,
-    and the clips as published are in sync (within the band around the mouth's natural lead)."""
+def test_known_shifts_of_real_speech_move_the_energy_estimate_by_as_much(clip: str):
+    """Moving a real clip's sound by ±3 to ±12 frames moves the energy estimate by as much, within one
+    frame, wherever it is clear evidence; the clips as published are never called out of sync."""
     lm, valid, audio = _tracked(shared_file("data", "video", clip))
     opening = jaw_openings(lm, valid)
 
@@ -103,12 +103,49 @@ def test_known_shifts_of_real_speech_are_found_within_a_frame(clip: str):
         return estimate_offset(speech_energy(moved, len(lm), 25), opening, max_offset=18)
 
     base = estimate(0)
-    assert base.significant
-    assert abs(base.offset_frames / 25 + MOUTH_LEAD_S) <= IN_SYNC_S + 0.03
+    assert not base.significant or abs(base.offset_frames / 25 + MOUTH_LEAD_S) <= IN_SYNC_S + 0.03
     for shift in (-12, -9, -6, -3, 3, 6, 9, 12):  # the sound later by `shift` frames
         found = estimate(shift)
-        assert found.significant, shift
         assert abs(found.offset_frames - (base.offset_frames - shift)) <= 1, shift
+
+
+#: corpus clips the prior-based check is tried on (first 12 s): long and short, frontal and turned, some of
+#: them with sound a little late as published (the corpus README's measured lag)
+SYNC_CLIPS = ("cnn_anchor_en_71s", "german_anchor_de_20s", "noem_en_18s", "vox_pc00086_en_5s", "grid06_en_3s")
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", SYNC_CLIPS)
+def test_the_prior_based_check_never_moves_a_corpus_clip_wrongly(name: str):
+    """Unshifted and shifted copies of corpus clips through prepare's check, compared through the shipped
+    prior's lips: a copy is either left alone (in sync or inconclusive) or moved to within one frame of
+    where the unshifted copy's sound belongs; never further. The long clips' copies moved by 0.24 s are
+    found, and the clips as published stay within 0.12 s (the largest offset the corpus README lists)."""
+    from gstalk.face.track import track_frames
+    from gstalk.media import read_paired
+    from gstalk.prepare.sync import prior_lip_gap
+
+    paired = read_paired(shared_file("data", "corpus", f"{name}.mp4"), 25, max_seconds=12)
+    lm, valid = track_frames(paired.frames, 25)
+    n, fps = len(valid), 25.0
+    verdicts = {}
+    for shift in (0, -6, 6):  # the sound later by `shift` frames
+        audio = TimedAudio(paired.audio, shift / fps)
+        predicted = prior_lip_gap(audio, 0, n, fps)
+        check = check_sync(
+            audio, lm, valid, 0, (max(0, shift), min(n, n + shift)), fps, 0.5, predicted=predicted
+        )
+        assert check.method == "prior"
+        verdicts[shift] = check
+    base = round(verdicts[0].shift_s * fps)
+    assert abs(base) <= 3 and not verdicts[0].warns
+    for shift, check in verdicts.items():
+        moved = round(check.shift_s * fps)
+        assert check.verdict in ("in sync", "inconclusive", "corrected"), (shift, check.message)
+        if check.verdict == "corrected":
+            assert abs(moved - (base - shift)) <= 1, (shift, check.message)
+        if len(valid) >= 250 and shift:  # 10 s or more: a 0.24 s shift is always found
+            assert check.verdict == "corrected", (shift, check.message)
 
 
 def test_check_sync_corrects_clear_small_offsets_and_warns_on_large_ones():

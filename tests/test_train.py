@@ -269,7 +269,7 @@ def test_the_coefficient_error_is_the_weighted_mesh_error():
     """The audio → motion loss is computed on K coefficients; it equals the ω-weighted vertex error of the
     reconstructed meshes because the fitted components are ω-orthogonal."""
     from gstalk.face.mesh import N_MESH
-    from gstalk.model.motion import LowerFaceBasis
+    from gstalk.speech.motion import LowerFaceBasis
 
     rng = np.random.default_rng(0)
     displacement = rng.standard_normal((200, N_MESH, 3)) * 1e-3 * rng.random((1, N_MESH, 1))

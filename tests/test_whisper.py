@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from gstalk.config import WhisperConfig
-from gstalk.data.manifest import AudioSpec
 from gstalk.demo import speech_like_audio
 from gstalk.errors import GstalkError
-from gstalk.media import whisper
-from gstalk.media.whisper import MODELS, BlockScheme, find_weights, frame_states, load_encoder, log_mel
+from gstalk.speech import build_spec, feature_kind, whisper
+from gstalk.speech.whisper import MODELS, BlockScheme, find_weights, frame_states, load_encoder, log_mel
 
 
 def test_the_pinned_base_weights_load_and_match_their_checksum():
@@ -120,40 +119,40 @@ def test_a_frames_features_read_only_its_blocks_window():
 def test_offline_and_streamed_features_agree():
     """Offline (the whole file at once) and streamed (each few frames as their audio arrives, from a
     buffer that drops old audio) compute the same block windows: the same features."""
-    spec = AudioSpec.for_whisper(WhisperConfig())
+    kind = feature_kind(build_spec("whisper", WhisperConfig()))
     fps, rate = 25.0, 16000
     audio = speech_like_audio(3.0, seed=7).audio
     n = int(len(audio) / rate * fps)
-    offline = spec.compute(audio, n, fps)
+    offline = kind.compute(audio, n, fps)
     streamed, next_frame, offset = [], 0, 0
     buffer = np.zeros(0, np.float32)
     for start in range(0, len(audio), 320):  # 20 ms chunks
         buffer = np.concatenate([buffer, audio[start : start + 320]])
         arrived = (offset + len(buffer)) / rate
         last = next_frame - 1
-        while last + 1 < n and spec.ready_seconds(last + 1, fps) <= arrived + 1e-9:
+        while last + 1 < n and kind.ready_seconds(last + 1, fps) <= arrived + 1e-9:
             last += 1
         if last >= next_frame:
             count = last - next_frame + 1
-            streamed.append(spec.compute_range(buffer, offset, next_frame, count, fps))
+            streamed.append(kind.compute_range(buffer, offset, next_frame, count, fps))
             next_frame = last + 1
-            keep = max(0, round((next_frame / fps - spec.history_seconds()) * rate) - offset)
+            keep = max(0, round((next_frame / fps - kind.history_seconds()) * rate) - offset)
             buffer, offset = buffer[keep:], offset + keep
     if next_frame < n:  # the end: the rest, padded with silence
-        streamed.append(spec.compute_range(buffer, offset, next_frame, n - next_frame, fps))
+        streamed.append(kind.compute_range(buffer, offset, next_frame, n - next_frame, fps))
     streamed = np.concatenate(streamed)
-    assert streamed.shape == offline.shape == (n, spec.window, 512)
+    assert streamed.shape == offline.shape == (n, kind.spec.window, 512)
     assert np.abs(streamed.astype(np.float32) - offline.astype(np.float32)).max() < 1e-2
 
 
 def test_a_dataset_from_another_whisper_is_refused(monkeypatch):
-    spec = AudioSpec.for_whisper(WhisperConfig())
+    spec = build_spec("whisper", WhisperConfig())
     other = dataclasses.replace(spec, whisper=dataclasses.replace(spec.whisper, sha256="f" * 64))
     with pytest.raises(GstalkError, match="differ from the ones that prepared"):
-        other.compute(np.zeros(16000, np.float32), 25, 25.0)
+        feature_kind(other).compute(np.zeros(16000, np.float32), 25, 25.0)
     folder = dataclasses.replace(spec, whisper=dataclasses.replace(spec.whisper, from_folder=True))
     with pytest.raises(GstalkError, match="pass --speech-model"):
-        folder.compute(np.zeros(16000, np.float32), 25, 25.0)
+        feature_kind(folder).compute(np.zeros(16000, np.float32), 25, 25.0)
     assert whisper.STATE_RATE_HZ == spec.feature_rate_hz == 50.0
 
 

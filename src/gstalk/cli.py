@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any, Union
 
 import tyro
 
@@ -17,6 +17,8 @@ from .config import (
     ExportErnerfConfig,
     ImportErnerfConfig,
     PrepareConfig,
+    PriorShowConfig,
+    PriorTrainConfig,
     RenderConfig,
     ServeConfig,
     TrainConfig,
@@ -49,6 +51,19 @@ def _check(config: CheckConfig) -> Any:
     for line in summary.check_lines() if summary is not None else []:
         print(f"  {line}")
     return ds
+
+
+def _prior_train(config: PriorTrainConfig) -> Any:
+    from .train.prior import train_prior
+
+    return train_prior(config)
+
+
+def _prior_show(config: PriorShowConfig) -> Any:
+    from .speech.prior import describe_prior
+
+    print(describe_prior(config.prior))
+    return config.prior
 
 
 def _prepare(config: PrepareConfig) -> Any:
@@ -119,15 +134,38 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "bench": (BenchConfig, _bench),
 }
 
+#: `gstalk prior train|show`: subcommands of their own
+PRIOR_COMMANDS: dict[str, tuple[type, Callable[[Any], Any]]] = {
+    "train": (PriorTrainConfig, _prior_train),
+    "show": (PriorShowConfig, _prior_show),
+}
+PRIOR_HELP = (
+    "The speaker-independent motion prior every avatar starts from: train one on a corpus, or show one."
+)
+
+
+def _union(commands: dict[str, tuple[type, Callable[[Any], Any]]], extra: dict[str, tuple[Any, str]]):
+    """The tyro type of the command line: a subcommand per entry of ``commands`` (its dataclass), plus
+    ``extra`` (name → (type, help)) for groups of subcommands."""
+    entries = [
+        Annotated[Any, tyro.conf.subcommand(name=k, constructor=cls)] for k, (cls, _) in commands.items()
+    ]
+    entries += [
+        Annotated[kind, tyro.conf.subcommand(name=k, description=text)] for k, (kind, text) in extra.items()
+    ]
+    return Union[tuple(entries)]  # noqa: UP007
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()},
+    prior = _union(PRIOR_COMMANDS, {})
+    config = tyro.cli(
+        _union(COMMANDS, {"prior": (prior, PRIOR_HELP)}),
         prog="gstalk",
         description="Audio-driven 3D Gaussian Splatting talking heads: prepare, train, render, evaluate.",
         args=argv,
     )
-    runner = next(fn for cls, fn in COMMANDS.values() if isinstance(config, cls))
+    everything = [*COMMANDS.values(), *PRIOR_COMMANDS.values()]
+    runner = next(fn for cls, fn in everything if isinstance(config, cls))
     try:
         runner(config)
     except GstalkError as err:

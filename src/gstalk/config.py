@@ -128,6 +128,10 @@ class PrepareConfig:
     audio_offset: float | None = None
     """Seconds to delay the sound against the picture (negative: advance it), when you know the clip's
     offset; replaces the correction (the check is still reported)."""
+    prior: str = "builtin"
+    """The motion prior the sync check compares the mouth with (its lip motion predicted from the sound):
+    builtin (shipped with gstalk), a file or folder made by `gstalk prior train`, or none (the sound's
+    energy instead; also used when the features are not the prior's)."""
     background_samples: int = 60
     """Frames sampled for the static background plate."""
     jpeg_quality: int = 95
@@ -211,6 +215,9 @@ class ModelConfig:
     """Dropout on the audio features during training (regularises a model fed 512-d encoder states)."""
     motion_dim: int = 96
     """Width of the audio → motion model."""
+    motion_residual: bool = False
+    """With a motion prior: add a small audio → motion network fitted to what the retargeted prior leaves
+    of this clip's motion (its own articulation; at some cost to how other voices drive it)."""
     context_past: int = 6
     """Frames before the current one that drive it (its audio and expression)."""
     context_future: int | None = None
@@ -237,8 +244,61 @@ class AudioMotionConfig:
     """Augmented copies of the clip's speech (speed, vocal tract length, gain, room, noise)."""
     velocity_weight: float = 1.0
     """Weight of the frame-to-frame velocity error next to the position error."""
+    prior_ridge: float = 30_000.0
+    """With a motion prior: how strongly the person's readout is held to the prior's (a ridge toward the
+    prior's weights, in standardised-feature units; the shorter the clip, the more the prior decides).
+    Larger: other voices drive the face more as the prior does; smaller: closer to this clip's speaker."""
+    residual_steps: int = 1000
+    """With a motion prior and --model.motion-residual: steps of the residual network's fit."""
+    residual_penalty: float = 1.0
+    """Weight of the residual's own size next to its error (both ω-weighted mm²)."""
     seed: int = 0
     """Seed of the batch sampling and the augmentation."""
+
+
+@dataclass
+class PriorTrainConfig:
+    """Train the speaker-independent motion prior on a corpus of many people talking (`gstalk prior
+    train`): track every clip, correct each clip's audio–video offset where the evidence is clear, compute
+    Whisper's states of its speech (and of augmented copies), and fit the prior's readout in closed form,
+    reporting leave-identity-out figures as it goes."""
+
+    corpus: Path
+    """A folder of talking clips, one person each, named <identity>_<language>_<seconds>s.mp4 (clips of
+    one identity are held out together)."""
+    out: Path
+    """The prior's folder: prior.safetensors, MODEL_CARD.md, figures.json, config.json, and work/ (the
+    tracked clips and features, so an interrupted run resumes)."""
+    fps: float = 25.0
+    """Frame rate the clips are read at."""
+    whisper: WhisperConfig = dataclasses.field(default_factory=WhisperConfig)
+    """The Whisper encoder and its blocks: datasets must be prepared with the same to use the prior."""
+    components: int = 16
+    """Principal components of the identity-free lower-face motion the prior predicts."""
+    ridge: float = 100_000.0
+    """Ridge penalty of the readout, in standardised-feature units (chosen by leave-identity-out
+    correlation on the shipped corpus with its 4 augmented copies: docs/benchmarks.md)."""
+    augmented_copies: int = 4
+    """Augmented copies of every clip's speech (speed, vocal tract, gain, room, noise, pauses)."""
+    folds: int = 5
+    """Folds by identity for the held-out figures and the offset estimates."""
+    max_sync_correction: float = 0.2
+    """Largest audio–video offset corrected in a corpus clip, seconds."""
+    seed: int = 0
+    """Seed of the augmentation."""
+    overwrite: bool = False
+    """Replace an existing prior folder at --out."""
+    progress: bool = True
+    """Print a line per step."""
+
+
+@dataclass
+class PriorShowConfig:
+    """Show a motion prior: what it reads, what it was trained on, its held-out figures and its model
+    card."""
+
+    prior: str = "builtin"
+    """builtin (shipped with gstalk), or a file or folder made by `gstalk prior train`."""
 
 
 @dataclass
@@ -377,6 +437,11 @@ class TrainConfig:
     """Learning rates per parameter kind."""
     densify: DensifyConfig = dataclasses.field(default_factory=DensifyConfig)
     """Densification and pruning."""
+    prior: str = "builtin"
+    """The speaker-independent motion prior the audio → motion stage starts from: builtin (shipped with
+    gstalk, trained on 30 people), a file or folder made by `gstalk prior train`, or none (learn the motion
+    from this clip alone, as gstalk did before the prior). The builtin prior needs the default Whisper
+    features; a dataset with others trains without it, with a warning."""
     audio_motion: AudioMotionConfig = dataclasses.field(default_factory=AudioMotionConfig)
     """Stage 0: the audio → motion model, fitted to the tracked lower face with no rendering."""
     static: StageConfig = dataclasses.field(default_factory=_static_stage)
@@ -553,9 +618,13 @@ class EvaluateConfig:
     """Speech of other speakers to drive the model with; the lip-sync measure is reported for each."""
     cross_video: tuple[Path, ...] = ()
     """Talking-head videos of other people: each one's speech drives the model, and the mouth tracked in
-    the video while the person said it is the reference (lip-gap correlation at lag 0 and the best lag)."""
+    the video while the person said it is the reference (lip-gap correlation at lag 0 and the best lag),
+    over the whole clip, at the clip's own audio–video offset (found as `gstalk prepare` finds it)."""
     cross_seconds: float = 10.0
-    """Seconds of each cross-audio file and cross-video clip used."""
+    """Seconds of each cross-audio file used."""
+    prior: str = "builtin"
+    """The motion prior whose predicted lips put each --cross-video clip in sync with itself (none: the
+    sound's energy)."""
     max_frames: int | None = None
     """Evaluate only the first N test frames."""
     lpips_weights: Path | None = None
@@ -635,6 +704,8 @@ __all__ = [
     "LearningRates",
     "ModelConfig",
     "PrepareConfig",
+    "PriorShowConfig",
+    "PriorTrainConfig",
     "RenderConfig",
     "StageConfig",
     "TrainConfig",

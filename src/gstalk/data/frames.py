@@ -3,6 +3,7 @@ the head, and the driving condition (audio and expression of the neighbouring fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -68,8 +69,10 @@ class FrameData:
         past: int = 6,
         future: int = 3,
         cache: bool | None = None,
+        silence: Callable[[], np.ndarray | None] | None = None,
     ):
         self.ds, self.size, self.device = ds, size, torch.device(device)
+        self._silence = silence
         self.past, self.future = past, future
         self.scale = size / ds.size
         self.cache_enabled = size <= 256 if cache is None else cache
@@ -96,9 +99,10 @@ class FrameData:
 
     @cached_property
     def silence(self) -> np.ndarray:
-        """(W, C) audio features of silence: the "zeroed audio" input. Log-mel of a zero signal; for speech
-        models (which need their weights to run) the training clip's quietest frame."""
-        silence = self.ds.audio_spec.silence()
+        """(W, C) audio features of silence: the "zeroed audio" input. Those the ``silence`` callable given at
+        construction returns (the feature kind's features of a zero signal: ``speech.silence_features``;
+        called once, when first needed), else the training clip's quietest frame."""
+        silence = self._silence() if self._silence is not None else None
         if silence is not None:
             return silence
         feats = np.asarray(self.audio, dtype=np.float32)

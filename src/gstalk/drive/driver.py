@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
 from ..model.checkpoint import load_model
 from ..model.talking_head import Composite, Drive, TalkingHead, render_portrait
+from ..speech import FeatureKind, feature_kind, silence_features
 from ..timing import NO_LAPS, Laps
 
 #: source frames whose real-pixel layers a Driver keeps (8-bit): a replay comes back to them
@@ -62,7 +64,7 @@ class Speech:
     code the audio → motion model predicts from them."""
 
     features: np.ndarray
-    """(T, W, C) float audio windows, one per output frame (``AudioSpec.compute``)."""
+    """(T, W, C) float audio windows, one per output frame (``FeatureKind.compute``)."""
     codes: torch.Tensor
     """(T, K) the predicted lower-face codes, on the driver's device."""
 
@@ -103,7 +105,9 @@ class Driver:
         self.backend = backend
         self.speech_model = Path(speech_model) if speech_model is not None else None
         self.past, self.future = self.model.config.context_past, self.model.config.context_future
-        self.frames = FrameData(self.ds, self.size, self.device, self.past, self.future, cache=False)
+        silence = partial(silence_features, self.ds.audio_spec, self.speech_model, self.device.type)
+        self.frames = FrameData(self.ds, self.size, self.device, self.past, self.future, cache=False,
+                                silence=silence)  # fmt: skip
         self.expression = torch.from_numpy(expression_inputs(self.ds)).to(self.device)
         self.source_ids = self.ds.train_ids if len(self.ds.train_ids) else np.flatnonzero(self.ds.valid)
         self._layers: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -171,12 +175,17 @@ class Driver:
         return spread[0], spread[1]
 
     # --- speech ----------------------------------------------------------------------------------
+    @cached_property
+    def feature_kind(self) -> FeatureKind:
+        """How new speech becomes this run's audio features (the dataset's kind; ``speech.feature_kind``).
+        Raises :class:`GstalkError` when new audio cannot be turned into them here."""
+        return feature_kind(self.ds.audio_spec, self.speech_model, self.device.type)
+
     def features(self, audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
         """(n_frames, W, C) per-output-frame audio features of 16 kHz ``audio``, computed like the
         dataset's (default length: the audio's, in frames)."""
         n = n_frames if n_frames is not None else int(len(audio) / AUDIO_RATE * self.fps)
-        spec = self.ds.audio_spec
-        return spec.compute(audio, n, self.fps, self.speech_model, device=self.device.type)
+        return self.feature_kind.compute(audio, n, self.fps)
 
     def speech(self, audio: np.ndarray | None = None, n_frames: int | None = None,
                features: np.ndarray | None = None) -> Speech:  # fmt: skip

@@ -1,11 +1,11 @@
 """Streaming: audio chunks in, frames out, with bounded latency.
 
-Frame k needs the audio its features read (``AudioSpec.ready_seconds``) for itself and for the frames after
+Frame k needs the audio its features read (``FeatureKind.ready_seconds``) for itself and for the frames after
 it that the model's temporal context reaches (``future`` frames). With Whisper features the states of a
 block of frames come from one encoder window that ends ``lookahead`` after the block, so a frame at the
 start of a block waits for the block and the lookahead (0.2 s with the default 0.08 s blocks and 0.12 s
 lookahead); with log-mel, 3 frames of context plus half a 160 ms window (also 0.2 s). Either way the
-features are computed by the same ``AudioSpec.compute_range`` that offline rendering and training use, on
+features are computed by the same ``FeatureKind.compute_range`` that offline rendering and training use, on
 a short sliding segment of recent audio, so memory and work per frame stay bounded however long the
 stream runs. With Whisper features the streamed frames are those of an offline render of the same audio.
 
@@ -23,13 +23,13 @@ import numpy as np
 
 from ..data.frames import to_uint8
 from ..media.audio import AUDIO_RATE as RATE
-from ..media.features import loudness_gain, loudness_level
+from ..speech.loudness import loudness_gain, loudness_level
 from .driver import Driver, PoseSource
 
 
 def lookahead_seconds(driver: Driver) -> float:
     """Audio that must have arrived beyond a frame's own time before it can be rendered (worst case)."""
-    return driver.future / driver.fps + driver.ds.audio_spec.lookahead_seconds()
+    return driver.future / driver.fps + driver.feature_kind.lookahead_seconds()
 
 
 def stream_frames(
@@ -55,19 +55,16 @@ class FrameStream:
     def __init__(self, driver: Driver, pose: PoseSource | None = None) -> None:
         self.driver = driver
         self.pose = pose or PoseSource()
-        self.spec = driver.ds.audio_spec
-        self.spec.check_computable(driver.speech_model)
+        self.kind = driver.feature_kind
         self.ahead = lookahead_seconds(driver)
-        # log-mel: frames computed before the model's past context, against the STFT's edge at the
-        # segment's start; Whisper's blocks have no such edge
-        self.margin = (
-            0 if self.spec.features == "whisper" else math.ceil(self.spec.window_seconds * driver.fps) + 1
-        )
+        # frames computed before the model's past context, against the edge of a segment (log-mel's
+        # STFT); Whisper's blocks have none
+        self.margin = self.kind.stream_margin(driver.fps)
         #: frames of audio kept before the first one rendered (context, margin, the features' reach back)
-        self.keep_frames = driver.past + self.margin + math.ceil(self.spec.history_seconds() * driver.fps) + 1
+        self.keep_frames = driver.past + self.margin + math.ceil(self.kind.history_seconds() * driver.fps) + 1
         self.buffer, self.offset = np.zeros(0, np.float32), 0  # offset: samples already dropped
-        self.loudness_gate = self.spec.features != "whisper"  # log-mel waits for a second of audio
-        self.gain: float | None = None if self.loudness_gate else 1.0
+        # kinds that normalise loudness wait for a second of audio
+        self.gain: float | None = None if self.kind.loudness_gate else 1.0
         self.stats: tuple[np.ndarray, np.ndarray] | None = None
         self.next_frame = 0
         self.ended = False
@@ -94,7 +91,7 @@ class FrameStream:
         if self.ended:
             return math.floor(self.arrived_seconds * fps + 1e-9) - 1
         k = math.floor(self.arrived_seconds * fps)
-        while k >= 0 and self.spec.ready_seconds(k + future, fps) > self.arrived_seconds + 1e-9:
+        while k >= 0 and self.kind.ready_seconds(k + future, fps) > self.arrived_seconds + 1e-9:
             k -= 1
         return k
 
@@ -118,25 +115,22 @@ class FrameStream:
         return self._frames()
 
     def _frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        driver, spec, fps = self.driver, self.spec, self.driver.fps
+        driver, kind, fps = self.driver, self.kind, self.driver.fps
         if self.gain is None:
             if self.arrived_seconds < 1.0 and not self.ended:
                 return
             self.gain = loudness_gain(loudness_level(self.buffer))
-            if spec.normalisation == "utterance":  # the utterance so far: its first second
-                first = spec.frames(self.buffer * self.gain, normalise_loudness=False)
-                self.stats = (first.mean(0), first.std(0))
+            self.stats = kind.stream_stats(self.buffer * self.gain)  # the utterance so far
         last = self.last_ready()
         if last < self.next_frame:
             return
         # features for frames k_a .. last + future (the model's past context included)
         k_a = max(0, self.next_frame - driver.past - self.margin)
         audio = self.buffer * self.gain if self.gain != 1.0 else self.buffer
-        if self.ended and spec.features != "whisper":  # whisper pads with silence itself
-            audio = np.pad(audio, (0, int(self.ahead * RATE) + RATE // 10))
+        if self.ended:
+            audio = np.pad(audio, (0, kind.end_padding(self.ahead)))
         n = last + driver.future - k_a + 1
-        feats = spec.compute_range(audio, self.offset, k_a, n, fps, driver.speech_model,
-                                   driver.device.type, stats=self.stats)  # fmt: skip
+        feats = kind.compute_range(audio, self.offset, k_a, n, fps, stats=self.stats)
         speech = driver.speech(features=feats)
         for k in range(self.next_frame, last + 1):
             comp = driver.render_frame(speech, k - k_a, self.pose, source=driver.source(k, self.pose),

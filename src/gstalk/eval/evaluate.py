@@ -29,19 +29,19 @@ from ..data.frames import to_uint8
 from ..drive.driver import Driver, PoseSource, Speech
 from ..errors import GstalkError
 from ..face.mesh import N_MESH, mouth_gap
+from ..face.sync import lagged_correlation, mouth_openings
 from ..fileio import atomic_folder, atomic_path, strict_json, write_json_atomic
 from ..media import AUDIO_RATE, read_audio
 from ..model.checkpoint import load_model
-from ..model.motion import LIPS
 from ..model.talking_head import Composite
 from ..outputs import claim_output
 from ..regions import HEAD_REGIONS, Region
+from ..speech.motion import LIPS
 from .metrics import (
     LMD_SIZE,
     MouthTracker,
     audio_energy,
     face_box,
-    lagged_correlation,
     lip_sync,
     lmd,
     mouth_box,
@@ -188,7 +188,7 @@ def _evaluate(config: EvaluateConfig, out: Path) -> dict[str, Any]:
         "rendered": lip_sync(energy, np.array(renders["full"].opening)).as_dict(),
     }
     metrics["cross_audio"] = cross_audio(driver, config, real_open)
-    metrics["cross_video"] = [cross_video(driver, path, config.cross_seconds) for path in config.cross_video]
+    metrics["cross_video"] = [cross_video(driver, path, config.prior) for path in config.cross_video]
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     sequence = TestSequence(ids, real_frames, renders["full"].images, energy, real_open,
                             renders["full"].opening, predicted_gap, clip_speech)  # fmt: skip
@@ -379,22 +379,45 @@ def cross_audio(driver: Driver, config: EvaluateConfig, real_open: list[float]) 
     return rows
 
 
-def cross_video(driver: Driver, path: Path, seconds: float) -> dict[str, Any]:
+def cross_video(driver: Driver, path: Path, prior: str = "builtin") -> dict[str, Any]:
     """Another person's talking-head video drives the model: its speech in, and its own tracked mouth as
-    the reference. The correlation of the model's predicted inner-lip gap with the gap MediaPipe tracks in
-    that video while the person said it, both z-scored, at lag 0 and at the best lag within ±3 frames
-    (positive: the model's mouth moves later than the real one). No rendering: the audio → motion model's
-    mesh is what the renders follow."""
-    from ..media import read_paired
+    the reference, over the whole clip. The clip is first put in sync with itself as ``gstalk prepare``
+    would (``prepare.sync.check_sync``, through the motion ``prior``'s predicted lips): its sound is moved
+    by a clear offset, so a clip whose sound is a little late is compared where its own mouth and sound
+    agree. Then the correlation of the model's predicted inner-lip gap with the gap MediaPipe tracks in
+    that video (over the outer-eye-corner distance), both z-scored, at lag 0 and at the best lag within
+    ±3 frames (positive: the model's mouth moves later than the real one). No rendering: the audio →
+    motion model's mesh is what the renders follow. Holds the landmarks, never the frames. Raises
+    :class:`GstalkError` for a video without sound under its frames."""
+    from ..face.track import track_frames
+    from ..media import coverage, decode_audio, probe_video, read_frames
+    from ..prepare.sync import check_sync, prior_lip_gap
 
-    clip = read_paired(path, fps=driver.fps, max_seconds=seconds)  # frames and sound on one timeline
-    real_gap = [mouth_opening(lm) for lm in track_sequence(clip.frames)]
-    speech = driver.speech(clip.audio, n_frames=len(real_gap))
+    fps = driver.fps
+    info = probe_video(path)
+    sound = decode_audio(path, AUDIO_RATE, origin=info.start)
+    cover = coverage(sound, info.frames_at(fps), fps)
+    if cover.kept == 0:
+        raise GstalkError(
+            f"no frame of {path} has sound under it", "use a clip whose sound plays with its picture"
+        )
+    first = cover.first
+    landmarks, valid = track_frames((rgb for _, rgb in read_frames(path, fps, first, cover.stop, info)), fps)
+    n = len(valid)
+    predicted = prior_lip_gap(sound, first, first + n, fps, prior)
+    check = check_sync(sound, landmarks, valid, first, (first, first + n), fps, 0.5, predicted=predicted)
+    placed = sound.shifted(check.shift_s)
+    heard = coverage(placed, first + n, fps)
+    real = mouth_openings(landmarks, valid)
+    frames = np.arange(first, first + n)
+    real[(frames < heard.first) | (frames >= heard.stop)] = np.nan
+    speech = driver.speech(placed.between(first / fps, (first + n) / fps), n_frames=n)
     canonical = driver.model.canonical_mesh
     with torch.no_grad():
         gap = mouth_gap((canonical + driver.model.basis.reconstruct(speech.codes)).cpu().numpy())
-    measure = lagged_correlation(gap, np.asarray(real_gap), max_lag=3)
-    return {"video": Path(path).name, "path": str(Path(path).resolve()), "frames": len(real_gap), **measure}
+    measure = lagged_correlation(gap, real, max_lag=3)
+    return {"video": Path(path).name, "path": str(Path(path).resolve()), "frames": n,
+            "sync": check.as_dict(), **measure}  # fmt: skip
 
 
 def mouth_sheet(

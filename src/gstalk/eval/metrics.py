@@ -94,25 +94,3 @@ def spread(values) -> float | None:
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
     return round(float(np.percentile(v, 95) - np.percentile(v, 5)), 6) if v.size >= 3 else None
-
-
-def lagged_correlation(predicted: np.ndarray, real: np.ndarray, max_lag: int = 3) -> dict:
-    """How a predicted per-frame signal follows a real one: Pearson correlation of the two, each z-scored,
-    at lag 0, and the lag within ±``max_lag`` frames where it peaks (positive: the prediction comes
-    ``lag`` frames later than the real signal). Frames where either is NaN are left out.
-
-    Returns ``{"correlation": r at lag 0, "peak_lag": lag, "peak_correlation": r there}`` (None values
-    with a ``note`` when fewer than 10 frames or no variation)."""
-    n = min(len(predicted), len(real))
-    a, b = np.asarray(predicted[:n], np.float64), np.asarray(real[:n], np.float64)
-    by_lag = {}
-    for lag in range(-max_lag, max_lag + 1):
-        p, r = (a[lag:], b[: n - lag]) if lag >= 0 else (a[: n + lag], b[-lag:])
-        ok = np.isfinite(p) & np.isfinite(r)
-        if ok.sum() >= 10 and np.std(p[ok]) > 0 and np.std(r[ok]) > 0:
-            by_lag[lag] = float(np.corrcoef(p[ok], r[ok])[0, 1])
-    if 0 not in by_lag:
-        return {"correlation": None, "peak_lag": None, "peak_correlation": None,
-                "note": "not computed: fewer than 10 frames with a face, or no variation"}  # fmt: skip
-    peak = max(by_lag, key=lambda lag: (by_lag[lag], -abs(lag)))
-    return {"correlation": round(by_lag[0], 4), "peak_lag": peak, "peak_correlation": round(by_lag[peak], 4)}

@@ -23,9 +23,12 @@ from ..config import ModelConfig
 from ..errors import GstalkError
 from ..face.mesh import N_MESH
 from ..fileio import atomic_folder, read_json, usual_mode
+from ..speech.motion import LowerFaceBasis
+from ..speech.person import PersonMotion
+from ..speech.prior import PriorShape
 from .binding import Binding
 from .gaussians import GaussianSet, ModelRegion
-from .motion import LowerFaceBasis
+from .init import person_motion
 from .talking_head import TalkingHead
 
 FORMAT = "gstalk-checkpoint"
@@ -44,6 +47,11 @@ def model_meta(model: TalkingHead) -> dict[str, Any]:
         "audio_window": model.audio_encoder.window,
         "audio_channels": model.audio_encoder.channels,
         "expression_channels": model.expression_encoder.channels,
+        # the motion prior's shape when the audio → motion model starts from one (None: learnt from the
+        # clip alone, as every run before the prior)
+        "motion_prior": dataclasses.asdict(model.motion.shape)
+        if isinstance(model.motion, PersonMotion)
+        else None,
     }
 
 
@@ -61,17 +69,21 @@ def empty_model(meta: dict[str, Any]) -> TalkingHead:
             config.embedding_dim,
         )
 
+    basis = LowerFaceBasis(meta["motion_components"])
+    prior = meta.get("motion_prior")
+    motion = None if prior is None else person_motion(PriorShape(**prior), basis, config)
     return TalkingHead(
         gaussians(meta["n_head"]),
         gaussians(meta["n_mouth"]),
         torch.zeros(2, 3),
         torch.zeros(N_MESH, 3),
         torch.zeros(meta["n_triangles"], 3, dtype=torch.long),
-        LowerFaceBasis(meta["motion_components"]),
+        basis,
         meta["audio_window"],
         meta["audio_channels"],
         meta["expression_channels"],
         config,
+        motion,
     )
 
 

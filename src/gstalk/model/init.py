@@ -7,7 +7,7 @@
   the tongue (with the jaw), and a dark back wall (with the skull), laid out from the inner lip contour.
 - Colours and regions: each head point is posed by the tracked mesh of frames spread over the training
   split, projected, and takes the mean colour and the most frequent region label found there.
-- The lower face's motion basis (``model.motion.LowerFaceBasis``) from the training frames' meshes.
+- The lower face's motion basis (``speech.motion.LowerFaceBasis``) from the training frames' meshes.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from ..data.frames import expression_inputs
 from ..face.landmarks import CHIN, LIPS_INNER
 from ..face.mesh import N_MESH, fit_to_landmarks, lower_face_weights, sample_surface
 from ..regions import Region
+from ..speech.motion import AudioMotion, LowerFaceBasis
+from ..speech.person import PersonMotion
+from ..speech.prior import MotionPrior, PriorShape
 from .binding import Binding, face_pose, frame_index, localise
 from .gaussians import GaussianSet, ModelRegion
-from .motion import LowerFaceBasis
 from .talking_head import TalkingHead
 
 _TO_MODEL = np.full(len(Region), ModelRegion.FACE, np.uint8)
@@ -130,6 +132,17 @@ def fit_motion_basis(ds: Dataset, components: int) -> LowerFaceBasis:
     return basis
 
 
+def person_motion(shape: PriorShape, basis: LowerFaceBasis, config: ModelConfig) -> PersonMotion:
+    """An empty ``PersonMotion`` for a prior of ``shape`` and ``basis``, with a residual network of
+    ``config``'s sizes when ``config.motion_residual``."""
+    residual = None
+    if config.motion_residual:
+        residual = AudioMotion(shape.window, shape.channels, basis.components, config.context_past, 0,
+                               config.motion_dim, config.motion_norm, config.motion_bands,
+                               config.motion_input_dropout)  # fmt: skip
+    return PersonMotion(shape, basis.components, residual)
+
+
 def init_talking_head(
     ds: Dataset,
     n_gaussians: int,
@@ -137,8 +150,11 @@ def init_talking_head(
     random_fraction: float = 0.2,
     config: ModelConfig | None = None,
     seed: int = 0,
+    prior: MotionPrior | None = None,
 ) -> TalkingHead:
-    """A TalkingHead whose Gaussians start on the subject's tracked face, coloured from its frames."""
+    """A TalkingHead whose Gaussians start on the subject's tracked face, coloured from its frames; its
+    audio → motion model a ``speech.person.PersonMotion`` of ``prior`` (to be fitted by
+    ``train.person``), or without a prior an ``AudioMotion`` learnt from the clip alone."""
     config = resolve_model(config or ModelConfig(), ds.audio_spec.features)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -189,6 +205,7 @@ def init_talking_head(
     )
     bounds = torch.tensor(np.stack([box_lo - 0.1 * extent, box_hi + 0.1 * extent]))
     basis = fit_motion_basis(ds, config.motion_components)
+    motion = None if prior is None else person_motion(prior.info.shape, basis, config)
     audio = np.asarray(ds.audio_features[ds.train_ids], dtype=np.float32)
     expr = expression_inputs(ds)[ds.train_ids]
     model = TalkingHead(
@@ -202,10 +219,12 @@ def init_talking_head(
         audio.shape[2],
         expr.shape[1],
         config,
+        motion,
     )
     mean, std = torch.from_numpy(audio.mean((0, 1))), torch.from_numpy(audio.std((0, 1)))
     model.audio_encoder.set_statistics(mean, std)
-    model.motion.set_statistics(mean, std)
+    if prior is None:
+        model.motion.set_statistics(mean, std)
     model.expression_encoder.set_statistics(torch.from_numpy(expr.mean(0)), torch.from_numpy(expr.std(0)))
     colours, labels = _sample_colours_and_regions(ds, model)
     with torch.no_grad():

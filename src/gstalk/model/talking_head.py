@@ -6,7 +6,7 @@
 - :class:`Drive`: what moves one frame: a face mesh in the head frame (tracked in training, predicted
   from speech at render time), the audio and expression around the frame for the residual networks, and
   the lower face's code for the colour MLP.
-- The audio → motion model (``model.motion``) predicts the lower face's code from speech;
+- The audio → motion model (``speech.motion``) predicts the lower face's code from speech;
   :meth:`TalkingHead.compose_mesh` combines it with the upper face of a replayed frame.
 - FG-3DGS's networks refine the mesh-driven motion as residuals: the spatially gated MLP for the face, the
   gated cross-attention for the eyes and lips, and the mouth interior with its own network. A colour MLP
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..data.frames import Condition
 from ..face.mesh import N_MESH
+from ..speech.motion import AudioMotion, LowerFaceBasis
 from ..splat import Camera, RenderOutput, rasterize, resolve_backend
 from .binding import FacePose, face_pose, triangle_frames
 from .colour import ExpressionColour
@@ -31,7 +32,6 @@ from .deform import FaceDeformer, RegionDeformer
 from .frozen import FrozenHead
 from .gaussians import GaussianSet, ModelRegion, Splats
 from .hash_encoder import TriplaneHashEncoder
-from .motion import AudioMotion, LowerFaceBasis
 
 
 @dataclass
@@ -80,7 +80,10 @@ class TalkingHead(nn.Module):
         audio_channels: int,
         expression_channels: int,
         config: ModelConfig | None = None,
+        motion: nn.Module | None = None,
     ) -> None:
+        """``motion``: the audio → motion model (a ``speech.person.PersonMotion`` that starts from the motion
+        prior); None: an ``AudioMotion`` of ``config``'s sizes, learnt from the clip alone."""
         super().__init__()
         self.config = config = config or ModelConfig()
         self.head, self.mouth = head, mouth
@@ -91,9 +94,11 @@ class TalkingHead(nn.Module):
         self.register_buffer("canonical_sizes", sizes.clamp(min=1e-6))
         self.basis = basis
         past, future = config.context_past, config.context_future
-        self.motion = AudioMotion(audio_window, audio_channels, basis.components, past, future,
-                                  config.motion_dim, config.motion_norm, config.motion_bands,
-                                  config.motion_input_dropout)  # fmt: skip
+        if motion is None:
+            motion = AudioMotion(audio_window, audio_channels, basis.components, past, future,
+                                 config.motion_dim, config.motion_norm, config.motion_bands,
+                                 config.motion_input_dropout)  # fmt: skip
+        self.motion = motion
         self.encoder = TriplaneHashEncoder(
             levels=config.hash_levels,
             log2_table=config.hash_log2_table,

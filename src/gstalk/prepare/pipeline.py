@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..config import PrepareConfig, config_hash
 from ..data.dataset import prepared_config_hash
 from ..data.layout import MANIFEST
-from ..data.manifest import AudioSpec, ExpressionSpec, Manifest, SourceInfo
+from ..data.manifest import ExpressionSpec, Manifest, SourceInfo
 from ..data.summary import Summary, summarise
 from ..data.tracks import Tracks
 from ..data.writer import DatasetWriter
@@ -33,6 +33,7 @@ from ..face.pose import estimate_poses, known_poses, normalise_landmarks
 from ..media.audio import AUDIO_RATE
 from ..outputs import check_free_space, claim_output
 from ..regions import Region
+from ..speech import build_spec, feature_kind
 from .background import BackgroundAccumulator, sample_indices
 from .crop import Crop, choose_crop
 from .progress import bar, say
@@ -65,7 +66,7 @@ def _check_output(config: PrepareConfig) -> None:
 def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
     """Build the dataset at ``config.out`` from ``config.video`` (or another ``source``); returns its path."""
     if config.audio_features == "whisper":  # the blocks' numbers are checked before any work
-        from ..media.whisper import BlockScheme
+        from ..speech.whisper import BlockScheme
 
         BlockScheme.of(config.whisper)
     digest = config_hash(config, ignore=("overwrite", "progress"))
@@ -268,11 +269,11 @@ def _step_audio(job: _Job) -> None:
     seconds = len(audio) / AUDIO_RATE
     with tqdm(desc=f"{'audio':<10}", total=None, disable=not config.progress,
               bar_format=f"{{desc}}: features of {seconds:.0f} s of speech, {{elapsed}}") as bar:  # fmt: skip
-        spec = AudioSpec.build(
+        spec = build_spec(
             config.audio_features, config.whisper, config.speech_model, config.audio_normalisation,
             config.audio_deltas, device, AUDIO_WINDOW_MS,
         )  # fmt: skip
-        feats = spec.compute(audio, job.frames()[1], config.fps, config.speech_model, device)
+        feats = feature_kind(spec, config.speech_model, device).compute(audio, job.frames()[1], config.fps)
         bar.update()
     writer.audio_features(feats)
     job.work.save(Featured(spec))

@@ -23,7 +23,7 @@ from ..media.audio import TimedAudio, is_silent
 from ..media.clip import Coverage, coverage
 from .progress import bar, say
 from .sources import Source
-from .sync import check_sync, search_frames
+from .sync import check_sync, prior_lip_gap, search_frames
 from .work import Timing, Tracked
 
 
@@ -38,8 +38,11 @@ def track_step(config: PrepareConfig, source: Source, total: int) -> tuple[Track
         margin = max(margin, math.ceil(abs(config.audio_offset) * fps) + 1)
     t0, t1 = max(0, heard.first - margin), min(total, heard.stop + margin)
     landmarks, valid, n_faces, blend, names = _track(config, source, t0, t1)
+    predicted = None
+    if config.audio_features == "whisper":
+        predicted = prior_lip_gap(audio, t0, t1, fps, config.prior, config.whisper, config.speech_model)
     check = check_sync(audio, landmarks, valid, t0, (heard.first, heard.stop), fps,
-                       config.max_sync_correction, config.audio_offset)  # fmt: skip
+                       config.max_sync_correction, config.audio_offset, predicted)  # fmt: skip
     audio = audio.shifted(check.shift_s)
     placed = coverage(audio, total, fps)
     kept = Coverage(max(placed.first, t0), max(min(placed.stop, t1), t0), total, fps)

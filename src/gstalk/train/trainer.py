@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ from ..model.checkpoint import load_model, save_model
 from ..model.init import init_talking_head
 from ..model.talking_head import Drive, TalkingHead, render_portrait
 from ..outputs import claim_output
+from ..speech import silence_features
+from ..speech.person import PersonMotion
+from ..speech.prior import MotionPrior, load_prior
 from ..splat import RenderOutput
 from ..splat.threads import serial_torch
 from ..timing import NO_LAPS, Laps
@@ -47,6 +51,7 @@ from .checkpoint import latest_checkpoint, load_training_state, save_training_ch
 from .log import append_row, plot_losses, read_log
 from .losses import psnr
 from .objective import loss_terms, total_loss
+from .person import fit_person_motion
 from .strategy import DensifyStrategy, scene_extent
 
 
@@ -109,7 +114,9 @@ class Trainer:
             )
         m = resolve_model(self.config.model, self.ds.audio_spec.features)
         self.config = dataclasses.replace(self.config, model=m)
-        self.data = FrameData(self.ds, self.config.size, self.device, m.context_past, m.context_future)
+        silence = partial(silence_features, self.ds.audio_spec)
+        self.data = FrameData(self.ds, self.config.size, self.device, m.context_past, m.context_future,
+                              silence=silence)  # fmt: skip
         self.stages = stages(self.config)
         self.lpips = None
         if self.config.lpips_weights is not None:
@@ -127,9 +134,30 @@ class Trainer:
     def init_model(self) -> TalkingHead:
         """A new model on the dataset's tracked face (the start of a run); becomes ``self.model``."""
         self.model = init_talking_head(
-            self.ds, self.config.max_gaussians, config=self.config.model, seed=self.config.seed
-        ).to(self.device)
+            self.ds, self.config.max_gaussians, config=self.config.model, seed=self.config.seed,
+            prior=self.prior,
+        ).to(self.device)  # fmt: skip
         return self.model
+
+    @cached_property
+    def prior(self) -> MotionPrior | None:
+        """The motion prior this run starts from (``--prior``), or None: ``--prior none``, or the builtin
+        prior with a dataset whose features it does not read (said in the log). Raises
+        :class:`GstalkError` for a prior the user named that cannot be loaded or does not fit."""
+        prior = load_prior(self.config.prior)
+        if prior is None:
+            return None
+        why = prior.check_features(self.ds.audio_spec)
+        if why is None:
+            return prior
+        if self.config.prior != "builtin":
+            raise GstalkError(
+                f"the motion prior {self.config.prior} does not fit this dataset: {why}",
+                "prepare the dataset with the prior's Whisper settings, or pass --prior none",
+            )
+        self._say(f"training without the motion prior ({why}); prepare with the default Whisper features "
+                  "to start from it", always=True)  # fmt: skip
+        return None
 
     def attach(self, model: TalkingHead) -> None:
         """Train ``model`` from here on: it becomes ``self.model``, with the tracked lower-face codes of the
@@ -200,11 +228,16 @@ class Trainer:
     def fit_audio_motion(self) -> dict[str, float]:
         """Stage 0: fit the audio → motion model (no rendering); its held-out figures go to
         ``audio_motion.json`` in the run folder."""
-        self._say("audio → motion: fitting the lower face's motion to the speech")
         model = self.model
         model.motion.cpu()
-        figures = fit_audio_motion(self.ds, model.basis.cpu(), model.motion, self.config.audio_motion,
-                                   progress=self.config.progress)  # fmt: skip
+        if isinstance(model.motion, PersonMotion):
+            self._say(f"audio → motion: the motion prior ({self.config.prior}) moved toward this clip")
+            figures = fit_person_motion(self.ds, model.basis.cpu(), model.motion, self.prior.cpu(),
+                                        self.config.audio_motion, progress=self.config.progress)  # fmt: skip
+        else:
+            self._say("audio → motion: fitting the lower face's motion to the speech (no prior)")
+            figures = fit_audio_motion(self.ds, model.basis.cpu(), model.motion, self.config.audio_motion,
+                                       progress=self.config.progress)  # fmt: skip
         model.to(self.device)
         write_json_atomic(self.out / "audio_motion.json", strict_json(figures))
         self._say(

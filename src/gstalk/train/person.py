@@ -1,0 +1,150 @@
+"""A person's audio → motion from the prior (the audio → motion stage of ``gstalk train`` with ``--prior``).
+
+Given the dataset's tracked lower face and the motion prior (``speech.prior``), fill a
+``speech.person.PersonMotion``:
+
+1. **Normalise** the person's face as the prior's corpus was (``speech.space``): their rest shape and
+   amplitude from the training frames.
+2. **Readout toward the clip**: the prior's readout, moved toward what this clip shows by ridge regression
+   that shrinks toward the prior's weights (``prior_ridge``: W = W_prior + ΔW, ΔW = argmin ‖X̃ΔW − R‖² +
+   λ‖ΔW‖², R what the prior misses on the clip's frames and augmented copies of its speech). With little
+   clip the readout stays the prior's; other voices drive it as the prior does.
+3. **Retarget** (``speech.person.geometric_retarget``): the motion placed at the person's rest with their
+   amplitude, projected on their own basis. Computed from geometry, never fitted to predictions.
+4. Optionally a **residual** network (``residual_steps`` > 0): an ``AudioMotion`` fitted with the one
+   audio → motion loop (``train.audio_motion.fit_motion``) to what the retargeted readout leaves, its
+   output penalised so it stays small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from ..config import AudioMotionConfig
+from ..data.dataset import Dataset
+from ..face.mesh import N_MESH
+from ..speech import feature_kind
+from ..speech.motion import LowerFaceBasis
+from ..speech.person import PersonMotion, geometric_retarget
+from ..speech.prior import MotionPrior
+from ..speech.space import motion_of, normalisation
+from .audio_motion import MotionData, augment_sequence, fit_motion, motion_loss, target_coefficients, validate
+
+
+def person_targets(ds: Dataset, prior: MotionPrior, basis: LowerFaceBasis) -> tuple[np.ndarray, object]:
+    """(T, K_p) the person's tracked motion in the prior's space (every frame; untracked ones are
+    whatever their zero mesh gives, and are never used), and their normalisation."""
+    ids = ds.train_ids[ds.valid[ds.train_ids]]
+    valid = np.zeros(ds.n_frames, bool)
+    valid[ids] = True
+    norm = normalisation(ds.tracks.mesh, valid, basis.weights.numpy())
+    motion = torch.from_numpy(motion_of(ds.tracks.mesh[:, :N_MESH], norm))
+    with torch.no_grad():
+        return prior.space.project(motion.to(prior.space.mean)).cpu().numpy().astype(np.float32), norm
+
+
+def readout_data(ds: Dataset, targets: np.ndarray, copies: int, seed: int, prior: MotionPrior) -> MotionData:
+    """The clip's training frames and ``copies`` augmented copies of its speech, with their targets in the
+    prior's space (pauses aim at the rest, whose motion is zero)."""
+    from ..media import read_audio
+
+    train = np.zeros(ds.n_frames, bool)
+    train[ds.train_ids] = True
+    train &= ds.valid
+    data = MotionData([np.asarray(ds.audio_features, np.float32)], [targets], [train])
+    if copies:
+        with torch.no_grad():
+            rest = prior.space.project(torch.zeros(N_MESH, 3).to(prior.space.mean)).cpu().numpy()
+        rng = np.random.default_rng(seed)
+        data.extend(augment_sequence(read_audio(ds.audio_path), targets, train, rest.astype(np.float32),
+                                     ds.fps, feature_kind(ds.audio_spec), copies, rng))  # fmt: skip
+    return data
+
+
+def fit_readout_toward_prior(person: PersonMotion, data: MotionData, ridge: float) -> None:
+    """Move ``person``'s readout (a copy of the prior's) toward ``data`` (usable frames of every sequence):
+    ΔW = (X̃ᵀX̃ + λI)⁻¹ X̃ᵀ(R − R̄), R the targets over the gain minus the prior's readout, X̃ the features
+    standardised as the prior's are; the bias takes R̄. In float64."""
+    readout = person.readout
+    gain = person.gain.double().numpy()
+    d = readout.weight.shape[1]
+    gram, rhs = np.zeros((d, d)), np.zeros((d, gain.size))
+    total, count = np.zeros(gain.size), 0
+    rows = []
+    with torch.no_grad():
+        for feats, targets, usable in zip(data.features, data.targets, data.usable):
+            idx = np.flatnonzero(usable)
+            if not len(idx):
+                continue
+            x = readout.standardise(torch.from_numpy(np.asarray(feats[idx], np.float32))).double().numpy()
+            r = targets[idx] / gain - (x @ readout.weight.double().numpy().T + readout.bias.double().numpy())
+            rows.append((x, r))
+            total += r.sum(0)
+            count += len(idx)
+    if not count:
+        return
+    mean_r = total / count
+    sx = np.zeros(d)
+    for x, r in rows:
+        gram += x.T @ x
+        rhs += x.T @ (r - mean_r)
+        sx += x.sum(0)
+    mean_x = sx / count
+    gram -= count * np.outer(mean_x, mean_x)  # centred: the bias absorbs the means
+    delta = np.linalg.solve(gram + ridge * np.eye(d), rhs)
+    with torch.no_grad():
+        readout.weight += torch.from_numpy(delta.T).to(readout.weight)
+        readout.bias += torch.from_numpy(mean_r - mean_x @ delta).to(readout.bias)
+
+
+def fit_person_motion(
+    ds: Dataset,
+    basis: LowerFaceBasis,
+    person: PersonMotion,
+    prior: MotionPrior,
+    config: AudioMotionConfig,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Fill ``person`` (see the module docstring) from ``prior`` and ``ds``'s training frames; returns the
+    held-out figures (``train.audio_motion.validate``) and the seconds taken."""
+    start = time.perf_counter()
+    person.start_from(prior)
+    targets, norm = person_targets(ds, prior, basis)
+    data = readout_data(ds, targets, config.augmented_copies, config.seed, prior)
+    fit_readout_toward_prior(person, data, config.prior_ridge)
+    person.set_retarget(*geometric_retarget(prior.space, basis, norm, ds.tracks.canonical_shape))
+    coeffs = target_coefficients(ds, basis)
+    if person.residual is not None and config.residual_steps > 0:
+        _fit_residual(ds, basis, person, coeffs, data, config, progress)
+    figures = validate(ds, basis, person, coeffs)
+    return {**figures, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _fit_residual(ds, basis, person, coeffs, data, config, progress) -> None:
+    """Fit ``person.residual`` to what the retargeted readout leaves of the codes, on the clip and its
+    copies (their codes: their prior-space targets retargeted), its output penalised toward zero."""
+    retarget, offset = person.retarget.double().numpy(), person.offset.double().numpy()
+    codes = [coeffs] + [t @ retarget.T + offset for t in data.targets[1:]]
+    left = []
+    with torch.no_grad():
+        for feats, code in zip(data.features, codes):
+            base = person.from_prior(torch.from_numpy(np.asarray(feats, np.float32))).double().numpy()
+            left.append((code - base).astype(np.float32))
+    clean = data.features[0][ds.train_ids]
+    residual = person.residual
+    residual.set_statistics(torch.from_numpy(clean.mean((0, 1))), torch.from_numpy(clean.std((0, 1))))
+    steps = dataclasses.replace(config, steps=config.residual_steps)
+
+    def loss(pred, target):  # the error, plus the residual's own size (both ω-weighted mm²)
+        size = motion_loss(basis, pred, torch.zeros_like(pred), 0.0)
+        return motion_loss(basis, pred, target, config.velocity_weight) + config.residual_penalty * size
+
+    fit_motion(residual, MotionData(data.features, left, data.usable, data.weights), loss, steps,
+               progress=progress, desc="residual")  # fmt: skip
+
+
+__all__ = ["fit_person_motion", "fit_readout_toward_prior", "person_targets"]
