@@ -47,7 +47,7 @@ from gstalk.speech import feature_kind
 from gstalk.speech.motion import AudioMotion
 from gstalk.speech.prior import PRIOR_FILE, load_prior
 from gstalk.train.audio_motion import fit_audio_motion
-from gstalk.train.person import fit_person_motion
+from gstalk.train.person import fit_person_motion, person_motion_data
 from gstalk.train.prior import FIGURES, train_prior
 
 
@@ -148,6 +148,8 @@ def with_prior(clip: Clip, others: list[Clip], priors: dict, whole, args: Args) 
     each cross pair from the fold that never saw the speaker of its speech."""
     ds = clip.ds
     basis = fit_motion_basis(ds, 8)
+    config = AudioMotionConfig()
+    built = person_motion_data(ds, basis, config.augmented_copies, config.seed)  # one build for every fold
     models = {}
 
     def model_for(identity: str | None):
@@ -155,7 +157,7 @@ def with_prior(clip: Clip, others: list[Clip], priors: dict, whole, args: Args) 
         key = id(prior)
         if key not in models:
             person = person_motion(prior.info.shape, basis, ModelConfig())
-            fit_person_motion(ds, basis, person, prior, AudioMotionConfig())
+            fit_person_motion(ds, basis, person, prior, config, built=built)
             models[key] = person
         return models[key]
 

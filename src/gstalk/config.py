@@ -110,6 +110,10 @@ class PrepareConfig:
     """Append the features' time derivatives."""
     test_fraction: float = 0.09
     """The last part of the clip held out for testing (the papers use 1/11 ≈ 0.091)."""
+    seconds: float | None = None
+    """Train on the clip's first SECONDS only (few-shot: 5–15 s is enough with the motion prior); its
+    held-out tail stays the last --test-fraction, so a longer clip measures how the avatar holds on what
+    it never saw. Default: everything before the tail."""
     crop_scale: float = 2.6
     """Crop side in face heights (forehead to chin): room for hair, neck and shoulders."""
     fov_deg: float | None = None
@@ -406,9 +410,11 @@ class TrainConfig:
     """A dataset folder made by `gstalk prepare`."""
     out: Path
     """The run folder: checkpoints, logs, loss curves and the config."""
-    preset: Literal["cpu", "gpu"] = "cpu"
-    """cpu: 512², at most ~10k Gaussians, under 30 min on 2 cores; gpu: 512², the papers' iteration
-    counts and up to 100k Gaussians."""
+    preset: Literal["auto", "cpu", "few", "gpu"] = "auto"
+    """auto: few when the dataset trains on less than 20 s of video, else cpu (the log says which); cpu:
+    512², the budget of a few minutes on 2 cores; few: the same for 5–20 s of video, shorter and held
+    closer to the face's mesh and symmetry (few-shot); gpu: 512², the papers' iteration counts and up to
+    100k Gaussians."""
     size: int | None = None
     """Training image size (default: the preset's)."""
     max_gaussians: int | None = None
@@ -454,12 +460,23 @@ class TrainConfig:
 
 PRESETS = {
     "cpu": {"size": 512, "max_gaussians": 10_000, "iterations": (1000, 3500, 600)},
+    "few": {"size": 512, "max_gaussians": 10_000, "iterations": (600, 1500, 300)},
     "gpu": {"size": 512, "max_gaussians": 100_000, "iterations": (3000, 47_000, 10_000)},
 }
+#: --preset auto picks few below this many seconds of training frames, cpu from it on
+FEW_SHOT_SECONDS = 20.0
 
 
-def resolve_train(config: TrainConfig) -> TrainConfig:
-    """Fill the preset's defaults into the fields left unset, and the iterations into the stages."""
+def auto_preset(train_seconds: float | None) -> str:
+    """The preset ``--preset auto`` picks for ``train_seconds`` of training frames (None: unknown → cpu)."""
+    return "few" if train_seconds is not None and train_seconds < FEW_SHOT_SECONDS else "cpu"
+
+
+def resolve_train(config: TrainConfig, train_seconds: float | None = None) -> TrainConfig:
+    """Fill the preset's defaults into the fields left unset, and the iterations into the stages;
+    ``--preset auto`` becomes :func:`auto_preset` of ``train_seconds``."""
+    if config.preset == "auto":
+        config = dataclasses.replace(config, preset=auto_preset(train_seconds))
     preset = PRESETS[config.preset]
     values = {k: getattr(config, k) if getattr(config, k) is not None else v for k, v in preset.items()}
     static, motion, fusion = values["iterations"]
@@ -695,6 +712,7 @@ def save_config(config: Any, folder: str | Path, name: str = "config.json") -> P
 
 
 __all__ = [
+    "FEW_SHOT_SECONDS",
     "BenchConfig",
     "DemoConfig",
     "DensifyConfig",
@@ -709,6 +727,7 @@ __all__ = [
     "RenderConfig",
     "StageConfig",
     "TrainConfig",
+    "auto_preset",
     "config_hash",
     "config_to_dict",
     "resolve_model",

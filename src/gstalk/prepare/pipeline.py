@@ -280,9 +280,13 @@ def _step_audio(job: _Job) -> None:
 
 
 def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tracked training frames (the clip before its held-out tail; with ``--seconds``, only its first
+    seconds) and tracked held-out frames (the last ``test_fraction``)."""
     n_test = max(1, round(n_frames * config.test_fraction))
     ids = np.arange(n_frames)
     train, test = ids[: n_frames - n_test], ids[n_frames - n_test :]
+    if config.seconds is not None:
+        train = train[: max(1, round(config.seconds * config.fps))]
     return train[valid[train]], test[valid[test]]
 
 

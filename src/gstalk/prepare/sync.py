@@ -8,14 +8,15 @@ What the sound is compared with the mouth by:
   the tracked inner-lip gap. In sync, the two peak together (the prior was fitted on clips whose offsets
   were corrected); its correlation (about 0.6 on people it never saw) is about twice the energy's, so
   short clips get a clear answer far more often;
-- **the energy** (``method: energy``, otherwise): the speech band's energy against the jaw's opening,
-  which lead the sound by about a frame (:data:`MOUTH_LEAD_S`).
+- **the energy** (``method: energy``, otherwise, and when the prior's measure gives no clear answer: a
+  sound that is not speech the prior knows, such as the generated demo subject's): the speech band's
+  energy against the jaw's opening, which lead the sound by about a frame (:data:`MOUTH_LEAD_S`).
 
 The verdicts, and what ``prepare`` does:
 
-- **in sync**: the best offset is within a frame of in step (the prior's measure; ±0.09 s with the
-  energy's, whose natural lead varies between speakers; below the ITU-R BT.1359 detectability thresholds
-  of 45 ms sound lead and 125 ms sound lag); nothing to do.
+- **in sync**: the best offset is within ±0.09 s of in step (below the ITU-R BT.1359 detectability
+  threshold of 125 ms sound lag; the energy's natural lead varies between speakers by as much, and many
+  public clips have their sound a frame or two late); nothing to do.
 - **corrected**: a clear offset (``face.sync.CLEAR_Z`` standard deviations above chance, clearly better
   than every offset within the in-sync band, not at the end of the search) of at most
   ``--max-sync-correction`` seconds: the sound is moved by it, and the note says so.
@@ -44,7 +45,10 @@ MOUTH_LEAD_S = 0.04
 #: best offsets within this of the natural lead are in sync, seconds (the energy measure: its natural lead
 #: varies by a frame or two between speakers)
 IN_SYNC_S = 0.09
-#: the same for the prior's measure, which peaks at zero for clips in sync: one frame at 25 fps
+#: the band the motion prior's trainer corrects its corpus within (its measure peaks at zero for clips in
+#: sync, within a frame at 25 fps): training wants each clip's offset to the frame. Prepare keeps
+#: :data:`IN_SYNC_S` for both measures: a user's clip whose sound is a frame or two late (as several public
+#: clips are) is below what a viewer can detect, and is used as it plays
 PRIOR_IN_SYNC_S = 0.05
 #: a clip at least this long is long enough to say that its speech does not follow the mouth, seconds
 MATCH_SECONDS = 20.0
@@ -124,6 +128,7 @@ def check_sync(
     predicted: np.ndarray | None = None,
     lead_frames: int | None = None,
     in_sync_s: float | None = None,
+    fallback: bool = True,
 ) -> SyncCheck:
     """The sync check of tracked frames ``first … first + T - 1`` (``landmarks`` (T, 478, >=2) pixels,
     ``valid`` (T,) bool) against ``audio`` on the same clock; ``covered`` = (first, stop) frames with sound
@@ -132,21 +137,31 @@ def check_sync(
     where unknown): the sound is then compared with the mouth through it, else through its energy.
     ``lead_frames``: the best offset (frames, positive: the mouth moves after the sound) of a clip in sync
     with this measure (default: 0 with ``predicted``, the mouth's natural lead with the energy);
-    ``in_sync_s``: the half-width of the in-sync band, seconds (default :data:`PRIOR_IN_SYNC_S` with
-    ``predicted``, else :data:`IN_SYNC_S`)."""
+    ``in_sync_s``: the half-width of the in-sync band, seconds (default :data:`IN_SYNC_S`). When the
+    prior's measure is not clear (``OffsetEstimate.significant`` false), the energy's is tried too, and
+    its verdict is kept if it is clear (unless ``fallback`` is false)."""
+    args = (audio, landmarks, valid, first, covered, fps, max_correction, given)
+    check = _check(*args, predicted, lead_frames, in_sync_s)
+    if not fallback or predicted is None or check.estimate is None or check.estimate.significant:
+        return check
+    energy = _check(*args, None, None, in_sync_s)
+    return energy if energy.estimate is not None and energy.estimate.significant else check
+
+
+def _check(audio, landmarks, valid, first, covered, fps, max_correction, given, predicted, lead_frames,
+           in_sync_s) -> SyncCheck:  # fmt: skip
     n = len(valid)
     frames = np.arange(first, first + n)
     outside = (frames < covered[0]) | (frames >= covered[1])
     if predicted is not None:
         method, lead = "prior", 0 if lead_frames is None else -lead_frames
-        in_sync_s = PRIOR_IN_SYNC_S if in_sync_s is None else in_sync_s
         sound = np.asarray(predicted, np.float64).copy()
         mouth = mouth_openings(landmarks, valid)
     else:
         method, lead = "energy", round(MOUTH_LEAD_S * fps) if lead_frames is None else -lead_frames
-        in_sync_s = IN_SYNC_S if in_sync_s is None else in_sync_s
         sound = speech_energy(audio.between(first / fps, (first + n) / fps), n, fps, audio.rate)
         mouth = jaw_openings(landmarks, valid)
+    in_sync_s = IN_SYNC_S if in_sync_s is None else in_sync_s
     sound[outside] = np.nan
     est = estimate_offset(sound, mouth, search_frames(fps, max_correction))
     if not np.isfinite(est.correlation):

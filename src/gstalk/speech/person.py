@@ -74,8 +74,12 @@ class PersonMotion(nn.Module):
         self.shape = shape
         self.readout = StateReadout(shape.window, shape.channels, shape.components)
         self.register_buffer("gain", torch.ones(shape.components))
+        self.register_buffer("origin", torch.zeros(shape.components))
         self.register_buffer("retarget", torch.zeros(components, shape.components))
         self.register_buffer("offset", torch.zeros(components))
+        # the signed inner-lip gap of a code c is lip_gap + c · lip_direction (metres, + open)
+        self.register_buffer("lip_gap", torch.zeros(()))
+        self.register_buffer("lip_direction", torch.zeros(components))
         if residual is not None and residual.future:
             raise ValueError("the residual may not read future frames")
         self.residual = residual
@@ -89,28 +93,48 @@ class PersonMotion(nn.Module):
         return 0
 
     def start_from(self, prior: MotionPrior) -> None:
-        """Copy the prior's readout and gain (the person's fit then moves the readout)."""
+        """Copy the prior's readout, gain and origin (the person's fit then moves the readout)."""
         self.readout.load_state_dict(prior.readout.state_dict())
         self.gain.copy_(prior.gain)
+        self.origin.copy_(prior.origin)
 
     def set_retarget(self, matrix: Tensor, offset: Tensor) -> None:
         self.retarget.copy_(matrix)
         self.offset.copy_(offset)
 
+    @torch.no_grad()
+    def set_lip_contact(self, basis: LowerFaceBasis, canonical: np.ndarray) -> None:
+        """Where the lips meet, for ``basis``'s codes on the face of ``canonical`` (>=468, 3): the signed
+        vertical gap of the inner lips' middle (vertex 14 below 13, head frame, y down) is linear in the
+        code. Codes are kept from crossing it (:meth:`forward`)."""
+        rest = float(canonical[14, 1] - canonical[13, 1]) + float(basis.mean[14, 1] - basis.mean[13, 1])
+        self.lip_gap.fill_(rest)
+        self.lip_direction.copy_(basis.basis[:, 14, 1] - basis.basis[:, 13, 1])
+
     def motion(self, windows: Tensor) -> Tensor:
         """(..., W, C) → (..., K_p): the identity-free motion coefficients."""
-        return self.readout(windows) * self.gain
+        return self.origin + self.gain * (self.readout(windows) - self.origin)
+
+    def contact(self, codes: Tensor) -> Tensor:
+        """``codes`` (..., K) moved, where they would push the lower lip above the upper one, along the
+        gap's direction to where the lips just meet (no lips passing through each other; a lip press stays
+        a press)."""
+        norm = self.lip_direction.pow(2).sum()
+        if float(norm) == 0.0:
+            return codes
+        gap = self.lip_gap + codes @ self.lip_direction
+        return codes + (torch.relu(-gap) / norm)[..., None] * self.lip_direction
 
     def from_prior(self, windows: Tensor) -> Tensor:
         """(..., W, C) → (..., K): the retargeted readout alone."""
         return self.motion(windows) @ self.retarget.T + self.offset
 
     def forward(self, windows: Tensor) -> Tensor:
-        """(B, T, W, C) → (B, T - past, K) codes."""
+        """(B, T, W, C) → (B, T - past, K) codes, the lips kept from crossing (:meth:`contact`)."""
         codes = self.from_prior(windows[:, self.past :])
         if self.residual is not None:
             codes = codes + self.residual(windows)
-        return codes
+        return self.contact(codes)
 
     @torch.no_grad()
     def predict(self, features: np.ndarray, chunk: int = 1024) -> Tensor:

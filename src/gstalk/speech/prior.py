@@ -51,7 +51,7 @@ CARD_FILE = "MODEL_CARD.md"
 #: the package folder holding the shipped prior
 BUILTIN_PACKAGE = "gstalk.speech.weights"
 #: SHA-256 of the shipped ``prior.safetensors`` (made by ``gstalk prior train`` from ../shared/data/corpus)
-BUILTIN_SHA256 = "ad015b582f728e99b031ab8c05bffcc74e5923ff73525c6748d913d253b86982"
+BUILTIN_SHA256 = "06e2d1fb29eb48daffc68dfc80c2f6872e90c4f5bae8cd1a55c858387bb2927b"
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,10 @@ class MotionPrior(nn.Module):
     frame (no temporal context: Whisper's block windows already hold 1 s of history and 0.12–0.2 s of
     lookahead, so a stream gives the codes of the whole file at no extra latency).
 
-    ``gain`` (K,) scales each coefficient so that the predicted motion's spread matches the real one on
-    people outside the training set (a least-squares fit under-predicts the spread of what it is unsure
-    of: the lips would barely move)."""
+    ``gain`` (K,) scales each coefficient's distance from ``origin`` (K,), the coefficients of the rest
+    (closed lips), so that the predicted motion's spread matches the real one on people outside the
+    training set (a least-squares fit under-predicts the spread of what it is unsure of: the lips would
+    barely move); about the rest, so silence stays closed rather than being pushed past it."""
 
     past = 0
     future = 0
@@ -137,10 +138,11 @@ class MotionPrior(nn.Module):
         self.space = PriorSpace(s.components)
         self.readout = StateReadout(s.window, s.channels, s.components)
         self.register_buffer("gain", torch.ones(s.components))
+        self.register_buffer("origin", torch.zeros(s.components))
 
     def forward(self, windows: Tensor) -> Tensor:
         """(B, T, W, C) → (B, T, K) gained coefficients."""
-        return self.readout(windows) * self.gain
+        return self.origin + self.gain * (self.readout(windows) - self.origin)
 
     @torch.no_grad()
     def predict(self, features: np.ndarray, chunk: int = 4096) -> Tensor:
@@ -165,6 +167,10 @@ class MotionPrior(nn.Module):
         mine = self.info.features
         if spec.features != "whisper" or spec.whisper is None:
             return f"the dataset has {spec.features} features; the prior reads Whisper's encoder states"
+        shape = self.info.shape
+        if (spec.window, spec.dim) != (shape.window, shape.channels):
+            return (f"the dataset's frames hold {spec.window} states of {spec.dim} channels; the prior reads "
+                    f"{shape.window} of {shape.channels}")  # fmt: skip
         theirs, ours = spec.whisper, mine.whisper or WhisperSpec()
         if theirs.sha256 != ours.sha256:
             return (f"the dataset's features come from the Whisper model {theirs.model} (SHA-256 "

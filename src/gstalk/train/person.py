@@ -31,46 +31,52 @@ from ..speech import feature_kind
 from ..speech.motion import LowerFaceBasis
 from ..speech.person import PersonMotion, geometric_retarget
 from ..speech.prior import MotionPrior
-from ..speech.space import motion_of, normalisation
+from ..speech.space import Normalisation, motion_of, normalisation
 from .audio_motion import MotionData, augment_sequence, fit_motion, motion_loss, target_coefficients, validate
 
 
-def person_targets(ds: Dataset, prior: MotionPrior, basis: LowerFaceBasis) -> tuple[np.ndarray, object]:
-    """(T, K_p) the person's tracked motion in the prior's space (every frame; untracked ones are
-    whatever their zero mesh gives, and are never used), and their normalisation."""
-    ids = ds.train_ids[ds.valid[ds.train_ids]]
-    valid = np.zeros(ds.n_frames, bool)
-    valid[ids] = True
-    norm = normalisation(ds.tracks.mesh, valid, basis.weights.numpy())
-    motion = torch.from_numpy(motion_of(ds.tracks.mesh[:, :N_MESH], norm))
-    with torch.no_grad():
-        return prior.space.project(motion.to(prior.space.mean)).cpu().numpy().astype(np.float32), norm
-
-
-def readout_data(ds: Dataset, targets: np.ndarray, copies: int, seed: int, prior: MotionPrior) -> MotionData:
-    """The clip's training frames and ``copies`` augmented copies of its speech, with their targets in the
-    prior's space (pauses aim at the rest, whose motion is zero)."""
+def person_motion_data(ds: Dataset, basis: LowerFaceBasis, copies: int, seed: int,
+                       progress: bool = False) -> tuple[MotionData, Normalisation]:  # fmt: skip
+    """The person's training frames and ``copies`` augmented copies of their speech, with the tracked
+    motion (``speech.space.motion_of``, flattened to (T, 1404); pauses aim at the rest, whose motion is
+    zero) as targets, and the person's normalisation. Independent of any prior, so one build serves
+    several (``benchmarks/prior.py`` fits a person from each fold's prior)."""
     from ..media import read_audio
 
     train = np.zeros(ds.n_frames, bool)
     train[ds.train_ids] = True
     train &= ds.valid
-    data = MotionData([np.asarray(ds.audio_features, np.float32)], [targets], [train])
+    norm = normalisation(ds.tracks.mesh, train, basis.weights.numpy())
+    motion = motion_of(ds.tracks.mesh[:, :N_MESH], norm).reshape(ds.n_frames, -1)
+    data = MotionData([np.asarray(ds.audio_features, np.float32)], [motion], [train])
     if copies:
-        with torch.no_grad():
-            rest = prior.space.project(torch.zeros(N_MESH, 3).to(prior.space.mean)).cpu().numpy()
         rng = np.random.default_rng(seed)
-        data.extend(augment_sequence(read_audio(ds.audio_path), targets, train, rest.astype(np.float32),
-                                     ds.fps, feature_kind(ds.audio_spec), copies, rng))  # fmt: skip
-    return data
+        rest = np.zeros(motion.shape[1], np.float32)
+        data.extend(augment_sequence(read_audio(ds.audio_path), motion, train, rest, ds.fps,
+                                     feature_kind(ds.audio_spec), copies, rng, progress))  # fmt: skip
+    return data, norm
+
+
+def in_prior_space(data: MotionData, prior: MotionPrior) -> MotionData:
+    """``data`` with its motion targets (T, 1404) projected on the prior's space (T, K_p)."""
+    with torch.no_grad():
+        targets = [
+            prior.space.project(torch.from_numpy(t.reshape(len(t), N_MESH, 3)).to(prior.space.mean))
+            .cpu()
+            .numpy()
+            for t in data.targets
+        ]
+    return MotionData(data.features, targets, data.usable, data.weights)
 
 
 def fit_readout_toward_prior(person: PersonMotion, data: MotionData, ridge: float) -> None:
     """Move ``person``'s readout (a copy of the prior's) toward ``data`` (usable frames of every sequence):
-    ΔW = (X̃ᵀX̃ + λI)⁻¹ X̃ᵀ(R − R̄), R the targets over the gain minus the prior's readout, X̃ the features
+    ΔW = (X̃ᵀX̃ + λI)⁻¹ X̃ᵀ(R − R̄), R what the readout must give for the targets (their distance from the
+    origin over the gain, plus the origin) minus the prior's readout, X̃ the features
     standardised as the prior's are; the bias takes R̄. In float64."""
     readout = person.readout
     gain = person.gain.double().numpy()
+    origin = person.origin.double().numpy()
     d = readout.weight.shape[1]
     gram, rhs = np.zeros((d, d)), np.zeros((d, gain.size))
     total, count = np.zeros(gain.size), 0
@@ -81,7 +87,8 @@ def fit_readout_toward_prior(person: PersonMotion, data: MotionData, ridge: floa
             if not len(idx):
                 continue
             x = readout.standardise(torch.from_numpy(np.asarray(feats[idx], np.float32))).double().numpy()
-            r = targets[idx] / gain - (x @ readout.weight.double().numpy().T + readout.bias.double().numpy())
+            wanted = origin + (targets[idx] - origin) / gain
+            r = wanted - (x @ readout.weight.double().numpy().T + readout.bias.double().numpy())
             rows.append((x, r))
             total += r.sum(0)
             count += len(idx)
@@ -108,15 +115,18 @@ def fit_person_motion(
     prior: MotionPrior,
     config: AudioMotionConfig,
     progress: bool = False,
+    built: tuple[MotionData, Normalisation] | None = None,
 ) -> dict[str, float]:
-    """Fill ``person`` (see the module docstring) from ``prior`` and ``ds``'s training frames; returns the
-    held-out figures (``train.audio_motion.validate``) and the seconds taken."""
+    """Fill ``person`` (see the module docstring) from ``prior`` and ``ds``'s training frames (``built``:
+    :func:`person_motion_data` made already); returns the held-out figures
+    (``train.audio_motion.validate``) and the seconds taken."""
     start = time.perf_counter()
     person.start_from(prior)
-    targets, norm = person_targets(ds, prior, basis)
-    data = readout_data(ds, targets, config.augmented_copies, config.seed, prior)
+    motion_data, norm = built or person_motion_data(ds, basis, config.augmented_copies, config.seed, progress)
+    data = in_prior_space(motion_data, prior)
     fit_readout_toward_prior(person, data, config.prior_ridge)
     person.set_retarget(*geometric_retarget(prior.space, basis, norm, ds.tracks.canonical_shape))
+    person.set_lip_contact(basis, ds.tracks.canonical_shape)
     coeffs = target_coefficients(ds, basis)
     if person.residual is not None and config.residual_steps > 0:
         _fit_residual(ds, basis, person, coeffs, data, config, progress)
@@ -147,4 +157,4 @@ def _fit_residual(ds, basis, person, coeffs, data, config, progress) -> None:
                progress=progress, desc="residual")  # fmt: skip
 
 
-__all__ = ["fit_person_motion", "fit_readout_toward_prior", "person_targets"]
+__all__ = ["fit_person_motion", "fit_readout_toward_prior", "in_prior_space", "person_motion_data"]

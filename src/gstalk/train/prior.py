@@ -42,7 +42,7 @@ from ..media.audio import TimedAudio
 from ..media.augment import apply, random_augmentation
 from ..outputs import claim_output
 from ..prepare.corpus import CorpusClip, corpus_videos, track_corpus
-from ..prepare.sync import check_sync
+from ..prepare.sync import PRIOR_IN_SYNC_S, check_sync
 from ..speech import FeatureKind, build_spec, feature_kind
 from ..speech.prior import CARD_FILE, PRIOR_FILE, MotionPrior, PriorInfo, PriorShape, save_prior
 from ..speech.space import Normalisation, PriorSpace, canonical_weights, motion_of, normalisation
@@ -419,7 +419,8 @@ class PriorTrainer:
             predicted = np.where(heard, by_clip[clip.name]["_predicted"], np.nan)
             check = check_sync(TimedAudio(clip.audio, 0.0), clip.landmarks, clip.valid, 0, (0, n), clip.fps,
                                self.config.max_sync_correction, predicted=predicted,
-                               lead_frames=-lead)  # fmt: skip
+                               lead_frames=-lead, in_sync_s=PRIOR_IN_SYNC_S,
+                               fallback=False)  # fmt: skip
             if check.verdict == "corrected":
                 frames = round(check.shift_s * clip.fps)
                 if frames:
@@ -449,6 +450,8 @@ class PriorTrainer:
         final = MotionPrior(info)
         final.load_state_dict(prior.state_dict())
         final.gain.fill_(gain)
+        with torch.no_grad():  # the rest: motion zero
+            final.origin.copy_(final.space.project(torch.zeros(N_MESH, 3).to(final.space.mean)))
         return final
 
     def _write(self, prior: MotionPrior, summary: dict, rows: list[dict], offsets: dict, clips) -> Path:

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import (
+    FEW_SHOT_SECONDS,
     LearningRates,
     StageConfig,
     TrainConfig,
@@ -102,7 +103,7 @@ class Trainer:
     every step (progress reporting, or :meth:`request_stop`)."""
 
     def __init__(self, config: TrainConfig, on_step: StepHook | None = None) -> None:
-        self.config = resolve_train(config)
+        self.config = config
         self.out = Path(config.out)
         self.device = pick_device(config.device)
         check_dataset(config.dataset)  # every problem at once, before minutes of training
@@ -110,8 +111,14 @@ class Trainer:
         if len(self.ds.train_ids) < 10:
             raise GstalkError(
                 f"{config.dataset} has only {len(self.ds.train_ids)} usable training frames",
-                "prepare a longer clip (a few minutes trains best)",
+                "prepare a longer clip (5 seconds or more)",
             )
+        seconds = len(self.ds.train_ids) / self.ds.fps
+        self.config = resolve_train(config, seconds)
+        if config.preset == "auto":
+            self._say(f"preset {self.config.preset}: {seconds:.1f} s of training frames "
+                      f"({'under' if self.config.preset == 'few' else 'at least'} {FEW_SHOT_SECONDS:g} s)",
+                      always=True)  # fmt: skip
         m = resolve_model(self.config.model, self.ds.audio_spec.features)
         self.config = dataclasses.replace(self.config, model=m)
         silence = partial(silence_features, self.ds.audio_spec)
