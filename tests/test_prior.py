@@ -176,7 +176,7 @@ def test_the_shipped_prior_loads_checks_and_fits_the_default_features():
     assert prior.info.corpus["people"] >= 20 and prior.info.figures["mean_correlation"] > 0.5
     assert (path.parent / "MODEL_CARD.md").is_file()
     other = build_spec("whisper", dataclasses.replace(WhisperConfig(), states=4))
-    assert "blocks" in prior.check_features(other)
+    assert "4 states" in prior.check_features(other)
     assert "Whisper" in prior.check_features(build_spec("logmel"))
 
 

@@ -137,8 +137,11 @@ def test_the_prior_based_check_never_moves_a_corpus_clip_wrongly(name: str):
         )
         assert check.method == "prior"
         verdicts[shift] = check
-    base = round(verdicts[0].shift_s * fps)
-    assert abs(base) <= 3 and not verdicts[0].warns
+    # where the unshifted copy's sound belongs: its measured offset when that is clear (a clip within the
+    # in-sync band is left as it plays, but its copies are moved to where it belongs), else as it plays
+    first = verdicts[0]
+    base = round(first.offset_s * fps) if first.verdict in ("in sync", "corrected") else 0
+    assert abs(base) <= 3 and not first.warns
     for shift, check in verdicts.items():
         moved = round(check.shift_s * fps)
         assert check.verdict in ("in sync", "inconclusive", "corrected"), (shift, check.message)

@@ -69,18 +69,36 @@ def in_prior_space(data: MotionData, prior: MotionPrior) -> MotionData:
     return MotionData(data.features, targets, data.usable, data.weights)
 
 
-def fit_readout_toward_prior(person: PersonMotion, data: MotionData, ridge: float) -> None:
+#: the weight of digital silence in a person's readout fit, as a share of the clip's usable frames: its
+#: frames must give the rest (lips together), which the clip's few pauses teach only loosely
+SILENCE_SHARE = 0.1
+#: seconds of digital silence whose features stand for it in the fit
+SILENCE_SECONDS = 2.0
+
+
+def silence_states(ds: Dataset) -> np.ndarray:
+    """(T, ...) the dataset's features of :data:`SILENCE_SECONDS` of digital silence, computed as any
+    audio's are (``speech.feature_kind``)."""
+    kind = feature_kind(ds.audio_spec)
+    n = round(SILENCE_SECONDS * ds.fps)
+    audio = np.zeros(round(SILENCE_SECONDS * kind.spec.rate), np.float32)
+    return np.asarray(kind.compute(audio, n, ds.fps), np.float32)
+
+
+def fit_readout_toward_prior(person: PersonMotion, data: MotionData, ridge: float,
+                             silence: np.ndarray | None = None) -> None:  # fmt: skip
     """Move ``person``'s readout (a copy of the prior's) toward ``data`` (usable frames of every sequence):
     ΔW = (X̃ᵀX̃ + λI)⁻¹ X̃ᵀ(R − R̄), R what the readout must give for the targets (their distance from the
     origin over the gain, plus the origin) minus the prior's readout, X̃ the features
-    standardised as the prior's are; the bias takes R̄. In float64."""
+    standardised as the prior's are; the bias takes R̄. ``silence``: features of digital silence, whose
+    frames aim at the origin (the rest), weighted :data:`SILENCE_SHARE` of the usable frames in all. In
+    float64."""
     readout = person.readout
     gain = person.gain.double().numpy()
     origin = person.origin.double().numpy()
+    weight_p, bias_p = readout.weight.double().numpy(), readout.bias.double().numpy()
     d = readout.weight.shape[1]
-    gram, rhs = np.zeros((d, d)), np.zeros((d, gain.size))
-    total, count = np.zeros(gain.size), 0
-    rows = []
+    rows = []  # (standardised features, what the readout misses, the rows' weight)
     with torch.no_grad():
         for feats, targets, usable in zip(data.features, data.targets, data.usable):
             idx = np.flatnonzero(usable)
@@ -88,20 +106,21 @@ def fit_readout_toward_prior(person: PersonMotion, data: MotionData, ridge: floa
                 continue
             x = readout.standardise(torch.from_numpy(np.asarray(feats[idx], np.float32))).double().numpy()
             wanted = origin + (targets[idx] - origin) / gain
-            r = wanted - (x @ readout.weight.double().numpy().T + readout.bias.double().numpy())
-            rows.append((x, r))
-            total += r.sum(0)
-            count += len(idx)
-    if not count:
-        return
-    mean_r = total / count
-    sx = np.zeros(d)
-    for x, r in rows:
-        gram += x.T @ x
-        rhs += x.T @ (r - mean_r)
-        sx += x.sum(0)
-    mean_x = sx / count
-    gram -= count * np.outer(mean_x, mean_x)  # centred: the bias absorbs the means
+            rows.append((x, wanted - (x @ weight_p.T + bias_p), 1.0))
+        count = sum(len(x) for x, _, _ in rows)
+        if not count:
+            return
+        if silence is not None and len(silence):
+            x = readout.standardise(torch.from_numpy(np.asarray(silence, np.float32))).double().numpy()
+            rows.append((x, origin - (x @ weight_p.T + bias_p), SILENCE_SHARE * count / len(x)))
+    total_w = sum(w * len(x) for x, _, w in rows)
+    mean_x = sum(w * x.sum(0) for x, _, w in rows) / total_w
+    mean_r = sum(w * r.sum(0) for _, r, w in rows) / total_w
+    gram, rhs = np.zeros((d, d)), np.zeros((d, gain.size))
+    for x, r, w in rows:
+        xc = x - mean_x
+        gram += w * (xc.T @ xc)
+        rhs += w * (xc.T @ (r - mean_r))
     delta = np.linalg.solve(gram + ridge * np.eye(d), rhs)
     with torch.no_grad():
         readout.weight += torch.from_numpy(delta.T).to(readout.weight)
@@ -124,7 +143,7 @@ def fit_person_motion(
     person.start_from(prior)
     motion_data, norm = built or person_motion_data(ds, basis, config.augmented_copies, config.seed, progress)
     data = in_prior_space(motion_data, prior)
-    fit_readout_toward_prior(person, data, config.prior_ridge)
+    fit_readout_toward_prior(person, data, config.prior_ridge, silence_states(ds))
     person.set_retarget(*geometric_retarget(prior.space, basis, norm, ds.tracks.canonical_shape))
     person.set_lip_contact(basis, ds.tracks.canonical_shape)
     coeffs = target_coefficients(ds, basis)
