@@ -514,7 +514,7 @@ def test_tls_files_are_checked_with_clear_errors(tmp_path: Path):
 
 # --- render replicas on Ray Serve -------------------------------------------------------------------------
 def test_replicas_are_ranked_by_room_and_a_session_stays_on_its_own():
-    from gstalk.serve.cluster import rank_replicas
+    from gstalk.serve.routing import rank_replicas
 
     replicas = [("a", 0), ("b", 2), ("c", None), ("d", 1)]
     assert rank_replicas(replicas, None) == [["b"], ["d"], ["a"], ["c"]]  # most room first; unknown last
