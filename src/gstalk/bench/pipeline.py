@@ -80,6 +80,7 @@ def untrained_run(subject: dict[str, Any], work: Path, device: torch.device) -> 
     """A run folder holding an untrained cpu-preset-sized model (a 10 000-Gaussian cap) of the subject."""
     if "run" not in subject:
         from ..config import TrainConfig
+        from ..data.run_layout import model_dir
         from ..model.checkpoint import save_model
         from ..train.trainer import Trainer
 
@@ -89,7 +90,7 @@ def untrained_run(subject: dict[str, Any], work: Path, device: torch.device) -> 
         model = trainer.init_model()
         subject["run"] = work / "run"
         state = {"stage_index": 3, "step": 0, "dataset": str(dataset), "train_size": trainer.config.size}
-        save_model(subject["run"] / "model", model, state)
+        save_model(model_dir(subject["run"]), model, state)
     return subject["run"]
 
 

@@ -32,6 +32,7 @@ from ..config import (
 from ..data.check import check_dataset
 from ..data.dataset import load_dataset
 from ..data.frames import FrameData
+from ..data.run_layout import LOG, LOSS_PLOT, model_dir, stage_dir
 from ..device import pick_device
 from ..errors import GstalkError
 from ..fileio import strict_json, write_json_atomic
@@ -161,7 +162,7 @@ class Trainer:
                     f"resuming stage {self.stages[start_stage].name} at step {start_step} ({latest.name})"
                 )
         else:
-            if latest is not None or (self.out / "model").exists():
+            if latest is not None or model_dir(self.out).exists():
                 raise GstalkError(
                     f"{self.out} already holds a training run",
                     "pass --resume to continue it, or choose another --out",
@@ -182,7 +183,7 @@ class Trainer:
                 resume_from = latest if (index == start_stage and start_step > 0) else None
                 self._run_stage(index, first, gen, resume_from)
                 if not self._stop:  # each finished stage's model, e.g. the static baseline of evaluate
-                    save_model(self.out / "stages" / self.stages[index].name, model, self._final_state())
+                    save_model(stage_dir(self.out, self.stages[index].name), model, self._final_state())
                 if self._stop:
                     self._say(
                         f"interrupted: checkpoint saved in {latest_checkpoint(self.out)}; "
@@ -192,9 +193,9 @@ class Trainer:
                     raise KeyboardInterrupt
         finally:
             signal.signal(signal.SIGINT, previous)
-        save_model(self.out / "model", model, self._final_state())
+        save_model(model_dir(self.out), model, self._final_state())
         self.plot()
-        self._say(f"done: model in {self.out / 'model'}")
+        self._say(f"done: model in {model_dir(self.out)}")
         return self.out
 
     def fit_audio_motion(self) -> dict[str, float]:
@@ -295,7 +296,7 @@ class Trainer:
         """A row of log.csv, and the progress bar's figures."""
         n = len(self.model.head) + len(self.model.mouth)
         row = {"stage": stage.name, "step": step, **terms, "gaussians": n, "seconds": round(seconds, 4)}
-        append_row(self.out / "log.csv", row)
+        append_row(self.out / LOG, row)
         bar.set_postfix(loss=f"{terms['loss']:.4f}", psnr=f"{terms['psnr']:.2f}", n=n)
 
     def _check_parameters(self, stage: StageConfig, step: int, bar: tqdm) -> None:
@@ -368,7 +369,7 @@ class Trainer:
         return values, {"head": comp.head, "mouth": comp.mouth}
 
     def plot(self) -> None:
-        plot_losses(self.out / "log.csv", self.out / "loss.png")
+        plot_losses(self.out / LOG, self.out / LOSS_PLOT)
 
 
 def train(config: TrainConfig) -> Path:
