@@ -428,7 +428,11 @@ class RenderConfig:
     audio: Path
     """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count."""
     out: Path
-    """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all."""
+    """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all; its config is
+    saved beside it as NAME.config.json."""
+    overwrite: bool = False
+    """Replace --out (and its config) when they exist; only a video gstalk render made (and its config)
+    is ever replaced."""
     size: int | None = None
     """Output size in pixels (default: the training size)."""
     pose: Literal["replay", "still"] = "replay"

@@ -166,8 +166,9 @@ def _end_to_end(run: Path, speech: np.ndarray, size: int, device: torch.device, 
     audio = work / f"speech_{size}.wav"
     soundfile.write(audio, speech, 16_000)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
-        figures = render_video(RenderConfig(run=run, audio=audio, out=work / f"e2e_{size}.mp4", size=size,
-                                            device=device.type, progress=False, yes=True))  # fmt: skip
+        config = RenderConfig(run=run, audio=audio, out=work / f"e2e_{size}.mp4", size=size,
+                              device=device.type, progress=False, yes=True, overwrite=True)  # fmt: skip
+        figures = render_video(config)
     core_use = figures["cpu_seconds"] / figures["seconds"] / threads.available_cores()
     return {
         "frames": figures["frames"],

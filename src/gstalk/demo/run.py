@@ -63,8 +63,11 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     from ..drive import render_video
 
     talking = out / "talking.mp4"
+    # overwrite: the demo's own video of an earlier run (only a video gstalk made is replaced)
     render_video(
-        RenderConfig(run=run, audio=audio, out=talking, device=config.device, progress=config.progress)
+        RenderConfig(
+            run=run, audio=audio, out=talking, device=config.device, progress=config.progress, overwrite=True
+        )
     )
     say("4/4 evaluate")
     from ..eval.evaluate import evaluate
