@@ -135,7 +135,7 @@ def test_run_file_names_live_in_data_run_layout():
     from gstalk.data import run_layout as rl
 
     distinctive = {rl.MODEL_FILE, rl.META_FILE, rl.OPTIMIZER_FILE, rl.RNG_FILE, rl.LOG, rl.LOSS_PLOT,
-                   rl.METRICS, rl.REPORT, rl.MOUTH_SHEET, rl.SIDE_BY_SIDE}  # fmt: skip
+                   rl.AUDIO_MOTION, rl.METRICS, rl.REPORT, rl.MOUTH_SHEET, rl.SIDE_BY_SIDE}  # fmt: skip
     generic = {rl.MODEL, rl.STAGES, rl.CHECKPOINTS, rl.LATEST, rl.LEGACY_CHECKPOINT, rl.EVAL}
     spelled = [
         f"{module.relative_to(ROOT)}: {name}"

@@ -3,6 +3,7 @@
 
 config.json                  the TrainConfig that made the run (``config.save_config``)
 log.csv, loss.png            the training log and its plot (``train.log``)
+audio_motion.json            how the audio → motion model fitted (``train.audio_motion``)
 model/                       the final model: a model checkpoint folder (below)
 stages/NAME/                 each finished stage's model, e.g. the static baseline of evaluate
 checkpoints/SS-NNNNNNN/      training checkpoints (``train.checkpoint``), ``checkpoints/latest`` names the
@@ -23,6 +24,7 @@ from pathlib import Path
 CONFIG = "config.json"
 LOG = "log.csv"
 LOSS_PLOT = "loss.png"
+AUDIO_MOTION = "audio_motion.json"
 MODEL = "model"
 STAGES = "stages"
 CHECKPOINTS = "checkpoints"

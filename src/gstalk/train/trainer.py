@@ -32,7 +32,7 @@ from ..config import (
 from ..data.check import check_dataset
 from ..data.dataset import load_dataset
 from ..data.frames import FrameData
-from ..data.run_layout import LOG, LOSS_PLOT, model_dir, stage_dir
+from ..data.run_layout import AUDIO_MOTION, LOG, LOSS_PLOT, model_dir, stage_dir
 from ..device import pick_device
 from ..errors import GstalkError
 from ..fileio import strict_json, write_json_atomic
@@ -207,7 +207,7 @@ class Trainer:
         figures = fit_audio_motion(self.ds, model.basis.cpu(), model.motion, self.config.audio_motion,
                                    progress=self.config.progress)  # fmt: skip
         model.to(self.device)
-        write_json_atomic(self.out / "audio_motion.json", strict_json(figures))
+        write_json_atomic(self.out / AUDIO_MOTION, strict_json(figures))
         self._say(
             f"audio → motion: held-out lip error {figures['lip_error_mm']:.2f} mm, mouth-gap correlation "
             f"{figures['gap_correlation']:.2f}, in {figures['seconds']:.0f} s"
