@@ -13,16 +13,19 @@ page, and a ``Server`` header that names no version.
 - ``Server: gstalk`` instead of aiohttp's ``Python/3.x aiohttp/3.x``: a scanner learns nothing of the
   versions underneath. aiohttp writes its default only where a response has no ``Server`` header; the
   responses aiohttp's HTTP parser makes itself (400 for a malformed request, before any handler runs) get
-  the same through :func:`hide_server_version`.
+  the same through :func:`hide_server_version`, which also keeps aiohttp from logging a traceback for
+  each such request (one line instead: anyone can send them).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 
 from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 
 SERVER = "gstalk"
 
@@ -65,5 +68,20 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def hide_server_version() -> None:
-    """Make aiohttp's own default ``Server`` header (used where no handler ran) say only ``gstalk``."""
+    """Make aiohttp's own default ``Server`` header (used where no handler ran) say only ``gstalk``, and
+    log malformed requests in one line, without a traceback."""
     web_response.SERVER_SOFTWARE = SERVER  # read by StreamResponse._prepare_headers at each response
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _NoTracebackForBadRequests) for f in logger.filters):
+        logger.addFilter(_NoTracebackForBadRequests())
+
+
+class _NoTracebackForBadRequests(logging.Filter):
+    """Drops the traceback of a record about a request aiohttp could not parse (the client's fault)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"{record.msg}: {type(error).__name__} ({error.code})"
+            record.exc_info, record.exc_text = None, None
+        return True
