@@ -5,7 +5,9 @@ Every session of a worker is a :class:`RenderSession` (its audio, its ``drive.st
 
 - the **speech thread** computes the features and the predicted motion of the frames a session's audio
   completes (``FrameStream.prepare``: Whisper's encoder, the audio → motion model), a few frames per turn;
-- the **render thread** renders, JPEG-encodes and emits **one frame per turn** (``FrameStream.render``).
+- the **render thread** renders **one frame per turn** (``FrameStream.render``); a third thread
+  JPEG-encodes and emits it meanwhile (at most :data:`ENCODING` frames wait for it), so the rasterizer
+  goes on to the next frame while one core compresses the last.
 
 So the encoder never holds up a frame, and one session's frame waits for at most one frame of each other
 session. The compiled rasterizer already uses every core the worker has: two renders side by side would
@@ -31,6 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -49,6 +52,8 @@ RENDER_LEAD_SECONDS = 0.5
 SPEECH_FRAMES_PER_TURN = 8
 #: longest a scheduler thread sleeps before looking at its sessions again, seconds
 POLL_SECONDS = 0.05
+#: rendered frames waiting for their JPEG encoding at most (the render thread waits beyond)
+ENCODING = 2
 
 
 @dataclass
@@ -190,7 +195,7 @@ class RenderSession:
         return prepared, skipped, stream.last_ready() >= stream.next_frame
 
     def publish(self, k: int, image: np.ndarray) -> None:
-        """On the render thread: encode frame k and emit it."""
+        """Encode frame k (RGB uint8) as JPEG and emit it."""
         ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if ok:
             self.emit(Frame(k, buf.tobytes(), self.received / AUDIO_RATE, self.skipped, time.time()))
@@ -213,6 +218,8 @@ class Scheduler:
         self._turn = {"speech": 0, "render": 0}  # round robin: where each thread looks first
         self._threads: list[threading.Thread] = []
         self._running = True
+        self._jpeg = ThreadPoolExecutor(1, thread_name_prefix="gstalk-jpeg")  # in order: the end comes last
+        self._encoding = threading.Semaphore(ENCODING)
 
     def add(self, session: RenderSession) -> None:
         with self.lock:
@@ -238,6 +245,7 @@ class Scheduler:
             self.lock.notify_all()
         for thread in self._threads:
             thread.join(timeout=5.0)
+        self._jpeg.shutdown(wait=False, cancel_futures=True)
 
     def _next(self, kind: str, usable: Callable[[RenderSession], bool]) -> RenderSession | None:
         """The first usable session from where ``kind``'s thread left off (round robin)."""
@@ -294,9 +302,23 @@ class Scheduler:
                     return
             session, (k, prepared) = picked
             try:
-                session.publish(k, session.stream.render(prepared, k))
+                image = session.stream.render(prepared, k)
             except Exception as err:
                 session.fail(err)
+                continue
+            while not self._encoding.acquire(timeout=POLL_SECONDS):
+                if not self._running:
+                    return
+            self._jpeg.submit(self._publish, session, k, image)
+
+    def _publish(self, session: RenderSession, k: int, image: np.ndarray) -> None:
+        """On the JPEG thread: encode and emit frame k."""
+        try:
+            session.publish(k, image)
+        except Exception as err:
+            session.fail(err)
+        finally:
+            self._encoding.release()
 
     def _pick_render(self, now: float) -> tuple[RenderSession, tuple[int, Prepared]] | None:
         """The next session in turn with a frame to render now, and the frame; sessions whose every frame
@@ -312,5 +334,5 @@ class Scheduler:
                 return session, job
             if session.all_prepared and not session.frames:
                 session.done = True
-                session.emit(None)
+                self._jpeg.submit(session.emit, None)  # after its last frame's encoding
         return None
