@@ -178,7 +178,7 @@ def _declaring_wav(path: Path, seconds_declared: float, seconds_held: float = 1.
 def test_guards_come_before_any_work(capsys, monkeypatch, runs, speech, tmp_path: Path):
     """Refusals from the header and the scan come before the run is loaded; the --yes question before any
     speech model is loaded."""
-    import gstalk.drive.video as video
+    import gstalk.drive.driver as driver
     import gstalk.media.whisper as whisper
 
     def loaded(*args, **kwargs):
@@ -186,7 +186,7 @@ def test_guards_come_before_any_work(capsys, monkeypatch, runs, speech, tmp_path
 
     run, out = runs["finished"], tmp_path / "o.mp4"
     with monkeypatch.context() as m:
-        m.setattr(video, "Driver", loaded)
+        m.setattr(driver, "Driver", loaded)
         long = _declaring_wav(tmp_path / "long.wav", 2000.0)
         refused(*gstalk(capsys, "render", "--run", run, "--audio", long, "--out", out), "its header says")
         silent = tmp_path / "silent.flac"

@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -37,8 +38,9 @@ from ..fileio import atomic_path
 from ..media.audio import AUDIO_RATE, SILENT_DB, AudioReader, probe_audio, scan_audio
 from ..media.encode import container_comment, write_video
 from ..outputs import check_free_space, check_replaceable_file, claim_output
-from .driver import Driver, PoseSource
-from .stream import FrameStream
+
+if TYPE_CHECKING:  # imported where used: the checks before the work need no PyTorch
+    from .driver import Driver, PoseSource
 
 MUX_RATE = 48_000
 
@@ -134,6 +136,8 @@ def _scan(config: RenderConfig):
 
 def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
     scan = _scan(config)
+    from .driver import Driver, PoseSource
+
     driver = Driver(config.run, config.dataset, config.size, config.device, config.backend,
                     speech_model=config.speech_model)  # fmt: skip
     n = math.floor(scan.samples / AUDIO_RATE * driver.fps + 1e-9)
@@ -182,6 +186,8 @@ def _frames(config: RenderConfig, driver: Driver, pose: PoseSource) -> Iterator[
     decoded audio (the same frames as from the whole file, in bounded memory). Other kinds normalise over
     the whole file, so they are computed from all of it at once (their features are a few KB a frame)."""
     if driver.ds.audio_spec.features == "whisper":
+        from .stream import FrameStream
+
         stream = FrameStream(driver, pose)
         for chunk in AudioReader(config.audio, AUDIO_RATE, CHUNK_SECONDS):
             for _, frame in stream.push(chunk):
