@@ -123,11 +123,11 @@ def _scan(config: RenderConfig):
     problem = None
     if scan.damaged_at is not None:
         problem = f"the audio stops decoding after {scan.damaged_at:.2f} s (the file is damaged or truncated)"
-    elif header.seconds is not None and header.seconds - scan.seconds > max(
+    elif header.seconds is not None and header.seconds - scan.decoded_seconds > max(
         TRUNCATED_SECONDS, TRUNCATED_SHARE * header.seconds
     ):
-        problem = (f"its header says {header.seconds:.2f} s but only {scan.seconds:.2f} s of audio are in "
-                   "it (the file looks truncated)")  # fmt: skip
+        problem = (f"its header says {header.seconds:.2f} s but only {scan.decoded_seconds:.2f} s of audio "
+                   "are in it (the file looks truncated)")  # fmt: skip
     if problem is not None:
         print(f"gstalk render: warning: {config.audio}: {problem}; rendering the {scan.seconds:.2f} s that "
               "decode", file=sys.stderr, flush=True)  # fmt: skip

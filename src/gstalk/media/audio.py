@@ -379,6 +379,9 @@ class AudioScan:
     """The loudest 100 ms, dBFS (:class:`Loudest`)."""
     damaged_at: float | None
     """Decoding failed after this many seconds of the file's audio (None: it decoded to its end)."""
+    decoded_seconds: float = 0.0
+    """Seconds of the file's own audio that decoded (before it is placed on the video's timeline), to
+    hold against its header's duration."""
 
 
 def scan_audio(path: str | Path, max_seconds: float | None = None) -> AudioScan:
@@ -393,7 +396,8 @@ def scan_audio(path: str | Path, max_seconds: float | None = None) -> AudioScan:
     reader.check_finite()
     if samples == 0:
         raise GstalkError(f"{path}: its audio track is empty", "use a file with speech in it")
-    return AudioScan(samples / AUDIO_RATE, samples, loudest.db, reader.damaged_at)
+    own = reader.found.own / reader.found.rate if reader.found.rate else 0.0
+    return AudioScan(samples / AUDIO_RATE, samples, loudest.db, reader.damaged_at, own)
 
 
 def is_silent(audio: np.ndarray, threshold_db: float = SILENT_DB) -> bool:
