@@ -510,7 +510,11 @@ class RenderConfig:
     audio: Path
     """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count."""
     out: Path
-    """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all."""
+    """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all; its config is
+    saved beside it as NAME.config.json."""
+    overwrite: bool = False
+    """Replace --out (and its config) when they exist; only a video gstalk render made (and its config)
+    is ever replaced."""
     size: int | None = None
     """Output size in pixels (default: the training size)."""
     pose: Literal["replay", "still"] = "replay"
@@ -583,6 +587,18 @@ class ServeConfig:
     "busy" message (they share the worker's cores)."""
     max_session_seconds: float = 120.0
     """Audio accepted per session; the page is told when the limit is reached."""
+    max_session_minutes: float = 10.0
+    """Longest a session lasts, whatever it sends: then it ends (its frames and download are kept) and the
+    page is told why."""
+    min_audio_rate: float = 0.5
+    """After --audio-grace-seconds, a session that sent less than this many seconds of audio per second
+    over the last --audio-grace-seconds is ended (its place goes to the next visitor) and told why."""
+    audio_grace_seconds: float = 10.0
+    """How long a session may send too little audio before --min-audio-rate applies, and the span it is
+    measured over."""
+    max_queue_seconds: float = 10.0
+    """Audio a session may send ahead of real time; beyond it the oldest is dropped (its frames skipped)
+    and the page is told. Frames come at real-time pace however fast the audio arrives."""
     max_upload_mb: float = 20.0
     """Largest audio file the page accepts (it is decoded in the browser, never stored on disk)."""
     max_avatars: int = 8

@@ -26,6 +26,7 @@ from scipy.spatial.transform import Rotation
 from ..data.dataset import Dataset, load_dataset
 from ..data.frames import Condition, FrameData, context_indices, expression_inputs, to_uint8
 from ..data.layout import MANIFEST
+from ..data.run_layout import model_dir
 from ..device import pick_device
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
@@ -91,7 +92,7 @@ class Driver:
     ) -> None:
         self.run = Path(run)
         device = pick_device(device)
-        self.model, meta = load_model(self.run / "model", device)
+        self.model, meta = load_model(model_dir(self.run), device)
         self.model.eval().freeze()
         ds_path = Path(dataset) if dataset is not None else Path(meta["dataset"])
         if not (ds_path / MANIFEST).is_file():

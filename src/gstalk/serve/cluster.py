@@ -20,9 +20,8 @@ import contextlib
 import dataclasses
 import math
 import os
-import random
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -45,22 +44,6 @@ def _lost(err: BaseException) -> SessionLost:
     if isinstance(cause, SessionLost) and "rendering failed" in str(cause):
         return SessionLost(str(cause))
     return SessionLost(STOPPED)
-
-
-def rank_replicas(
-    replicas: Sequence[tuple[str, int | None]], pinned: str | None, exclude: Sequence[str] = ()
-) -> list[list[str]]:
-    """Replica ids in the order to try, one per rank: ``replicas`` is (id, free slots or None when not yet
-    reported). A ``pinned`` replica is the only choice while it is there (otherwise any replica will do,
-    to be told the session is gone); else the replicas not excluded, most free slots first (ties in random
-    order), or every replica when all are excluded (one answers "full" again: then all are full)."""
-    ids = [r for r, _ in replicas]
-    if pinned is not None:
-        return [[pinned]] if pinned in ids else [ids]
-    skip = set(exclude)
-    order = [(r, -1 if room is None else room, random.random()) for r, room in replicas if r not in skip]
-    order.sort(key=lambda item: (-item[1], item[2]))
-    return [[r] for r, _, _ in order] or [ids]
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -34,6 +34,7 @@ from ..config import (
 from ..data.check import check_dataset
 from ..data.dataset import load_dataset
 from ..data.frames import FrameData
+from ..data.run_layout import AUDIO_MOTION, LOG, LOSS_PLOT, model_dir, stage_dir
 from ..device import pick_device
 from ..errors import GstalkError
 from ..fileio import strict_json, write_json_atomic
@@ -196,7 +197,7 @@ class Trainer:
                     f"resuming stage {self.stages[start_stage].name} at step {start_step} ({latest.name})"
                 )
         else:
-            if latest is not None or (self.out / "model").exists():
+            if latest is not None or model_dir(self.out).exists():
                 raise GstalkError(
                     f"{self.out} already holds a training run",
                     "pass --resume to continue it, or choose another --out",
@@ -217,7 +218,7 @@ class Trainer:
                 resume_from = latest if (index == start_stage and start_step > 0) else None
                 self._run_stage(index, first, gen, resume_from)
                 if not self._stop:  # each finished stage's model, e.g. the static baseline of evaluate
-                    save_model(self.out / "stages" / self.stages[index].name, model, self._final_state())
+                    save_model(stage_dir(self.out, self.stages[index].name), model, self._final_state())
                 if self._stop:
                     self._say(
                         f"interrupted: checkpoint saved in {latest_checkpoint(self.out)}; "
@@ -227,9 +228,9 @@ class Trainer:
                     raise KeyboardInterrupt
         finally:
             signal.signal(signal.SIGINT, previous)
-        save_model(self.out / "model", model, self._final_state())
+        save_model(model_dir(self.out), model, self._final_state())
         self.plot()
-        self._say(f"done: model in {self.out / 'model'}")
+        self._say(f"done: model in {model_dir(self.out)}")
         return self.out
 
     def fit_audio_motion(self) -> dict[str, float]:
@@ -246,7 +247,7 @@ class Trainer:
             figures = fit_audio_motion(self.ds, model.basis.cpu(), model.motion, self.config.audio_motion,
                                        progress=self.config.progress)  # fmt: skip
         model.to(self.device)
-        write_json_atomic(self.out / "audio_motion.json", strict_json(figures))
+        write_json_atomic(self.out / AUDIO_MOTION, strict_json(figures))
         self._say(
             f"audio → motion: held-out lip error {figures['lip_error_mm']:.2f} mm, mouth-gap correlation "
             f"{figures['gap_correlation']:.2f}, in {figures['seconds']:.0f} s"
@@ -335,7 +336,7 @@ class Trainer:
         """A row of log.csv, and the progress bar's figures."""
         n = len(self.model.head) + len(self.model.mouth)
         row = {"stage": stage.name, "step": step, **terms, "gaussians": n, "seconds": round(seconds, 4)}
-        append_row(self.out / "log.csv", row)
+        append_row(self.out / LOG, row)
         bar.set_postfix(loss=f"{terms['loss']:.4f}", psnr=f"{terms['psnr']:.2f}", n=n)
 
     def _check_parameters(self, stage: StageConfig, step: int, bar: tqdm) -> None:
@@ -408,7 +409,7 @@ class Trainer:
         return values, {"head": comp.head, "mouth": comp.mouth}
 
     def plot(self) -> None:
-        plot_losses(self.out / "log.csv", self.out / "loss.png")
+        plot_losses(self.out / LOG, self.out / LOSS_PLOT)
 
 
 def train(config: TrainConfig) -> Path:
