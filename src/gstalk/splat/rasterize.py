@@ -31,6 +31,7 @@ class RenderOutput:
     radii: (C, N, 2) int32 half extents of each Gaussian's screen box; 0 when culled.
     visible: (C, N) bool, the Gaussians that touched the image.
     backend: which backend produced it.
+    stats: the ``stats`` dict given to ``rasterize`` (filled by ``backward()``), or None.
     """
 
     image: Tensor
@@ -40,6 +41,7 @@ class RenderOutput:
     radii: Tensor
     visible: Tensor
     backend: str
+    stats: dict | None = None
 
 
 def resolve_backend(backend: Backend, device: torch.device) -> str:
@@ -71,6 +73,7 @@ def rasterize(
     backend: Backend = "auto",
     max_pairs: int = DEFAULT_MAX_PAIRS,
     groups: Tensor | None = None,
+    stats: dict | None = None,
 ) -> RenderOutput:
     """Render N Gaussians into C cameras.
 
@@ -82,6 +85,11 @@ def rasterize(
     groups: optional (N,) integers: Gaussians of a lower group are composited in front of every one of a
         higher group whatever their depths (a face over its mouth interior in one pass). Not supported by
         gsplat.
+    stats: an empty dict for densification's statistics (CPU backends; gsplat leaves it empty), which the
+        backward pass fills: ``absgrad`` (C, N, 2) float64, the sums over pixels of |∂L/∂mean2d| per axis
+        (each pixel's pull on its own, so opposite pulls on a Gaussian too large for the detail under it
+        do not cancel: AbsGS, Ye et al. 2024), and ``weight`` (C, N) float64, the sum over pixels of each
+        Gaussian's blending weight alpha · T (its contribution to the image, LightGaussian's importance).
     """
     n_cams = len(cameras)
     colors = _check_inputs(means, quats, scales, opacities, colors, n_cams)
@@ -96,16 +104,26 @@ def rasterize(
         image = color + (1.0 - alpha) * _background(background, tuple(color.shape), color.dtype, color.device)
     else:
         image, alpha, depth, proj = _rasterize_cpu(
-            means, quats, scales, opacities, colors, cameras, background, chosen, max_pairs, groups
+            means, quats, scales, opacities, colors, cameras, background, chosen, max_pairs, groups, stats
         )
         means2d, radii = proj.means2d, proj.radii
     if means2d.requires_grad:
         means2d.retain_grad()
-    return RenderOutput(image, alpha, depth, means2d, radii, _visible(radii), chosen)
+    return RenderOutput(image, alpha, depth, means2d, radii, _visible(radii), chosen, stats)
 
 
 def _rasterize_cpu(
-    means, quats, scales, opacities, colors, cameras: Camera, background, chosen: str, max_pairs: int, groups
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    cameras: Camera,
+    background,
+    chosen: str,
+    max_pairs: int,
+    groups,
+    stats=None,
 ) -> tuple[Tensor, Tensor, Tensor, Projected]:
     """The numba and torch backends: image, alpha, depth and the projection. The numba backend projects
     with its compiled copy of the projection and composites to the final image in one pass."""
@@ -124,8 +142,8 @@ def _rasterize_cpu(
     if chosen == "numba":  # one compiled pass to the final image, alpha and depth
         from .numba_backend import rasterize_image_numba
 
-        return (*rasterize_image_numba(proj, opacities, colors, bg, *size, groups), proj)
-    color, alpha, depth_sum = rasterize_pixels(proj, opacities, colors, *size, max_pairs, groups)
+        return (*rasterize_image_numba(proj, opacities, colors, bg, *size, groups, stats), proj)
+    color, alpha, depth_sum = rasterize_pixels(proj, opacities, colors, *size, max_pairs, groups, stats)
     return color + (1.0 - alpha) * bg, alpha, depth_sum / alpha.clamp(min=1e-10), proj
 
 
