@@ -318,7 +318,7 @@ def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
     from gstalk.data.frames import Target
     from gstalk.model.talking_head import Composite
     from gstalk.train.losses import dssim, masked, mouth_mask_loss
-    from gstalk.train.objective import loss_terms
+    from gstalk.train.objective import MOUTH_ROOM, loss_terms
 
     stage = {s.name: s for s in stages(resolve_train(TrainConfig(dataset=Path("."), out=Path("."))))}[
         stage_name
@@ -347,10 +347,14 @@ def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
         share = head_mask.float().mean()
         pred = masked(image, target.image, head_mask)
         interior = labels == Region.MOUTH_INTERIOR
+        room = round(MOUTH_ROOM * h)  # the mouth mask's box (rows 43–53, columns 23–46), widened
+        near_mouth = torch.zeros(h, w, dtype=torch.bool)
+        near_mouth[max(43 - room, 0) : 54 + room, max(23 - room, 0) : 47 + room] = True
+        mouth_outside = (alphas[1][0, ..., 0] * (~near_mouth).float()).sum() / (~near_mouth).sum()
         want = {
             "l1": (weight * (pred - target.image).abs()).mean() / share,
             "dssim": dssim(pred, target.image) / share,
-            "stray": (alphas[0][0, ..., 0] * (~head_mask).float()).mean() / (1 - share),
+            "stray": (alphas[0][0, ..., 0] * (~head_mask).float()).mean() / (1 - share) + mouth_outside,
             "mouth": mouth_mask_loss(comp.mouth_visible, interior, mouth_mask),
         }
     else:
@@ -380,3 +384,37 @@ def test_targets_read_ahead_equal_fresh_ones(demo_dataset: Path):
     frames.read_ahead(7)  # 6 was never used
     assert list(frames._ahead) == [7]
     assert torch.equal(frames.target(7).layer, fresh.target(7).layer) and not frames._ahead
+
+
+def test_detail_loss_is_a_laplacian_pyramid_of_the_error():
+    """The detail loss is the L1 of the error's Laplacian at full resolution and over 2 × 2 blocks (the
+    conv2d formulation), zero for an error without detail (constant or linear ramps), and its gradient
+    matches finite differences; on a mask's box it equals the whole image's."""
+    from gstalk.train.losses import detail_loss
+    from gstalk.train.objective import masked_detail
+
+    g = torch.Generator().manual_seed(3)
+    diff = torch.randn(37, 30, 3, generator=g, dtype=torch.float64)
+    kernel = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64).expand(3, 1, 3, 3)
+    chw = diff.permute(2, 0, 1)[None]
+    level0 = torch.nn.functional.conv2d(chw, kernel, groups=3).abs().sum()
+    level1 = torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(chw, 2), kernel, groups=3).abs().sum()
+    assert float(detail_loss(diff)) == pytest.approx(float((level0 + 4 * level1) / 3), rel=1e-12)
+    ys, xs = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in (37, 30)), indexing="ij")
+    ramp = (0.3 + 0.01 * xs - 0.02 * ys)[..., None].expand(37, 30, 3)
+    assert float(detail_loss(ramp)) == pytest.approx(0.0, abs=1e-10)
+    weight = torch.rand(37, 30, generator=g, dtype=torch.float64)
+    x = diff.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: detail_loss(t, weight), (x,), eps=1e-6, atol=1e-6)
+    image, reference = torch.rand(60, 50, 3, generator=g), torch.rand(60, 50, 3, generator=g)
+    mask = torch.zeros(60, 50, dtype=torch.bool)
+    mask[21:40, 13:30] = True  # odd first row and column: the box is aligned to whole 2 × 2 blocks
+    image.requires_grad_()
+    pred = torch.where(mask[..., None], image, reference)
+    weight = 1 + torch.rand(60, 50, generator=g)
+    want = detail_loss(pred - reference, weight)
+    got = masked_detail(image, reference, mask, weight)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    (a,) = torch.autograd.grad(got, image)
+    (b,) = torch.autograd.grad(want, image)
+    assert torch.allclose(a, b, atol=1e-6)

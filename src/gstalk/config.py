@@ -287,6 +287,15 @@ class DensifyConfig:
     """Reset all opacities to 0.01 this often, in stages of at least reset_min_iterations (0: never)."""
     reset_min_iterations: int = 4000
     """Shorter stages never reset opacities (they would not recover in time)."""
+    score: Literal["grad", "absgrad"] = "grad"
+    """What grows a Gaussian: grad, the mean norm of its summed screen-space gradient (3DGS); absgrad, of
+    the per-axis sums of each pixel's |gradient| (AbsGS), which does not cancel where a Gaussian is too
+    large for the detail under it (CPU backends; on gsplat, grad)."""
+    absgrad_threshold: float = 0.0008
+    """Mean absgrad (NDC units, as gsplat's) above which a Gaussian grows, when score is absgrad."""
+    cap_rank: Literal["volume", "weight"] = "volume"
+    """Which Gaussians the cap keeps: the largest opacity-weighted volume (GaussianSpeech), or the largest
+    blending weight in the frames since the last round (their contribution; CPU backends)."""
 
 
 @dataclass
@@ -311,6 +320,17 @@ class StageConfig:
     """Weight of the per-pixel mouth-interior mask loss (the papers' jaw loss role)."""
     mouth_region_weight: float = 0.0
     """Extra weight of the image losses on the lips and mouth interior (the region counts 1 + this)."""
+    stray_weight: float = 1.0
+    """Weight of the head's opacity where the frame shows hair, neck, torso or background (masked stages)."""
+    coverage_weight: float = 0.0
+    """Weight of the render's transparency over the frame's head regions, where the background plate would
+    show through (masked stages): seams and fringes at the ears and along the jaw."""
+    detail_weight: float = 0.0
+    """Weight of the detail loss: the L1 of a two-level Laplacian pyramid of the error (weight-free)."""
+    detail_region_weight: float = 0.0
+    """Extra weight of the detail loss in FG-3DGS's high-frequency regions (eyes, brows, lips, mouth)."""
+    mouth_detail_weight: float = 0.0
+    """Weight of the detail loss on the mouth's box alone, averaged there."""
     residual_weight: float = 0.0
     """Weight of the mean squared residual motion (mm²): keeps the lips where the mesh puts them."""
     densify: bool = False
