@@ -418,3 +418,23 @@ def test_detail_loss_is_a_laplacian_pyramid_of_the_error():
     (a,) = torch.autograd.grad(got, image)
     (b,) = torch.autograd.grad(want, image)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(60, 50, 3), (37, 30, 3), (5, 9, 1), (2, 40, 3)])
+def test_compiled_detail_loss_matches_the_pytorch_one(shape):
+    """train.laplacian (float32 CPU) is losses.pyramid_l1: value and gradient to 1e-5, weighted or not,
+    on odd sizes and on images too small for a second level or for any."""
+    from gstalk.train.laplacian import detail_loss_cpu
+    from gstalk.train.losses import pyramid_l1
+
+    g = torch.Generator().manual_seed(sum(shape))
+    diff = torch.randn(*shape, generator=g)
+    for weight in (None, 1 + torch.rand(*shape[:2], generator=g)):
+        x = diff.clone().requires_grad_()
+        got = detail_loss_cpu(x, weight)
+        (got_grad,) = torch.autograd.grad(2.0 * got, x)
+        y = diff.double().requires_grad_()
+        want = pyramid_l1(y, None if weight is None else weight.double())
+        (want_grad,) = torch.autograd.grad(2.0 * want, y)
+        assert float(got) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+        assert torch.allclose(got_grad.double(), want_grad, atol=1e-5)

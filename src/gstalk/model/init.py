@@ -191,6 +191,7 @@ def init_talking_head(
     basis = fit_motion_basis(ds, config.motion_components)
     audio = np.asarray(ds.audio_features[ds.train_ids], dtype=np.float32)
     expr = expression_inputs(ds)[ds.train_ids]
+    torch.manual_seed(seed)  # the networks' initial weights do not depend on the Gaussian budget
     model = TalkingHead(
         head,
         mouth,

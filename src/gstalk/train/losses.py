@@ -63,8 +63,18 @@ def detail_loss(diff: Tensor, weight: Tensor | None = None, levels: int = 2) -> 
     ``diff``: (H, W, C) prediction minus target. Level k is the Laplacian of the error averaged over
     2^k × 2^k blocks (level 0: structures of 1–2 px, level 1: 2–4 px). ``weight``: optional (H, W) weights
     per pixel, averaged likewise. Returns the sum over levels of Σ w·|L_k| / 4^-k, i.e. every level in
-    units of full-resolution pixels (divide by the pixel count for a mean)."""
-    total = diff.new_zeros(())
+    units of full-resolution pixels (divide by the pixel count for a mean). Float32 CPU errors take the
+    compiled version (``train.laplacian``), the rest PyTorch's."""
+    if diff.device.type == "cpu" and diff.dtype == torch.float32 and diff.is_contiguous():
+        from .laplacian import detail_loss_cpu
+
+        return detail_loss_cpu(diff, weight, levels)
+    return pyramid_l1(diff, weight, levels)
+
+
+def pyramid_l1(diff: Tensor, weight: Tensor | None = None, levels: int = 2) -> Tensor:
+    """:func:`detail_loss` in PyTorch operations (any device and dtype; the compiled one's reference)."""
+    total = diff.sum() * 0  # zero, in the graph even when the image is too small for any level
     for k in range(levels):
         if min(diff.shape[:2]) < 3:
             break

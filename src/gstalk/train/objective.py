@@ -12,9 +12,9 @@ As nerfstudio's ``get_loss_dict``: :func:`loss_terms` returns every term by name
   where the frame shows hair, neck, torso or background, and the mouth interior's own outside the
   mouth's box (plus ``MOUTH_ROOM`` of the image). Behind the face the mouth interior is hidden, so
   nothing else keeps its Gaussians from drifting out to cover an ear or a collar;
-- ``coverage`` (masked stages): the transparency of the render where the frame's head regions are, which is
-  where the layer under the render holds the background plate: any of it shows as a seam or a fringe
-  (at an ear, along the jaw);
+- ``coverage`` (masked stages): the transparency of the render over the frame's head regions where the
+  layer under the render holds the background plate (not the frame's own pixels): any of it shows as a
+  seam (along the jaw, the cheeks);
 - ``mouth``: the per-pixel mouth-interior mask loss (the papers' jaw-loss role, ``losses.mouth_mask_loss``);
 - ``residual``: the residual networks' mean squared Δμ (mm²);
 - ``lpips``: when LPIPS weights are given.
@@ -75,8 +75,9 @@ def image_terms(stage: StageConfig, comp: Composite, target: Target) -> dict[str
         "stray": comp.alpha.masked_fill(inside, 0.0).mean() / (1 - share).clamp(min=1e-3)
         + mouth_stray(comp, target),
     }
-    if stage.coverage_weight > 0:
+    if stage.coverage_weight > 0:  # where the layer under the head is not the frame's own pixel
         plate = torch.isin(target.labels[crop], torch.tensor(HEAD_REGIONS, device=inside.device))
+        plate &= (target.layer[crop] != target.image[crop]).any(-1)
         terms["coverage"] = (1 - comp.alpha[crop]).masked_fill(~plate, 0.0).sum() / plate.sum().clamp(min=1)
     if stage.detail_weight > 0:
         weight = _detail_weight(stage, target.labels)
