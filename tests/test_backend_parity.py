@@ -272,7 +272,10 @@ def _compare(scene, cams: Camera, background=0.25, groups=None):
     assert new.backend == "numba"
     with torch.no_grad():
         rendered = rasterize(*scene, cams, background=background, backend="numba", groups=groups)
+        no_depth = rasterize(*scene, cams, background=background, backend="numba", groups=groups, depth=False)
     _assert_images_agree(new, rendered, "rendering and training")
+    assert no_depth.depth is None, "rendering without the depth"
+    assert torch.equal(no_depth.image, rendered.image) and torch.equal(no_depth.alpha, rendered.alpha)
     _compare_final_images(scene, cams, background, groups)
     if scene[0].dtype == torch.float64:
         _assert_images_agree(ref, new, "end to end")

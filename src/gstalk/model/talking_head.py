@@ -277,7 +277,7 @@ def render_portrait(
         fused = not torch.is_grad_enabled() and chosen != "gsplat"
     if fused:
         both, groups = frame.both()
-        out = rasterize(*both, camera, background=layer, backend=chosen, groups=groups)
+        out = rasterize(*both, camera, background=layer, backend=chosen, groups=groups, depth=False)
         return Composite(out.image[0], out.alpha[0, ..., 0])
     mouth = rasterize(*frame.mouth.tensors(), camera, background=layer, backend=chosen,
                       stats={} if stats else None)  # fmt: skip

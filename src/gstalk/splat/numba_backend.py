@@ -253,15 +253,27 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, means2d, conics, opacities, depths, colors, background, projected, width, height, groups, stats
+        ctx,
+        means2d,
+        conics,
+        opacities,
+        depths,
+        colors,
+        background,
+        projected,
+        width,
+        height,
+        groups,
+        stats,
+        with_depth=True,
     ):
         n_cams, n = depths.shape
         d = colors.shape[-1]
         np_dtype = np.float64 if means2d.dtype == torch.float64 else np.float32
         color = np.empty((n_cams, height, width, d), np_dtype)
         alpha = np.empty((n_cams, height, width), np_dtype)
-        depth = np.empty((n_cams, height, width), np_dtype)
         keep = torch.is_grad_enabled() or any(ctx.needs_input_grad)
+        depth = np.empty((n_cams, height, width) if keep or with_depth else (n_cams, 0, 0), np_dtype)
         size = (n_cams, height, width) if keep else (n_cams, 0, 0)
         trans, last = np.empty(size, np_dtype), np.empty(size, np.int32)
         if background is None:
@@ -327,6 +339,7 @@ class _Composite(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -357,6 +370,7 @@ def rasterize_image_numba(
     height: int,
     groups: Tensor | None = None,
     stats: dict | None = None,
+    with_depth: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``rasterize``'s final outputs from one compiled pass, differentiable: the image composited over
     ``background`` (C, H, W, D), alpha (C, H, W, 1), and the expected depth (C, H, W, 1), the weighted
@@ -364,8 +378,20 @@ def rasterize_image_numba(
 
     background: broadcastable to (C, H, W, D), in the projection's dtype (a scalar, a colour (1, 1, 1, D)
     or per camera (C, 1, 1, D), or images); it receives a gradient when it requires one. ``stats``: see
-    ``rasterize``."""
+    ``rasterize``. ``with_depth`` False: without gradients, the depth is not computed (an empty (C, 0, 0, 1)
+    tensor stands for it)."""
     p = projected
     return _Composite.apply(
-        p.means2d, p.conics, opacities, p.depths, colors, background, p, width, height, groups, stats
+        p.means2d,
+        p.conics,
+        opacities,
+        p.depths,
+        colors,
+        background,
+        p,
+        width,
+        height,
+        groups,
+        stats,
+        with_depth,
     )

@@ -412,11 +412,13 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
     (after its last pair) and the tile entry of its last pair (-1: none), which the backward pass starts
     from. ``background``: empty to output the raw sums (colour, alpha, alpha-weighted depth); else an
     (H, W, D) array (strides may be 0) to output the image over it, alpha, and the depth divided by alpha
-    (``rasterize``'s final values in one pass)."""
+    (``rasterize``'s final values in one pass). An empty ``out_depth`` (only without ``out_trans``) skips
+    the depth altogether."""
     height, width = out_alpha.shape
     tiles_x = (width + TILE_W - 1) // TILE_W
     d = colors.shape[1]
     one = consts[3]
+    with_depth = out_depth.shape[0] > 0
     lane_x, lane_y = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     trans = np.empty(AREA, consts.dtype)
     last = np.empty(AREA, np.int32)
@@ -455,7 +457,8 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
             for k in range(d):
                 _add_scaled(acc[k * AREA + p0 : k * AREA + p1], lw[:n], colors[g, k])
             _add_scaled(acc[d * AREA + p0 : d * AREA + p1], lw[:n], one)
-            _add_scaled(acc[(d + 1) * AREA + p0 : (d + 1) * AREA + p1], lw[:n], depths[g])
+            if with_depth:
+                _add_scaled(acc[(d + 1) * AREA + p0 : (d + 1) * AREA + p1], lw[:n], depths[g])
             if n_left == 0:
                 break
         _write_tile(
@@ -470,12 +473,14 @@ def _write_empty(tx0, tx1, ty0, ty1, out_color, out_alpha, out_depth, out_trans,
     d = out_color.shape[2]
     final = background.shape[0] > 0
     keep = out_trans.shape[0] > 0
+    with_depth = out_depth.shape[0] > 0
     for py in range(ty0, ty1 + 1):
         for px in range(tx0, tx1 + 1):
             for k in range(d):
                 out_color[py, px, k] = background[py, px, k] if final else 0
             out_alpha[py, px] = 0
-            out_depth[py, px] = 0
+            if with_depth:
+                out_depth[py, px] = 0
             if keep:
                 out_trans[py, px] = 1
                 out_last[py, px] = -1
@@ -486,6 +491,7 @@ def _write_tile(acc, trans, last, tx0, tx1, ty0, ty1, d, consts, out_color, out_
                 out_last, background):  # fmt: skip
     keep = out_trans.shape[0] > 0
     final = background.shape[0] > 0
+    with_depth = out_depth.shape[0] > 0
     one, tiny = consts[3], consts[6]
     for py in range(ty0, ty1 + 1):
         for px in range(tx0, tx1 + 1):
@@ -496,11 +502,13 @@ def _write_tile(acc, trans, last, tx0, tx1, ty0, ty1, d, consts, out_color, out_
             if final:  # the torch code's `color + (1 - alpha) * bg` and `depth / alpha.clamp(min=1e-10)`
                 for k in range(d):
                     out_color[py, px, k] = acc[k * AREA + p] + (one - alpha) * background[py, px, k]
-                out_depth[py, px] = depth / max(alpha, tiny)
+                if with_depth:
+                    out_depth[py, px] = depth / max(alpha, tiny)
             else:
                 for k in range(d):
                     out_color[py, px, k] = acc[k * AREA + p]
-                out_depth[py, px] = depth
+                if with_depth:
+                    out_depth[py, px] = depth
             if keep:
                 out_trans[py, px] = abs(trans[p])
                 out_last[py, px] = last[p]
