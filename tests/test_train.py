@@ -310,15 +310,17 @@ def test_compiled_ssim_matches_pytorch_msssim_in_value_and_gradient(shape, threa
 
 @pytest.mark.parametrize("stage_name", ["static", "fusion"])
 def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
-    """The masked stages compute L1, D-SSIM and the mouth loss on their masks' boxes: the values and the
-    gradients are those of the full-frame formulas (the docstring's definitions)."""
+    """The masked stages compute L1, D-SSIM, the mouth loss, coverage and the detail terms on their masks'
+    boxes: the values and the gradients are those of the full-frame formulas (the docstring's
+    definitions)."""
     from types import SimpleNamespace
 
     from gstalk.config import TrainConfig, resolve_train, stages
     from gstalk.data.frames import Target
     from gstalk.model.talking_head import Composite
-    from gstalk.train.losses import dssim, masked, mouth_mask_loss
-    from gstalk.train.objective import MOUTH_ROOM, loss_terms
+    from gstalk.regions import HEAD_REGIONS
+    from gstalk.train.losses import dssim, masked, mouth_mask_loss, pyramid_l1
+    from gstalk.train.objective import DETAIL_REGIONS, MOUTH_ROOM, loss_terms
 
     stage = {s.name: s for s in stages(resolve_train(TrainConfig(dataset=Path("."), out=Path("."))))}[
         stage_name
@@ -343,6 +345,11 @@ def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
     )
     terms = loss_terms(stage, comp, None, target)
     weight = 1.0 + stage.mouth_region_weight * mouth_mask.float()[..., None]
+    detail_weight = (
+        1.0 + stage.detail_region_weight * torch.isin(labels, torch.tensor(DETAIL_REGIONS)).float()
+    )
+    mouth_only = torch.where(mouth_mask[..., None], image, target.image) - target.image
+    mouth_detail = pyramid_l1(mouth_only) / mouth_mask.sum()
     if stage.masked:
         share = head_mask.float().mean()
         pred = masked(image, target.image, head_mask)
@@ -356,9 +363,17 @@ def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
             "dssim": dssim(pred, target.image) / share,
             "stray": (alphas[0][0, ..., 0] * (~head_mask).float()).mean() / (1 - share) + mouth_outside,
             "mouth": mouth_mask_loss(comp.mouth_visible, interior, mouth_mask),
+            "coverage": (1 - alphas[0][0, ..., 0])[torch.isin(labels, torch.tensor(HEAD_REGIONS))].mean(),
+            "detail": pyramid_l1(pred - target.image, detail_weight) / (h * w) / share,
+            "mouth_detail": mouth_detail,
         }
     else:
-        want = {"l1": (weight * (image - target.image).abs()).mean(), "dssim": dssim(image, target.image)}
+        want = {
+            "l1": (weight * (image - target.image).abs()).mean(),
+            "dssim": dssim(image, target.image),
+            "detail": pyramid_l1(image - target.image, detail_weight) / (h * w),
+            "mouth_detail": mouth_detail,
+        }
     assert terms.keys() == want.keys()
     for name in want:
         assert float(terms[name]) == pytest.approx(float(want[name]), rel=1e-5), name

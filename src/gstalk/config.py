@@ -267,7 +267,8 @@ class LearningRates:
 
 @dataclass
 class DensifyConfig:
-    """Adaptive density control (3DGS / gsplat's DefaultStrategy rules) plus GaussianSpeech's top-k cap."""
+    """Adaptive density control (3DGS / gsplat's DefaultStrategy rules), grown by AbsGS's absolute gradient,
+    with a top-k cap (by contribution, or GaussianSpeech's volume): see ``train.strategy``."""
 
     start: int = 300
     """First step (within the stage) at which Gaussians are densified or pruned."""
@@ -287,13 +288,13 @@ class DensifyConfig:
     """Reset all opacities to 0.01 this often, in stages of at least reset_min_iterations (0: never)."""
     reset_min_iterations: int = 4000
     """Shorter stages never reset opacities (they would not recover in time)."""
-    score: Literal["grad", "absgrad"] = "grad"
+    score: Literal["grad", "absgrad"] = "absgrad"
     """What grows a Gaussian: grad, the mean norm of its summed screen-space gradient (3DGS); absgrad, of
     the per-axis sums of each pixel's |gradient| (AbsGS), which does not cancel where a Gaussian is too
     large for the detail under it (CPU backends; on gsplat, grad)."""
     absgrad_threshold: float = 0.0008
     """Mean absgrad (NDC units, as gsplat's) above which a Gaussian grows, when score is absgrad."""
-    cap_rank: Literal["volume", "weight"] = "volume"
+    cap_rank: Literal["volume", "weight"] = "weight"
     """Which Gaussians the cap keeps: the largest opacity-weighted volume (GaussianSpeech), or the largest
     blending weight in the frames since the last round (their contribution; CPU backends)."""
 
@@ -339,22 +340,26 @@ class StageConfig:
     """Multiplies every learning rate of the stage."""
 
 
+#: the detail terms of every render stage (issue 26; docs/benchmarks.md, "Detail")
+_DETAIL = {"detail_weight": 0.05, "detail_region_weight": 1.0, "mouth_detail_weight": 0.02}
+
+
 def _static_stage() -> StageConfig:
     return StageConfig(
         "static", deform=False, masked=True, train=("gaussians",), mouth_weight=0.1, mouth_region_weight=2.0,
-        densify=True,
+        densify=True, coverage_weight=0.5, **_DETAIL,
     )  # fmt: skip
 
 
 def _motion_stage() -> StageConfig:
     return StageConfig(
         "motion", masked=True, train=("gaussians", "networks"), mouth_weight=0.1, mouth_region_weight=2.0,
-        residual_weight=0.01, densify=True, lr_scale=0.5,
+        residual_weight=0.01, densify=True, lr_scale=0.5, coverage_weight=0.5, **_DETAIL,
     )  # fmt: skip
 
 
 def _fusion_stage() -> StageConfig:
-    return StageConfig("fusion", masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5)
+    return StageConfig("fusion", masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5, **_DETAIL)
 
 
 @dataclass
