@@ -7,18 +7,11 @@ background plate where its head was, except in two bands:
 - just above the neck, the neck's mean colour near its top. When the rendered jaw does not reach as low as
   the replayed frame's, that band shows there: neck-coloured, like the shadow under a chin, rather than a
   bright seam of background plate;
-- along the head's border above the lips (temples, ears, hairline, upper cheeks: ``EDGE`` of the image
-  from any hair, neck, torso or background pixel outside the row's span of head pixels), the frame's own
-  pixels. There the render is posed by
-  the same frame (the upper face moves with the skull, not with the speech), so its silhouette is the
-  frame's; where the render's edge is not quite opaque, or the label map's border jitters across an ear,
-  the frame's own edge shows rather than a thin line of plate. The lower face keeps the plate: its jaw
-  line follows the speech, not the frame.
-
-Every frame a render replays and every training step makes one, so it is compiled (numba): the NumPy
-formulation (a lookup, ``np.where`` over the image, ``np.nonzero`` of the neck, a dilation by repeated
-shifts) cost about as much as decoding the frame. ``tests/test_drive_and_eval.py`` holds it to that
-formulation exactly.
+- along the head's border (``EDGE`` of the image from a hair, neck, torso or background pixel outside the
+  row's span of head pixels: temples, ears, hairline, cheeks, jaw), the frame's own pixels. Where the
+  render's edge is not quite opaque, or the label map's border jitters across an ear, or the rendered jaw
+  (which follows the speech) falls short of the frame's, the frame's own edge shows rather than a line of
+  background plate; the upper face is posed by that frame, so there its silhouette is the frame's.
 """
 
 from __future__ import annotations
@@ -36,7 +29,7 @@ HEAD_LUT = np.isin(np.arange(256), HEAD_REGIONS)
 MOUTH_LUT = np.isin(np.arange(256), (Region.LIPS, Region.MOUTH_INTERIOR))
 #: rows of neck colour carried up under the chin, as a share of the image size
 UNDER_CHIN = 0.02
-#: width of the head's upper border that keeps the frame's own pixels, as a share of the image size
+#: width of the head's border that keeps the frame's own pixels, as a share of the image size
 EDGE = 0.015
 
 
@@ -89,27 +82,15 @@ def _fill_band(labels, head_lut, neck, band, r0, r1, c0, c1, colour, out) -> Non
 
 
 @njit(cache=True, nogil=True)
-def _keep_upper_edge(image, labels, pixel_lut, head_lut, mouth_lut, band, out) -> None:
-    """Head pixels above the first row of the lips or mouth interior with an outer ``pixel_lut`` pixel
-    within ``band`` rows and columns (a (2·band + 1)² square, clipped to the image) take the frame's own
-    pixel. Outer: outside its row's span of head pixels (specks of hair label inside the face, at a brow,
-    do not count). Separable: per row, how many outer pixels lie within ``band`` columns; per column,
-    whether any row within ``band`` rows has one."""
+def _keep_border(image, labels, pixel_lut, head_lut, band, out) -> None:
+    """Head pixels with an outer ``pixel_lut`` pixel within ``band`` rows and columns (a (2·band + 1)²
+    square, clipped to the image) take the frame's own pixel. Outer: outside its row's span of head
+    pixels (specks of hair label inside the face, at a brow, do not count). Separable: per row, how many
+    outer pixels lie within ``band`` columns; per column, whether any row within ``band`` rows has one."""
     h, w = labels.shape
-    top = -1
-    for r in range(h):
-        for c in range(w):
-            if mouth_lut[labels[r, c]]:
-                top = r
-                break
-        if top >= 0:
-            break
-    if top <= 0:
-        return
-    rows = min(h, top + band)
-    near_row = np.zeros((rows, w), np.int32)  # 1: a pixel-region pixel within band columns in this row
+    near_row = np.zeros((h, w), np.int32)  # 1: an outer pixel within band columns in this row
     run = np.zeros(w + 1, np.int32)
-    for r in range(rows):
+    for r in range(h):
         first, last = w, -1  # the row's span of head pixels
         for c in range(w):
             if head_lut[labels[r, c]]:
@@ -118,12 +99,12 @@ def _keep_upper_edge(image, labels, pixel_lut, head_lut, mouth_lut, band, out) -
             run[c + 1] = run[c] + (pixel_lut[labels[r, c]] and (c < first or c > last))
         for c in range(w):
             near_row[r, c] = run[min(c + band + 1, w)] - run[max(c - band, 0)] > 0
-    column = np.zeros(rows + 1, np.int32)
+    column = np.zeros(h + 1, np.int32)
     for c in range(w):
-        for r in range(rows):
+        for r in range(h):
             column[r + 1] = column[r] + near_row[r, c]
-        for r in range(top):
-            if head_lut[labels[r, c]] and column[min(r + band + 1, rows)] - column[max(r - band, 0)] > 0:
+        for r in range(h):
+            if head_lut[labels[r, c]] and column[min(r + band + 1, h)] - column[max(r - band, 0)] > 0:
                 out[r, c, 0], out[r, c, 1], out[r, c, 2] = image[r, c, 0], image[r, c, 1], image[r, c, 2]
 
 
@@ -136,7 +117,7 @@ def real_layer(image: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> np.n
     neck = int(Region.NECK)
     top, bottom, c0, c1 = _compose(image, labels, plate, PIXEL_LUT, neck, out)
     edge = max(1, round(EDGE * labels.shape[0]))
-    _keep_upper_edge(image, labels, PIXEL_LUT, HEAD_LUT, MOUTH_LUT, edge, out)
+    _keep_border(image, labels, PIXEL_LUT, HEAD_LUT, edge, out)
     if top < 0:
         return out
     band = max(1, round(UNDER_CHIN * labels.shape[0]))
