@@ -331,7 +331,8 @@ class StageConfig:
     detail_region_weight: float = 0.0
     """Extra weight of the detail loss in FG-3DGS's high-frequency regions (eyes, brows, lips, mouth)."""
     mouth_detail_weight: float = 0.0
-    """Weight of the detail loss on the mouth's box alone, averaged there."""
+    """Weight of the detail loss inside the mouth's mask alone, averaged there (off in the presets: a
+    sharper mouth scores worse where the speech-driven motion is off; docs/benchmarks.md)."""
     residual_weight: float = 0.0
     """Weight of the mean squared residual motion (mm²): keeps the lips where the mesh puts them."""
     densify: bool = False
@@ -341,7 +342,7 @@ class StageConfig:
 
 
 #: the detail terms of every render stage (issue 26; docs/benchmarks.md, "Detail")
-_DETAIL = {"detail_weight": 0.05, "detail_region_weight": 1.0, "mouth_detail_weight": 0.02}
+_DETAIL = {"detail_weight": 0.05, "detail_region_weight": 1.0, "mouth_detail_weight": 0.0}
 
 
 def _static_stage() -> StageConfig:

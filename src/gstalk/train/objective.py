@@ -5,13 +5,14 @@ As nerfstudio's ``get_loss_dict``: :func:`loss_terms` returns every term by name
 
 - ``l1``: L1 against the frame, the lips and mouth interior weighted ``1 + mouth_region_weight``;
 - ``dssim``: 1 − SSIM;
-- ``detail``: the L1 of a Laplacian pyramid of the error (``losses.detail_loss``), the face's
-  high-frequency regions (FG-3DGS's split: eyes, brows, lips, mouth interior) weighted
-  ``1 + detail_region_weight``; ``mouth_detail``: the same on the mouth's box alone, averaged there;
+- ``detail``: the L1 of a Laplacian pyramid of the error (``losses.detail_loss``), ``DETAIL_REGIONS``
+  (the eyes and brows of FG-3DGS's high-frequency split) weighted ``1 + detail_region_weight``;
+  ``mouth_detail``: the same inside the mouth's mask alone, averaged there;
 - ``stray`` (masked stages): opacity where it does not belong: the render's (face and mouth interior)
   where the frame shows hair, neck, torso or background, and the mouth interior's own outside the
-  mouth's box (plus ``MOUTH_ROOM`` of the image). Behind the face the mouth interior is hidden, so
-  nothing else keeps its Gaussians from drifting out to cover an ear or a collar;
+  mouth's mask (dilated by ``MOUTH_ROOM`` of the image). Behind the face the mouth interior is hidden, so
+  nothing else keeps its Gaussians from drifting out to cover an ear or a collar, or from settling under
+  the chin, where the lips' edge lets them show;
 - ``coverage`` (masked stages): the transparency of the render over the frame's head regions where the
   layer under the render holds the background plate (not the frame's own pixels): any of it shows as a
   seam (along the jaw, the cheeks);
@@ -34,10 +35,12 @@ from ..model.talking_head import Composite, Frame3D
 from ..regions import HEAD_REGIONS, Region
 from .losses import SSIM_RADIUS, detail_loss, dssim, mask_box, masked, mouth_mask_loss
 
-#: FG-3DGS's high-frequency regions (its eyes and mouth), and the brows: where the detail loss weighs more
-DETAIL_REGIONS = (Region.BROWS, Region.EYES, Region.LIPS, Region.MOUTH_INTERIOR)
-#: room the mouth interior has around the mouth's box, as a share of the image's side (``mouth_stray``)
-MOUTH_ROOM = 0.04
+#: where the detail loss weighs more: FG-3DGS's high-frequency regions driven by the frame (its eyes) and
+#: the brows. Its other one, the mouth, follows the speech: a sharper mouth where the predicted motion is
+#: off scores worse (docs/benchmarks.md), so the mouth gets the face's weight.
+DETAIL_REGIONS = (Region.BROWS, Region.EYES)
+#: room the mouth interior has around the mouth's mask, as a share of the image's side (``mouth_stray``)
+MOUTH_ROOM = 0.01
 #: the detail loss's box margin: its two-level pyramid's support (a Laplacian of 2 × 2 blocks) fits in it
 DETAIL_MARGIN = 6
 
@@ -97,14 +100,19 @@ def masked_detail(image: Tensor, reference: Tensor, mask: Tensor, weight: Tensor
 
 
 def mouth_stray(comp: Composite, target: Target) -> Tensor:
-    """The mouth interior's own alpha (rendered alone) outside the mouth's box widened by ``MOUTH_ROOM``
-    of the image's side, averaged over those pixels (0 when the frame has no mouth label)."""
+    """The mouth interior's own alpha (rendered alone) outside the mouth's mask (lips and interior)
+    dilated by ``MOUTH_ROOM`` of the image's side, averaged over those pixels (0 when the frame has no
+    mouth label): its Gaussians belong behind the lips, not under the chin or the cheeks, where any face
+    Gaussian short of opaque would let them show."""
     alpha = comp.mouth.alpha[0, ..., 0]
-    if not bool(target.mouth_mask.any()):
+    mouth = target.mouth_mask
+    if not bool(mouth.any()):
         return alpha.new_zeros(())
-    box = mask_box(target.mouth_mask, margin=round(MOUTH_ROOM * alpha.shape[0]))
-    outside = alpha.numel() - alpha[box].numel()
-    return (alpha.sum() - alpha[box].sum()) / max(outside, 1)
+    room = max(1, round(MOUTH_ROOM * alpha.shape[0]))
+    box = mask_box(mouth, margin=room)
+    near = torch.nn.functional.max_pool2d(mouth[box].float()[None, None], 2 * room + 1, 1, room)[0, 0] > 0
+    outside = alpha.numel() - int(near.sum())
+    return (alpha.sum() - alpha[box][near].sum()) / max(outside, 1)
 
 
 def _detail_weight(stage: StageConfig, labels: Tensor) -> Tensor | None:
