@@ -331,7 +331,8 @@ class LearningRates:
 
 @dataclass
 class DensifyConfig:
-    """Adaptive density control (3DGS / gsplat's DefaultStrategy rules) plus GaussianSpeech's top-k cap."""
+    """Adaptive density control (3DGS / gsplat's DefaultStrategy rules), grown by AbsGS's absolute gradient,
+    with a top-k cap (by contribution, or GaussianSpeech's volume): see ``train.strategy``."""
 
     start: int = 300
     """First step (within the stage) at which Gaussians are densified or pruned."""
@@ -351,6 +352,15 @@ class DensifyConfig:
     """Reset all opacities to 0.01 this often, in stages of at least reset_min_iterations (0: never)."""
     reset_min_iterations: int = 4000
     """Shorter stages never reset opacities (they would not recover in time)."""
+    score: Literal["grad", "absgrad"] = "absgrad"
+    """What grows a Gaussian: grad, the mean norm of its summed screen-space gradient (3DGS); absgrad, of
+    the per-axis sums of each pixel's |gradient| (AbsGS), which does not cancel where a Gaussian is too
+    large for the detail under it (CPU backends; on gsplat, grad)."""
+    absgrad_threshold: float = 0.0008
+    """Mean absgrad (NDC units, as gsplat's) above which a Gaussian grows, when score is absgrad."""
+    cap_rank: Literal["volume", "weight"] = "weight"
+    """Which Gaussians the cap keeps: the largest opacity-weighted volume (GaussianSpeech), or the largest
+    blending weight in the frames since the last round (their contribution; CPU backends)."""
 
 
 @dataclass
@@ -375,6 +385,18 @@ class StageConfig:
     """Weight of the per-pixel mouth-interior mask loss (the papers' jaw loss role)."""
     mouth_region_weight: float = 0.0
     """Extra weight of the image losses on the lips and mouth interior (the region counts 1 + this)."""
+    stray_weight: float = 1.0
+    """Weight of the head's opacity where the frame shows hair, neck, torso or background (masked stages)."""
+    coverage_weight: float = 0.0
+    """Weight of the render's transparency over the frame's head regions, where the background plate would
+    show through (masked stages): seams and fringes at the ears and along the jaw."""
+    detail_weight: float = 0.0
+    """Weight of the detail loss: the L1 of a two-level Laplacian pyramid of the error (weight-free)."""
+    detail_region_weight: float = 0.0
+    """Extra weight of the detail loss in FG-3DGS's high-frequency regions (eyes, brows, lips, mouth)."""
+    mouth_detail_weight: float = 0.0
+    """Weight of the detail loss inside the mouth's mask alone, averaged there (off in the presets: a
+    sharper mouth scores worse where the speech-driven motion is off; docs/benchmarks.md)."""
     residual_weight: float = 0.0
     """Weight of the mean squared residual motion (mm²): keeps the lips where the mesh puts them."""
     densify: bool = False
@@ -383,22 +405,26 @@ class StageConfig:
     """Multiplies every learning rate of the stage."""
 
 
+#: the detail terms of every render stage (issue 26; docs/benchmarks.md, "Detail")
+_DETAIL = {"detail_weight": 0.05, "detail_region_weight": 1.0, "mouth_detail_weight": 0.0}
+
+
 def _static_stage() -> StageConfig:
     return StageConfig(
         "static", deform=False, masked=True, train=("gaussians",), mouth_weight=0.1, mouth_region_weight=2.0,
-        densify=True,
+        densify=True, coverage_weight=0.5, **_DETAIL,
     )  # fmt: skip
 
 
 def _motion_stage() -> StageConfig:
     return StageConfig(
         "motion", masked=True, train=("gaussians", "networks"), mouth_weight=0.1, mouth_region_weight=2.0,
-        residual_weight=0.01, densify=True, lr_scale=0.5,
+        residual_weight=0.01, densify=True, lr_scale=0.5, coverage_weight=0.5, **_DETAIL,
     )  # fmt: skip
 
 
 def _fusion_stage() -> StageConfig:
-    return StageConfig("fusion", masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5)
+    return StageConfig("fusion", masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5, **_DETAIL)
 
 
 @dataclass
@@ -412,9 +438,9 @@ class TrainConfig:
     """The run folder: checkpoints, logs, loss curves and the config."""
     preset: Literal["auto", "cpu", "few", "gpu"] = "auto"
     """auto: few when the dataset trains on less than 20 s of video, else cpu (the log says which); cpu:
-    512², the budget of a few minutes on 2 cores; few: the same for 5–20 s of video, shorter and held
-    closer to the face's mesh and symmetry (few-shot); gpu: 512², the papers' iteration counts and up to
-    100k Gaussians."""
+    512², at most ~15k Gaussians (14k face, 1.4k mouth interior), about 10 min on 2 cores; few: the same
+    budget for 5–20 s of video, fewer iterations (few-shot); gpu: 512², the papers' iteration counts and
+    up to 100k Gaussians."""
     size: int | None = None
     """Training image size (default: the preset's)."""
     max_gaussians: int | None = None
@@ -459,8 +485,8 @@ class TrainConfig:
 
 
 PRESETS = {
-    "cpu": {"size": 512, "max_gaussians": 10_000, "iterations": (1000, 3500, 600)},
-    "few": {"size": 512, "max_gaussians": 10_000, "iterations": (600, 1500, 300)},
+    "cpu": {"size": 512, "max_gaussians": 14_000, "iterations": (1000, 3000, 500)},
+    "few": {"size": 512, "max_gaussians": 14_000, "iterations": (600, 1500, 300)},
     "gpu": {"size": 512, "max_gaussians": 100_000, "iterations": (3000, 47_000, 10_000)},
 }
 #: --preset auto picks few below this many seconds of training frames, cpu from it on

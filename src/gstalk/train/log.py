@@ -17,6 +17,7 @@ from ..fileio import atomic_path
 #: the step's seconds
 LOG_FIELDS = [
     "stage", "step", "loss", "l1", "dssim", "lpips", "mouth", "residual", "psnr", "gaussians", "seconds",
+    "detail", "mouth_detail", "coverage", "stray",
 ]  # fmt: skip
 
 
@@ -79,8 +80,9 @@ def plot_losses(log: Path, out: Path) -> None:
             last_stage = r["stage"]
         last_step = int(r["step"]) + 1
         x.append(offset + int(r["step"]))
-    for key in ("loss", "l1", "dssim", "mouth"):
-        axes[0].plot(x, [float(r[key] or 0) for r in rows], label=key, lw=0.8)
+    for key in ("loss", "l1", "dssim", "mouth", "detail"):
+        if any(r.get(key) for r in rows):
+            axes[0].plot(x, [float(r.get(key) or 0) for r in rows], label=key, lw=0.8)
     axes[0].set_yscale("log")
     axes[0].set_title("losses")
     axes[1].plot(x, [float(r["psnr"]) for r in rows], color="k", lw=0.8)

@@ -314,7 +314,10 @@ class Trainer:
             ahead = torch.Generator().set_state(gen.get_state())  # the next step's frame, gen untouched
             after = int(train_ids[torch.randint(len(train_ids), (1,), generator=ahead)])
             self._check_parameters(stage, step, bar)
-            terms, renders = self.step(stage, i, optimizer, read_ahead=after)  # render → loss → step
+            stats = strategy is not None and strategy.wants_stats and step <= strategy.stop
+            terms, renders = self.step(
+                stage, i, optimizer, read_ahead=after, stats=stats
+            )  # render → loss → step
             self._check_loss(stage, step, terms["loss"], bar)
             if strategy is not None:  # densify and prune
                 strategy.step_post_backward(step, renders, optimizer)
@@ -370,13 +373,14 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         laps: Laps | None = None,
         read_ahead: int | None = None,
+        stats: bool = False,
     ) -> tuple[dict[str, float], dict[str, RenderOutput]]:
         """One optimisation step of ``stage`` on training frame ``i``: render, loss, step. Returns the loss
         terms (``objective.loss_terms``, their total as ``loss``, and ``psnr``), and the head's and mouth
         interior's renders (their ``means2d`` gradients feed densification). ``read_ahead``: the next
         step's frame, read on a background thread meanwhile. ``laps``, when given, accumulates the time
         of each part (``target``, ``forward``, ``render``, ``loss``, ``backward``, ``optimizer``,
-        ``figures``) for ``gstalk bench``."""
+        ``figures``) for ``gstalk bench``. ``stats``: the renders carry densification's statistics."""
         laps = laps or NO_LAPS
         laps.start()
         target = self.data.target(i)
@@ -390,7 +394,9 @@ class Trainer:
         )
         frame = self.model(drive)
         laps.lap("forward")
-        comp = render_portrait(frame, self.data.camera(i), target.layer, backend=self.config.backend)
+        comp = render_portrait(
+            frame, self.data.camera(i), target.layer, backend=self.config.backend, stats=stats
+        )
         laps.lap("render")
         terms = loss_terms(stage, comp, frame, target, self.lpips)
         loss = total_loss(stage, terms)
