@@ -425,10 +425,17 @@ class RenderConfig:
 
     run: Path
     """The run folder written by `gstalk train`."""
-    audio: Path
-    """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count."""
     out: Path
     """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all."""
+    audio: Path | None = None
+    """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count (or give
+    --drive-video instead)."""
+    drive_video: Path | None = None
+    """Drive with another person's face instead of speech: their tracked mouth, jaw, brows and blinks move
+    the avatar (relative to each face's own neutral), and the video's sound is muxed in."""
+    drive_pose: bool = False
+    """With --drive-video: also follow the driving head's pose (its motion from its own mean pose, applied
+    around the avatar's typical frame, or --still-frame with --pose still)."""
     size: int | None = None
     """Output size in pixels (default: the training size)."""
     pose: Literal["replay", "still"] = "replay"
@@ -558,6 +565,16 @@ class EvaluateConfig:
     """Seconds of each cross-audio file and cross-video clip used."""
     max_frames: int | None = None
     """Evaluate only the first N test frames."""
+    reference_video: Path | None = None
+    """MGGTalk's self-reenactment protocol instead of the held-out frames: a video of the avatar's person
+    (or a dataset `gstalk prepare` made of one); the avatar is rendered at its tracked poses over its real
+    pixels and compared with its frames (PSNR, SSIM, LMD, opening correlation; and driven by silence)."""
+    reference_frames: str = "tail"
+    """Which frames of --reference-video: tail (its last 1/11, the one-shot protocol), all, test (its
+    prepared held-out split), or START:STOP frame indices."""
+    drive_video: bool = False
+    """With --reference-video: also drive the whole face by the reference clip's tracked face
+    (self-reenactment), beside its speech."""
     lpips_weights: Path | None = None
     """Folder with alexnet.pth and alex.pth; without it LPIPS is "not computed"."""
     syncnet_weights: Path | None = None

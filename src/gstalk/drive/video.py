@@ -44,7 +44,14 @@ def render_video(config: RenderConfig) -> dict:
     """Render ``config.audio`` through the run; returns figures (frames, seconds, frames/s, and the
     process's CPU seconds over the same span: rendering and encoding, not loading)."""
     out = Path(config.out)
-    with claim_output(out, [config.audio, config.run, config.dataset], folder=False):
+    if (config.audio is None) == (config.drive_video is None):
+        raise GstalkError("give the speech (--audio) or a face to follow (--drive-video), one of them",
+                          "pass --audio SPEECH, or --drive-video VIDEO")  # fmt: skip
+    with claim_output(out, [config.audio, config.drive_video, config.run, config.dataset], folder=False):
+        if config.drive_video is not None:
+            from .reenact import render_reenactment
+
+            return render_reenactment(config, out, container_for(out))
         return _render(config, out, container_for(out))
 
 
