@@ -38,6 +38,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from ..config import RenderConfig, save_config
+from ..data.dataset import Dataset
 from ..data.frames import to_uint8
 from ..errors import GstalkError
 from ..face.landmarks import N_LANDMARKS
@@ -116,6 +117,15 @@ def driving_sound(path: str | Path, info: VideoInfo, n_frames: int, fps: float, 
     return np.pad(sound[:n], (0, max(0, n - len(sound))))
 
 
+def dataset_neutral(ds: Dataset, meshes: np.ndarray) -> np.ndarray:
+    """(468, 3) float32 a dataset's face at rest (``face.transfer.neutral_face``) over its training frames
+    (its tracked frames when it has none), from its (T, 468, 3) fitted meshes (``FrameData.meshes``, where
+    its frames show the face, as its Gaussians were trained): the avatar's neutral in reenactment, and
+    the reference clip's in ``eval.reference``."""
+    ids = ds.train_ids if len(ds.train_ids) else np.flatnonzero(ds.valid)
+    return neutral_face(meshes[ids], np.ones(len(ids), bool)).astype(np.float32)
+
+
 def typical_frame(driver: Driver) -> int:
     """The avatar's training frame nearest its mean head pose (rotation, then position): the still frame
     that a driving head's motion from its own mean pose moves."""
@@ -160,8 +170,7 @@ class Reenactment:
         self.driver, self.face, self.drive_pose = driver, face, drive_pose
         pose = pose or PoseSource()
         self.to_avatar = align_heads(face.canonical, driver.ds.tracks.canonical_shape)
-        ids = driver.source_ids
-        self.neutral = neutral_face(driver.frames.meshes[ids], np.ones(len(ids), bool)).astype(np.float32)
+        self.neutral = dataset_neutral(driver.ds, driver.frames.meshes)
         self.held = hold_and_ease(face.meshes, face.valid)  # (T, 468, 3) in the driver's head frame
         self.motion: torch.Tensor | None = None
         if drive_pose:
@@ -377,11 +386,12 @@ class ReenactStream:
             yield k, image
 
 
-def reenact_upload(driver: Driver, video: bytes, drive_pose: bool, max_seconds: float) -> ReenactStream:
+def reenact_upload(driver: Driver, video: bytes, drive_pose: bool, max_seconds: float,
+                   pose: PoseSource | None = None) -> ReenactStream:  # fmt: skip
     """A served session's stream from an uploaded driving video (``video``: the file's bytes): tracked
-    here (at most ``max_seconds`` of it) and transferred onto ``driver``'s avatar. The bytes go to a
-    private temporary file for the decoder, deleted before this returns. Raises GstalkError for a file
-    that is not a video or shows no face."""
+    here (at most ``max_seconds`` of it) and transferred onto ``driver``'s avatar (posed by ``pose``, or
+    by the driving head with ``drive_pose``). The bytes go to a private temporary file for the decoder,
+    deleted before this returns. Raises GstalkError for a file that is not a video or shows no face."""
     with tempfile.TemporaryDirectory(prefix="gstalk-drive-") as folder:
         path = Path(folder) / "drive"
         path.write_bytes(video)
@@ -390,4 +400,4 @@ def reenact_upload(driver: Driver, video: bytes, drive_pose: bool, max_seconds: 
         if n < 1:
             raise GstalkError("the uploaded video is shorter than one frame", "upload a longer video")
         face = track_driving_video(path, driver.fps, n, info, drive_pose)
-    return ReenactStream(Reenactment(driver, face, drive_pose, PoseSource()))
+    return ReenactStream(Reenactment(driver, face, drive_pose, pose))

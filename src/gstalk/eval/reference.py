@@ -51,8 +51,9 @@ from ..data.frames import FrameData, to_uint8
 from ..data.layout import MANIFEST
 from ..data.writer import write_image
 from ..drive.driver import Driver
+from ..drive.reenact import dataset_neutral
 from ..errors import GstalkError
-from ..face.transfer import Similarity, align_heads, neutral_face, transfer_expression
+from ..face.transfer import Similarity, align_heads, transfer_expression
 from ..fileio import atomic_path, strict_json, write_json_atomic, write_text_atomic
 from ..media import read_audio
 from ..media.audio import AUDIO_RATE
@@ -94,14 +95,6 @@ def reference_ids(ds: Dataset, spec: str) -> np.ndarray:
             "pick a larger part of the clip (--reference-frames all, or START:STOP)",
         )
     return ids
-
-
-def dataset_neutral(ds: Dataset, meshes: np.ndarray) -> np.ndarray:
-    """(468, 3) a dataset's face at rest (``face.transfer.neutral_face``) over its training frames (its
-    tracked frames when it has none), from its (T, 468, 3) fitted meshes: the rule the reenactment of an
-    avatar uses too."""
-    ids = ds.train_ids if len(ds.train_ids) else np.flatnonzero(ds.valid)
-    return neutral_face(meshes[ids], np.ones(len(ids), bool)).astype(np.float32)
 
 
 def aligned_camera(world_to_cam: np.ndarray, avatar_to_clip: Similarity) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
-from .landmarks import STABLE
+from .landmarks import OUTER_EYE_CORNER_DISTANCE_M, OUTER_EYE_CORNERS, STABLE
 from .mesh import N_MESH, lower_face_weights, mouth_gap
 from .pose import similarity_align
 
@@ -239,9 +239,12 @@ def driving_face(
     """The :class:`DrivingFace` of (T, 478, 3) MediaPipe landmarks in a video's pixels (``valid`` (T,)
     bool): its canonical face, its meshes with the pose removed (``face.pose.normalise_landmarks``, as
     ``prepare`` makes a dataset's), its neutral; and, given the ``frame_size`` (width, height) the
-    landmarks' pixels belong to, its head poses (``face.pose.estimate_poses``, the focal length fitted
-    unless ``focal`` is given, in pixels). Raises ValueError when no frame is valid."""
-    from .pose import canonical_shape, estimate_poses, normalise_landmarks
+    landmarks' pixels belong to, its head poses (``face.pose.estimate_poses``, by PnP of the rigid
+    landmarks). The focal length (pixels) is ``focal``, or the prior ``prepare`` starts its fit from (the
+    face seen from about a metre): a motion relative to the clip's own mean pose hardly depends on it, and
+    the bundle adjustment that would refine it costs seconds per clip. Raises ValueError when no frame is
+    valid."""
+    from .pose import PRIOR_DISTANCE_M, canonical_shape, estimate_poses, normalise_landmarks
 
     valid = np.asarray(valid, bool)
     if not valid.any():
@@ -249,6 +252,11 @@ def driving_face(
     world_to_cam = None
     if frame_size is not None:
         width, height = frame_size
+        if focal is None:
+            a, b = OUTER_EYE_CORNERS
+            eyes = landmarks[valid][:, [a, b], :2].astype(np.float64)
+            eye_px = float(np.median(np.linalg.norm(eyes[:, 0] - eyes[:, 1], axis=-1)))
+            focal = eye_px * PRIOR_DISTANCE_M / OUTER_EYE_CORNER_DISTANCE_M
         poses = estimate_poses(landmarks, valid, max(width, height), (width / 2, height / 2), 0.0, focal)
         canonical, world_to_cam = poses.canonical, poses.world_to_cam_raw
     else:
