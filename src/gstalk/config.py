@@ -509,7 +509,8 @@ class ServeConfig:
     max_session_seconds: float = 120.0
     """Audio accepted per session; the page is told when the limit is reached."""
     max_upload_mb: float = 20.0
-    """Largest audio file the page accepts (it is decoded in the browser, never stored on disk)."""
+    """Largest file the page accepts: an audio file is decoded in the browser; a video (whose face then
+    drives the avatar) is sent to the server, kept in memory for one session, never stored on disk."""
     max_avatars: int = 8
     """Runs loaded at start-up at most (each holds its model and dataset index in memory)."""
     jpeg_quality: int = 85

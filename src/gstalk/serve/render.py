@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..drive import Driver, PoseSource
+from ..drive.reenact import ReenactStream
 from ..drive.stream import FrameStream
 from ..media.audio import AUDIO_RATE
 from .worker import Emitted, Frame, SessionFailed
@@ -50,6 +51,7 @@ class RenderSession:
         max_seconds: float,
         jpeg_quality: int,
         pose: PoseSource | None = None,
+        stream: FrameStream | ReenactStream | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.avatar = avatar
@@ -57,7 +59,8 @@ class RenderSession:
         self.emit = emit
         self.max_seconds = max_seconds
         self.jpeg_quality = jpeg_quality
-        self.stream = FrameStream(avatar.driver, pose)
+        # speech moves the avatar, or (``stream``) a driving video's face, paced by its sound
+        self.stream = stream if stream is not None else FrameStream(avatar.driver, pose)
         self.received = 0  # samples
         self.skipped = 0
         self.first_audio_at = time.perf_counter()
