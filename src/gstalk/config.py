@@ -421,7 +421,8 @@ def stages(config: TrainConfig) -> list[StageConfig]:
 
 @dataclass
 class RenderConfig:
-    """Drive a trained run with new speech: a video of the person saying it, with the audio muxed in."""
+    """Drive a trained run with new speech (or with another person's face, --drive-video): a video of the
+    person saying it, with the sound muxed in."""
 
     run: Path
     """The run folder written by `gstalk train`."""
@@ -452,7 +453,7 @@ class RenderConfig:
     """The speech-model folder, for runs whose dataset took its features from one (HuBERT, wav2vec 2.0,
     or a Whisper model given by folder); the pinned Whisper weights need none."""
     max_audio_seconds: float = 900.0
-    """Refuse longer audio (a guard against feeding the wrong file)."""
+    """Refuse longer audio or driving video (a guard against feeding the wrong file)."""
     confirm_minutes: float = 10.0
     """When the render is estimated (from its first frames) to take longer than this, stop and ask for
     --yes."""

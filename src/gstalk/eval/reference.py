@@ -64,6 +64,8 @@ from .metrics import LMD_SIZE, lmd, mouth_box, mouth_opening, mouth_psnr, psnr, 
 
 #: the one-shot protocol's test part: the last 1/11 of the clip (as the papers hold out)
 TAIL_SHARE = 1 / 11
+#: side of a frame on the report's sheet, pixels at most
+SHEET_TILE = 256
 
 
 def reference_ids(ds: Dataset, spec: str) -> np.ndarray:
@@ -349,21 +351,20 @@ def _sheet(
     value = np.nan_to_num(value, nan=float(np.nanmedian(value)) if np.isfinite(value).any() else 0.0)
     order = np.argsort(value, kind="stable")
     picks = [*order[:n], *order[-n:]] if len(order) >= 2 * n else list(order)
-    columns = []
-    for j in picks:
-        column = np.concatenate([real[j], *(r.images[j] for r in renders.values())], 0)
-        cv2.putText(column, "real", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
-        for row, mode in enumerate(renders, 1):
-            cv2.putText(
-                column,
-                mode,
-                (4, 14 + row * real[j].shape[0]),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.4,
-                (255, 255, 255),
-                1,
-            )
-        columns.append(column)
+    side = min(real[0].shape[0], SHEET_TILE)
+
+    def tile(image: np.ndarray, label: str) -> np.ndarray:
+        if image.shape[0] != side:
+            image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+        else:
+            image = image.copy()  # the label is drawn on a copy: the frames go on to the video
+        cv2.putText(image, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        return image
+
+    columns = [
+        np.concatenate([tile(real[j], "real"), *(tile(r.images[j], m) for m, r in renders.items())], 0)
+        for j in picks
+    ]
     with atomic_path(path) as tmp:
         write_image(tmp, np.concatenate(columns, 1), ext=".png")
 
