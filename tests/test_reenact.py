@@ -318,13 +318,12 @@ def test_reference_evaluation_on_its_own_clip_reproduces_the_held_out_evaluation
 
 
 @pytest.mark.slow
-def test_reference_video_is_prepared_aligned_and_scored(run: Path, demo_clip: Path, tmp_path: Path):
-    """The avatar's own clip as a video: prepared beside the evaluation (and removed), its tail scored in
-    the three modes."""
-    out = tmp_path / "eval"
-    metrics = evaluate(
-        EvaluateConfig(run=run, out=out, reference_video=demo_clip, drive_video=True, progress=False)
-    )
+def test_reference_video_is_prepared_aligned_and_scored(run: Path, demo_clip: Path):
+    """The avatar's own clip as a video: prepared inside the evaluation's temporary folder (and removed),
+    its tail scored in the three modes, into RUN/eval-reference (beside, not over, RUN/eval)."""
+    before = sorted(p.name for p in run.iterdir())
+    metrics = evaluate(EvaluateConfig(run=run, reference_video=demo_clip, drive_video=True, progress=False))
+    out = run / "eval-reference"
     n = load_dataset(json.loads((run / "config.json").read_text())["config"]["dataset"]).n_frames
     assert metrics["test_frames"] == round(n / 11) and metrics["frames"][1] == n - 1
     assert metrics["alignment"]["scale"] == pytest.approx(1.0, abs=0.02)
@@ -335,7 +334,7 @@ def test_reference_video_is_prepared_aligned_and_scored(run: Path, demo_clip: Pa
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["metrics.json", "config.json", "mouth_sheet.png", "side_by_side.mp4", "report.html"]
     )
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in run.iterdir()) == sorted({*before, "eval-reference"})  # nothing else left
 
 
 def test_reference_frames_are_parsed(demo_dataset: Path):
@@ -422,3 +421,44 @@ def test_serve_drives_a_session_with_an_uploaded_video(run: Path, driver_clip: P
             assert not list(server.downloads.glob("upload-*"))  # nothing of the uploads left on disk
 
     asyncio.run(scenario())
+
+
+def test_the_page_drives_the_avatar_with_a_dropped_video(run: Path, driver_clip: Path, tmp_path: Path):
+    """The page in Chromium: a video chosen as the file is uploaded, tracked by the server and played: its
+    frames come back in step with its sound, and the session ends with its mp4."""
+    import os
+    import subprocess
+    import sys
+
+    import soundfile
+
+    from .test_serve import CHROMIUM, _browser, _port
+
+    if CHROMIUM is None:
+        pytest.skip("needs Chromium (Debian: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[dev]')")
+    port = _port()
+    cmd = [sys.executable, "-m", "gstalk", "serve", "--run", str(run), "--port", str(port), "--size", "64",
+           "--pose", "still", "--still-frame", "40"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GSTALK_THREADS": "1"})  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert "gstalk serve:" in line, proc.stderr.read()
+        silence = tmp_path / "silence.wav"
+        soundfile.write(silence, np.zeros(16_000, np.float32), 16_000, subtype="PCM_16")
+        with sync_api.sync_playwright() as p:
+            browser = _browser(p, silence)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('avatar').options.length > 0")
+            page.set_input_files("#file", str(driver_clip))
+            page.wait_for_function("window.gstalkStats.ended === true", timeout=90_000)
+            stats = page.evaluate("window.gstalkStats")
+            page.screenshot(path=str(tmp_path / "serve_drive.png"))
+            assert stats["frames"] + stats["dropped"] >= 70 and not stats["errors"], stats
+            assert "download this session" in page.inner_text("#download")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

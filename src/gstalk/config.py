@@ -548,7 +548,8 @@ class EvaluateConfig:
     run: Path
     """The run folder written by `gstalk train`."""
     out: Path | None = None
-    """Where metrics.json and report.html go (default: RUN/eval)."""
+    """Where metrics.json and report.html go (default: RUN/eval; RUN/eval-reference with
+    --reference-video)."""
     dataset: Path | None = None
     """The run's dataset, if it moved since training."""
     size: int | None = None

@@ -121,12 +121,14 @@ EVALUATION_FILES = frozenset(
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate the run into ``config.out`` (default RUN/eval), replaced whole when complete. Raises
+    """Evaluate the run into ``config.out`` (default RUN/eval; RUN/eval-reference with
+    ``--reference-video``), replaced whole when complete. Raises
     :class:`GstalkError` when ``out`` holds anything but an earlier evaluation's files.
 
     Without ``--cross-audio``, the files the previous evaluation there was driven with are used again (a
     re-run keeps the demo's cross-audio row)."""
-    out = Path(config.out) if config.out is not None else Path(config.run) / "eval"
+    default = "eval-reference" if config.reference_video is not None else "eval"
+    out = Path(config.out) if config.out is not None else Path(config.run) / default
     inputs = [config.dataset, config.reference_video, *config.cross_audio, *config.cross_video]
     with claim_output(out, inputs):
         if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
