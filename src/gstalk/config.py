@@ -529,15 +529,23 @@ def stages(config: TrainConfig) -> list[StageConfig]:
 
 @dataclass
 class RenderConfig:
-    """Drive a trained run with new speech: a video of the person saying it, with the audio muxed in."""
+    """Drive a trained run with new speech (or with another person's face, --drive-video): a video of the
+    person saying it, with the sound muxed in."""
 
     run: Path
     """The run folder written by `gstalk train`."""
-    audio: Path
-    """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count."""
     out: Path
     """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all; its config is
     saved beside it as NAME.config.json."""
+    audio: Path | None = None
+    """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count (or give
+    --drive-video instead)."""
+    drive_video: Path | None = None
+    """Drive with another person's face instead of speech: their tracked mouth, jaw, brows and blinks move
+    the avatar (relative to each face's own neutral), and the video's sound is muxed in."""
+    drive_pose: bool = False
+    """With --drive-video: also follow the driving head's pose (its motion from its own mean pose, applied
+    around the avatar's typical frame, or --still-frame with --pose still)."""
     overwrite: bool = False
     """Replace --out (and its config) when they exist; only a video gstalk render made (and its config)
     is ever replaced."""
@@ -557,7 +565,7 @@ class RenderConfig:
     """The speech-model folder, for runs whose dataset took its features from one (HuBERT, wav2vec 2.0,
     or a Whisper model given by folder); the pinned Whisper weights need none."""
     max_audio_seconds: float = 900.0
-    """Refuse longer audio (a guard against feeding the wrong file)."""
+    """Refuse longer audio or driving video (a guard against feeding the wrong file)."""
     confirm_minutes: float = 10.0
     """When the render is estimated (from its first frames) to take longer than this, stop and ask for
     --yes."""
@@ -626,7 +634,8 @@ class ServeConfig:
     """Audio a session may send ahead of real time; beyond it the oldest is dropped (its frames skipped)
     and the page is told. Frames come at real-time pace however fast the audio arrives."""
     max_upload_mb: float = 20.0
-    """Largest audio file the page accepts (it is decoded in the browser, never stored on disk)."""
+    """Largest file the page accepts: an audio file is decoded in the browser; a video (whose face then
+    drives the avatar) is sent to the server, kept in memory for one session, never stored on disk."""
     max_avatars: int = 8
     """Runs loaded at start-up at most (each holds its model and dataset index in memory)."""
     jpeg_quality: int = 85
@@ -663,7 +672,8 @@ class EvaluateConfig:
     run: Path
     """The run folder written by `gstalk train`."""
     out: Path | None = None
-    """Where metrics.json and report.html go (default: RUN/eval)."""
+    """Where metrics.json and report.html go (default: RUN/eval; RUN/eval-reference with
+    --reference-video)."""
     dataset: Path | None = None
     """The run's dataset, if it moved since training."""
     size: int | None = None
@@ -686,6 +696,16 @@ class EvaluateConfig:
     sound's energy)."""
     max_frames: int | None = None
     """Evaluate only the first N test frames."""
+    reference_video: Path | None = None
+    """MGGTalk's self-reenactment protocol instead of the held-out frames: a video of the avatar's person
+    (or a dataset `gstalk prepare` made of one); the avatar is rendered at its tracked poses over its real
+    pixels and compared with its frames (PSNR, SSIM, LMD, opening correlation; and driven by silence)."""
+    reference_frames: str = "tail"
+    """Which frames of --reference-video: tail (its last 1/11, the one-shot protocol), all, test (its
+    prepared held-out split), or START:STOP frame indices."""
+    drive_video: bool = False
+    """With --reference-video: also drive the whole face by the reference clip's tracked face
+    (self-reenactment), beside its speech."""
     lpips_weights: Path | None = None
     """Folder with alexnet.pth and alex.pth; without it LPIPS is "not computed"."""
     syncnet_weights: Path | None = None

@@ -31,6 +31,8 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 LEGACY_CHECKPOINT = "checkpoint"
 EVAL = "eval"
+#: where `gstalk evaluate --reference-video` writes by default, beside the held-out evaluation
+EVAL_REFERENCE = "eval-reference"
 
 # inside a checkpoint folder
 MODEL_FILE = "model.safetensors"
@@ -60,9 +62,9 @@ def stage_dir(run: str | Path, stage: str) -> Path:
     return Path(run) / STAGES / stage
 
 
-def eval_dir(run: str | Path) -> Path:
-    """Where ``gstalk evaluate`` writes by default."""
-    return Path(run) / EVAL
+def eval_dir(run: str | Path, reference: bool = False) -> Path:
+    """Where ``gstalk evaluate`` writes by default (``reference``: with ``--reference-video``)."""
+    return Path(run) / (EVAL_REFERENCE if reference else EVAL)
 
 
 def is_run(path: str | Path) -> bool:

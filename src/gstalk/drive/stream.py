@@ -32,8 +32,9 @@ from .driver import Driver, PoseSource, Speech
 class Prepared:
     """Frames of a stream whose speech is computed (:meth:`FrameStream.prepare`), ready to render."""
 
-    speech: Speech
-    """Features and predicted motion of output frames ``first ..`` (the model's context included)."""
+    speech: Speech | None
+    """Features and predicted motion of output frames ``first ..`` (the model's context included); None
+    for a reenactment (``drive.reenact.ReenactStream``), whose face moves the avatar."""
     first: int
     """The output frame of ``speech``'s first row."""
     frames: range

@@ -100,11 +100,18 @@ def render_video(config: RenderConfig) -> dict:
     audio that is missing, a folder, unreadable, too long, silent or holds NaN samples, a damaged run or
     dataset, and a render estimated to take longer than ``confirm_minutes`` without ``yes``."""
     out = Path(config.out)
-    with claim_output(out, [config.audio, config.run, config.dataset], folder=False):
+    if (config.audio is None) == (config.drive_video is None):
+        raise GstalkError("give the speech (--audio) or a face to follow (--drive-video), one of them",
+                          "pass --audio SPEECH, or --drive-video VIDEO")  # fmt: skip
+    with claim_output(out, [config.audio, config.drive_video, config.run, config.dataset], folder=False):
         fmt = container_for(out)
         check_replaceable_file(out, config.overwrite, made_by_render, "video gstalk render made")
         check_replaceable_file(config_path(out), config.overwrite, is_render_config,
                                "config gstalk render wrote")  # fmt: skip
+        if config.drive_video is not None:
+            from .reenact import render_reenactment
+
+            return render_reenactment(config, out, fmt)
         return _render(config, out, fmt)
 
 

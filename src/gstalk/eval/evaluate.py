@@ -116,13 +116,16 @@ def _correlation(a, b) -> float | None:
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate the run into ``config.out`` (default RUN/eval), replaced whole when complete. Raises
+    """Evaluate the run into ``config.out`` (default RUN/eval; RUN/eval-reference with
+    ``--reference-video``), replaced whole when complete. Raises
     :class:`GstalkError` when ``out`` holds anything but an earlier evaluation's files.
 
     Without ``--cross-audio``, the files the previous evaluation there was driven with are used again (a
     re-run keeps the demo's cross-audio row)."""
-    out = Path(config.out) if config.out is not None else eval_dir(config.run)
-    with claim_output(out, [config.dataset, *config.cross_audio, *config.cross_video]):
+    default = eval_dir(config.run, reference=config.reference_video is not None)
+    out = Path(config.out) if config.out is not None else default
+    inputs = [config.dataset, config.reference_video, *config.cross_audio, *config.cross_video]
+    with claim_output(out, inputs):
         if out.exists() and any(out.iterdir()) and not (out / METRICS).is_file():
             raise GstalkError(f"{out} exists and is not a gstalk evaluation", "choose another --out")
         kept = sorted(p.name for p in out.iterdir()) if out.exists() else []
@@ -132,10 +135,15 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
                 f"{out} holds files gstalk evaluate did not write ({', '.join(others[:5])})",
                 "move them elsewhere, or choose another --out",
             )
-        if not config.cross_audio:
+        if not config.cross_audio and config.reference_video is None:
             config = dataclasses.replace(config, cross_audio=previous_cross_audio(out))
         with atomic_folder(out, overwrite=True) as tmp:
-            metrics = _evaluate(config, tmp)
+            if config.reference_video is not None:
+                from .reference import evaluate_reference
+
+                metrics = evaluate_reference(config, tmp)
+            else:
+                metrics = _evaluate(config, tmp)
     if config.progress:
         tqdm.write(f"gstalk evaluate: metrics in {out / METRICS}, report in {out / REPORT}")
     return metrics

@@ -51,7 +51,8 @@ from .headers import add_headers, hide_server_version, page_policy
 from .messages import BadMessage, parse_message
 from .session import Session
 from .tls import server_context
-from .worker import Busy, Notice, RenderWorker, SessionLost
+from .upload import CHUNK, Upload, Uploads, upload_sound
+from .worker import Busy, DriveRequest, Notice, RenderWorker, SessionLost
 
 #: finished sessions kept for download (oldest dropped first)
 KEPT_SESSIONS = 8
@@ -75,6 +76,7 @@ class Server:
         self.downloads = Path(tempfile.mkdtemp(prefix="gstalk-serve-"))
         self.encoder = ThreadPoolExecutor(1, thread_name_prefix="gstalk-mp4")
         self.html = resources.files(__package__).joinpath("page.html").read_text()
+        self.uploads = Uploads()  # driving videos (serve.upload)
 
     def app(self) -> web.Application:
         middlewares = [self.access.middleware] if self.access is not None else []
@@ -86,6 +88,8 @@ class Server:
             web.get("/avatars", self.list_avatars),
             web.get("/ws", self.websocket),
             web.get("/download/{session}", self.download),
+            web.post("/drive", self.upload_drive),
+            web.get("/drive/{upload}.wav", self.drive_sound),
         ])  # fmt: skip
         app.on_shutdown.append(self.shutdown)
         return app
@@ -118,7 +122,8 @@ class Server:
                         continue
                     kind = data.get("type")
                     if kind == "start" and session is None:
-                        session = await self._start(ws, data.get("avatar"))
+                        drive = (data["drive"], data.get("drive_pose") is True) if "drive" in data else None
+                        session = await self._start(ws, data.get("avatar"), drive)
                         if session is not None:
                             jobs = (self._pump(ws, session), self._send_frames(ws, session),
                                     self._send_stats(ws, session), self._watch(ws, session))  # fmt: skip
@@ -140,12 +145,23 @@ class Server:
                     await self.worker.close(session.id)
         return ws
 
-    async def _start(self, ws: web.WebSocketResponse, name) -> Session | None:
+    async def _start(self, ws: web.WebSocketResponse, name, drive: tuple[object, bool] | None = None
+                     ) -> Session | None:  # fmt: skip
+        """Open a session on the worker; ``drive``: (an upload's id, follow the head pose) when a video
+        drives it."""
         if not isinstance(name, str) or name not in self.worker.avatars:
             await ws.send_json({"type": "error", "message": f"unknown avatar {name!r}"})
             return None
+        request = None
+        if drive is not None:
+            upload = self.uploads.take(drive[0])
+            if upload is None:
+                await ws.send_json({"type": "error", "message": "no such video upload (each is used once, "
+                                    "for 10 minutes at most); upload the video again"})  # fmt: skip
+                return None
+            request = DriveRequest(upload.video, drive[1])
         try:
-            opened = await self.worker.open(name)
+            opened = await self.worker.open(name, request)
         except (Busy, SessionLost) as err:
             await ws.send_json({"type": "error", "message": str(err)})
             return None
@@ -271,6 +287,37 @@ class Server:
         if not path.is_file():
             await asyncio.get_running_loop().run_in_executor(self.encoder, session.write_mp4, path)
         return web.FileResponse(path, headers={"Content-Disposition": 'attachment; filename="gstalk.mp4"'})
+
+    async def upload_drive(self, request: web.Request) -> web.Response:
+        """``POST /drive``: a driving video, at most ``--max-upload-mb`` (see ``serve.upload``); answers
+        its id, length and whether it has sound, or 400/413 with what is wrong."""
+        limit = int(self.config.max_upload_mb * 1e6)
+        too_big = f"the video is over the {self.config.max_upload_mb:g} MB limit"
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, request.content_length, text=too_big)
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(CHUNK):
+            data += chunk
+            if len(data) > limit:
+                raise web.HTTPRequestEntityTooLarge(limit, len(data), text=too_big)
+        if not data:
+            raise web.HTTPBadRequest(text="the upload is empty: send the video file as the request body")
+        loop = asyncio.get_running_loop()
+        try:
+            wav, seconds, sound = await loop.run_in_executor(
+                self.encoder, upload_sound, bytes(data), self.config.max_session_seconds, self.downloads
+            )
+        except GstalkError as err:
+            raise web.HTTPBadRequest(text=f"{err.problem} ({err.fix})" if err.fix else err.problem) from None
+        key = self.uploads.add(Upload(bytes(data), wav, seconds, sound, time.monotonic()))
+        return web.json_response({"drive": key, "seconds": round(seconds, 2), "has_sound": sound})
+
+    async def drive_sound(self, request: web.Request) -> web.Response:
+        """``GET /drive/ID.wav``: the sound of an upload (16 kHz mono), for the page to play and stream."""
+        upload = self.uploads.get(request.match_info["upload"])
+        if upload is None:
+            raise web.HTTPNotFound(text="no such video upload (each is kept for 10 minutes at most)")
+        return web.Response(body=upload.wav, content_type="audio/wav")
 
     async def shutdown(self, app: web.Application) -> None:
         for session in list(self.live) + list(self.finished.values()):

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config import ServeConfig
 from ..errors import GstalkError
-from .worker import AvatarInfo, Busy, Frame, Opened, SessionLost
+from .worker import AvatarInfo, Busy, DriveRequest, Frame, Opened, SessionLost
 
 #: what the page is told when its replica stops
 STOPPED = "the render worker for this session stopped; start again"
@@ -226,18 +226,21 @@ class RayWorker:
               file=sys.stderr, flush=True)  # fmt: skip
         return cls(handle, avatars, started)
 
-    async def open(self, avatar: str) -> Opened:
-        """Try the replicas, most free slots first; :class:`Busy` only when every one answers "full"."""
+    async def open(self, avatar: str, drive: DriveRequest | None = None) -> Opened:
+        """Try the replicas, most free slots first; :class:`Busy` only when every one answers "full";
+        :class:`SessionLost` with the replica's message when it could not use a ``drive`` video."""
         from ray.exceptions import RayError
 
         tried: set[str] = set()
         for _ in range(MAX_OPEN_TRIES):
             try:
-                answer = await self.handle.open.remote(avatar, exclude=sorted(tried))
+                answer = await self.handle.open.remote(avatar, exclude=sorted(tried), drive=drive)
             except RayError as err:
                 raise SessionLost(
                     f"no render worker answered ({type(err).__name__}); try again shortly"
                 ) from None
+            if answer.get("error"):
+                raise SessionLost(answer["error"])
             opened = answer["opened"]
             if opened is not None:
                 self.placement[opened.session] = (answer["replica"], answer["pid"])

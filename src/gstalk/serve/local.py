@@ -4,19 +4,32 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ServeConfig
 from ..drive import Driver, PoseSource
+from ..drive.reenact import ReenactStream, reenact_upload
 from ..drive.stream import lookahead_seconds
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
 from .render import Avatar, RenderSession, Scheduler
-from .worker import AvatarInfo, Busy, Emitted, Frame, Notice, Opened, SessionFailed, SessionLost
+from .worker import (
+    AvatarInfo,
+    Busy,
+    DriveRequest,
+    Emitted,
+    Frame,
+    Notice,
+    Opened,
+    SessionFailed,
+    SessionLost,
+)
 
 #: a session that neither sent audio nor took a frame for this long is closed (its front end is gone)
 IDLE_SECONDS = 60.0
@@ -90,6 +103,7 @@ class LocalWorker:
         self.jpeg_quality = jpeg_quality
         self.pose = pose
         self.scheduler = Scheduler()
+        self.tracker = ThreadPoolExecutor(1, thread_name_prefix="gstalk-track")  # driving videos
         self.sessions: dict[str, _Live] = {}
         self.avatars = {
             name: AvatarInfo(name, a.driver.size, a.driver.fps, lookahead_seconds(a.driver))
@@ -116,18 +130,35 @@ class LocalWorker:
                 self.scheduler.remove(live.render)
                 del self.sessions[sid]
 
-    async def open(self, avatar: str) -> Opened:
-        """Raises KeyError for an unknown avatar, :class:`Busy` when every slot is taken."""
+    async def open(self, avatar: str, drive: DriveRequest | None = None) -> Opened:
+        """Raises KeyError for an unknown avatar, :class:`Busy` when every slot is taken, and (with a
+        ``drive`` video) :class:`SessionLost` when it cannot be read or shows no face. A driving video is
+        tracked on the worker's tracking thread (one video at a time) before the session opens; its slot
+        is held meanwhile."""
         info = self.avatars[avatar]
         self._reap_idle()
         if not self.room:
             raise Busy(f"the server is busy ({len(self.sessions)} sessions); try again shortly")
         live = _Live(asyncio.get_running_loop())
+        stream = await self._drive_stream(avatar, drive, live) if drive is not None else None
         live.render = RenderSession(self._avatars[avatar], self.scheduler, live.emit, self.max_seconds,
-                                    self.jpeg_quality, self.pose(), self.max_queue)  # fmt: skip
+                                    self.jpeg_quality, self.pose(), self.max_queue, stream)  # fmt: skip
         self.sessions[live.render.id] = live
         self.scheduler.add(live.render)
         return Opened(live.render.id, info)
+
+    async def _drive_stream(self, avatar: str, drive: DriveRequest, live: _Live) -> ReenactStream:
+        """The uploaded video tracked and transferred onto the avatar, its slot held meanwhile."""
+        placeholder = f"tracking-{secrets.token_urlsafe(8)}"
+        self.sessions[placeholder] = live
+        try:
+            return await live.loop.run_in_executor(self.tracker, reenact_upload, self._avatars[avatar].driver,
+                                                   drive.video, drive.pose, self.max_seconds,
+                                                   self.pose())  # fmt: skip
+        except GstalkError as err:
+            raise SessionLost(f"{err.problem} ({err.fix})" if err.fix else err.problem) from None
+        finally:
+            self.sessions.pop(placeholder, None)
 
     def _render(self, session: str) -> RenderSession:
         live = self.sessions.get(session)
@@ -167,4 +198,5 @@ class LocalWorker:
     async def stop(self) -> None:
         for sid in list(self.sessions):
             await self.close(sid)
+        self.tracker.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.scheduler.stop)

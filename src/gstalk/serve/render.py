@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from ..drive import Driver, PoseSource
+from ..drive.reenact import ReenactStream
 from ..drive.stream import FrameStream, Prepared
 from ..media.audio import AUDIO_RATE
 from .worker import Emitted, Frame, Notice, SessionFailed
@@ -89,6 +90,7 @@ class RenderSession:
         jpeg_quality: int,
         pose: PoseSource | None = None,
         max_queue: float = 10.0,
+        stream: FrameStream | ReenactStream | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.avatar = avatar
@@ -97,7 +99,8 @@ class RenderSession:
         self.max_seconds = max_seconds
         self.max_queue = max_queue
         self.jpeg_quality = jpeg_quality
-        self.stream = FrameStream(avatar.driver, pose)
+        # speech moves the avatar, or (``stream``) a driving video's face, paced by its sound
+        self.stream = stream if stream is not None else FrameStream(avatar.driver, pose)
         self.fps = avatar.driver.fps
         self.received = 0  # samples
         self.skipped = 0  # frames

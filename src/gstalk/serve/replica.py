@@ -34,7 +34,7 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 
 from ..config import ServeConfig
 from .routing import rank_replicas
-from .worker import AvatarInfo, Busy, Frame, Notice
+from .worker import AvatarInfo, Busy, DriveRequest, Frame, Notice, SessionLost
 
 
 class SessionRouter(RequestRouter):
@@ -72,12 +72,15 @@ class RenderReplica:
     async def info(self) -> dict[str, AvatarInfo]:
         return self.worker.avatars
 
-    async def open(self, avatar: str, exclude: Sequence[str] = ()) -> dict:
-        """``{"replica": id, "opened": Opened or None (full), "pid": process id}``."""
+    async def open(self, avatar: str, exclude: Sequence[str] = (), drive: DriveRequest | None = None) -> dict:
+        """``{"replica": id, "opened": Opened or None (full), "pid": process id}``, and ``"error"``: the
+        message for the page when a ``drive`` video could not be used (no face, not a video)."""
         try:
-            opened = await self.worker.open(avatar)
+            opened = await self.worker.open(avatar, drive)
         except Busy:
             return {"replica": self.id, "opened": None, "pid": os.getpid()}
+        except SessionLost as err:
+            return {"replica": self.id, "opened": None, "pid": os.getpid(), "error": str(err)}
         return {
             "replica": self.id,
             "opened": opened,

@@ -3,7 +3,9 @@
 The front end (``serve.app``: the page, the WebSocket, the checks and limits) talks to a render worker
 through five calls, whatever runs it:
 
-- ``open(avatar) → Opened``: a new session, or :class:`Busy` when the worker is full;
+- ``open(avatar, drive=None) → Opened``: a new session, or :class:`Busy` when the worker is full; with a
+  :class:`DriveRequest`, a session whose avatar follows the face in an uploaded video (tracked by the
+  worker before it answers) instead of the audio;
 - ``push(session, audio)``: 16 kHz mono float32 samples as they arrive;
 - ``frames(session)``: every frame the session renders, as it is ready, ending after the last one (and
   any :class:`Notice` for the page on the way);
@@ -80,6 +82,16 @@ class AvatarInfo:
 
 
 @dataclass(frozen=True)
+class DriveRequest:
+    """An uploaded driving video for a session (``serve.app``'s ``POST /drive``): the file's bytes (at most
+    ``--max-upload-mb``), and whether the avatar also follows the driving head's pose. The worker tracks
+    it (``drive.reenact``); the page sends the video's sound as it plays it, which paces the frames."""
+
+    video: bytes
+    pose: bool = False
+
+
+@dataclass(frozen=True)
 class Opened:
     """A session the worker opened: its id and its avatar."""
 
@@ -92,7 +104,7 @@ class RenderWorker(Protocol):
 
     avatars: dict[str, AvatarInfo]
 
-    async def open(self, avatar: str) -> Opened: ...
+    async def open(self, avatar: str, drive: DriveRequest | None = None) -> Opened: ...
     async def push(self, session: str, audio: np.ndarray) -> None: ...
     def frames(self, session: str) -> AsyncIterator[Frame | Notice]: ...
     async def finish(self, session: str) -> None: ...
