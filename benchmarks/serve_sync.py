@@ -34,6 +34,16 @@ class Args:
     audio: Path = Path("../shared/data/audio/english_commentary_60s.wav")
 
 
+def _wait_until(page, expression: str, timeout: float) -> None:
+    """Poll ``expression`` in the page until true (``wait_for_function`` needs ``new Function``, which the
+    page's Content-Security-Policy forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {expression}")
+        page.wait_for_timeout(100)
+
+
 def main(args: Args) -> dict:
     import librosa
     from playwright.sync_api import sync_playwright
@@ -60,10 +70,10 @@ def main(args: Args) -> dict:
             browser = p.chromium.launch(executable_path=chromium, args=flags)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.getElementById('avatar').options.length > 0")
+            _wait_until(page, "document.getElementById('avatar').options.length > 0", 30)
             start = time.perf_counter()
             page.set_input_files("#file", str(wav))
-            page.wait_for_function("window.gstalkStats.ended", timeout=int((args.seconds + 60) * 1000))
+            _wait_until(page, "window.gstalkStats.ended", args.seconds + 60)
             page.wait_for_timeout(1500)  # the last scheduled frames are drawn
             stats = page.evaluate("window.gstalkStats")
             browser.close()

@@ -148,6 +148,19 @@ def _degenerate_scene(kind: str, dtype=torch.float32):
         )
         opacities = torch.tensor([0.9, 0.6, 0.3, 0.5, 0.7])
         colors = torch.rand(5, 3, generator=torch.Generator().manual_seed(12))
+    elif kind == "stopped_rows":  # an opaque wall stops whole tile rows; smaller Gaussians behind it
+        g = torch.Generator().manual_seed(13)
+        n = 60
+        wall = (
+            torch.tensor([[0.0, -0.25, -0.3]])
+            + torch.tensor([[0.0, 1.0, 0.0]]) * torch.linspace(0, 0.2, 8)[:, None]
+        )
+        means = torch.cat([wall, (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([0.8, 0.6, 0.2])])
+        quats = torch.cat([torch.tensor([[1.0, 0, 0, 0]]).expand(8, 4), torch.randn(n, 4, generator=g)])
+        scales = torch.cat([torch.tensor([[0.6, 0.06, 0.01]]).expand(8, 3),
+                            torch.exp(torch.empty(n, 3).uniform_(-4.5, -2.5, generator=g))])  # fmt: skip
+        opacities = torch.cat([torch.ones(8), torch.empty(n).uniform_(0.2, 1.0, generator=g)])
+        colors = torch.rand(8 + n, 3, generator=g)
     else:
         raise ValueError(kind)
     return [t.to(dtype) for t in (means, quats, scales, opacities, colors)]
@@ -259,7 +272,10 @@ def _compare(scene, cams: Camera, background=0.25, groups=None):
     assert new.backend == "numba"
     with torch.no_grad():
         rendered = rasterize(*scene, cams, background=background, backend="numba", groups=groups)
+        no_depth = rasterize(*scene, cams, background=background, backend="numba", groups=groups, depth=False)
     _assert_images_agree(new, rendered, "rendering and training")
+    assert no_depth.depth is None, "rendering without the depth"
+    assert torch.equal(no_depth.image, rendered.image) and torch.equal(no_depth.alpha, rendered.alpha)
     _compare_final_images(scene, cams, background, groups)
     if scene[0].dtype == torch.float64:
         _assert_images_agree(ref, new, "end to end")
@@ -286,7 +302,7 @@ def test_random_scenes_agree_in_float64(n, size, channels, views, seed):
 @pytest.mark.parametrize(
     "kind",
     ["equal_depths", "pixel_and_tile_aligned", "huge_and_small", "needles", "opaque_stack",
-     "off_screen_and_behind", "opacity_extremes", "tile_crossing", "tiny_and_huge"],
+     "off_screen_and_behind", "opacity_extremes", "tile_crossing", "tiny_and_huge", "stopped_rows"],
 )  # fmt: skip
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_degenerate_scenes_agree(kind, dtype):
@@ -321,6 +337,45 @@ def test_backgrounds_and_per_camera_colours_agree(dtype):
     ]  # fmt: skip
     for background in backgrounds:
         _compare_final_images(scene, cams, background, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kind", ["random", "stopped_rows", "needles"])
+def test_densification_statistics_agree(kind, dtype):
+    """``rasterize(stats=...)``: both backends' sums over pixels of |∂L/∂mean2d| per axis and of each
+    Gaussian's blending weight agree (1e-5 of the largest), end to end in float64 and, in float32, on the
+    same projected inputs (as the other float32 comparisons); the weights sum to the image's alpha, and
+    the absolute sums bound the summed gradient."""
+    scene = _random_scene(300, 3, 4, dtype) if kind == "random" else _degenerate_scene(kind, dtype)
+    cams = _camera(72, 56, 2, dtype)
+    background = torch.rand(2, 56, 72, 3, generator=torch.Generator().manual_seed(5)).to(dtype)
+    means, quats, scales, opacities, colors = scene
+    with torch.no_grad():
+        p = project_gaussians(means, covariance_3d(quats, scales), opacities, cams.world_to_cam,
+                              cams.intrinsics, cams.width, cams.height)  # fmt: skip
+    found = {}
+    for backend in ("torch", "numba"):
+        stats = {}
+        if dtype == torch.float64:  # end to end
+            leaves = [t.clone().requires_grad_() for t in scene]
+            out = rasterize(*leaves, cams, background=background, backend=backend, stats=stats)
+            assert out.stats is stats
+            image, alpha, means2d = out.image, out.alpha, out.means2d
+        else:  # at the compositing interface
+            means2d = p.means2d.clone().requires_grad_()
+            proj = Projected(means2d, p.conics.clone().requires_grad_(), p.depths, p.radii)
+            pixels = rasterize_pixels if backend == "torch" else rasterize_pixels_numba
+            colour, alpha, _ = pixels(proj, opacities, colors.expand(2, -1, -1), 72, 56, stats=stats)
+            image = colour + (1 - alpha) * background
+        weights = torch.rand(*image.shape, generator=torch.Generator().manual_seed(6)).to(dtype) - 0.5
+        ((image * weights).sum() + 0.3 * alpha.sum()).backward()
+        assert stats["absgrad"].shape == (2, len(means), 2) and stats["weight"].shape == (2, len(means))
+        assert torch.allclose(stats["weight"].sum(1), alpha.detach().double().sum((1, 2, 3)), rtol=1e-4)
+        assert (stats["absgrad"] >= means2d.grad.double().abs() * (1 - 1e-5) - 1e-6).all()
+        found[backend] = stats
+    for key in ("absgrad", "weight"):
+        a, b = found["torch"][key], found["numba"][key]
+        assert (a - b).abs().max() <= 1e-5 * max(float(a.abs().max()), 1.0), key
 
 
 def test_nothing_visible_renders_the_background():
@@ -377,6 +432,7 @@ def _exp_neg_all(x):
 
 
 def test_tiles_are_shared_by_cost_and_all_run_once():
+    """Parts interleave the tiles, so a dense band (a face filling part of the frame) is shared by all."""
     threads.configure(2)
     try:
         costs = np.random.default_rng(1).integers(1, 500, 1024)
@@ -386,8 +442,91 @@ def test_tiles_are_shared_by_cost_and_all_run_once():
         totals = [costs[p].sum() for p in parts]
         assert max(totals) - min(totals) <= 2 * costs.max()
         assert len(parts) == 8
+        assert all(np.isin(np.arange(100), p).sum() in (12, 13) for p in parts)
     finally:
         threads.configure()
+
+
+def _box_bins(boxes, order, width, height):
+    """The binning before ellipse culling, in Python: every tile of each Gaussian's box, front to back."""
+    tiles_x, tiles_y = -(-width // nk.TILE_W), -(-height // nk.TILE_H)
+    lists = [[] for _ in range(tiles_x * tiles_y)]
+    for g in order:
+        x0, x1, y0, y1 = boxes[g]
+        if x1 < x0 or y1 < y0:
+            continue
+        for ty in range(y0 // nk.TILE_H, y1 // nk.TILE_H + 1):
+            for tx in range(x0 // nk.TILE_W, x1 // nk.TILE_W + 1):
+                lists[ty * tiles_x + tx].append(g)
+    start = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    return start, np.array([g for x in lists for g in x], np.int32)
+
+
+@pytest.mark.parametrize("kind", ["needles", "tile_crossing", "random"])
+def test_binning_keeps_every_pair_the_alpha_ellipse_reaches(kind):
+    """The tile lists leave out only tiles where every pixel of the box has alpha < 1/255 (checked pixel by
+    pixel in float64), and compositing from them gives the box binning's images and gradients bit for bit."""
+    width, height = 64, 48
+    scene = _random_scene(200, 3, 3) if kind == "random" else _degenerate_scene(kind)
+    cams = _camera(width, height)
+    means, quats, scales, opacities, colors = scene
+    with torch.no_grad():
+        p = project_gaussians(means, covariance_3d(quats, scales), opacities, cams.world_to_cam,
+                              cams.intrinsics, width, height)  # fmt: skip
+    m2d, con, op = (np.ascontiguousarray(t.numpy()) for t in (p.means2d[0], p.conics[0], opacities))
+    boxes = nk.pixel_boxes(m2d, p.radii[0].numpy(), width, height, np.float32(0.5))
+    order = nk.draw_order(p.depths[0].numpy(), np.zeros(0, np.int32))
+    start, ids, _ = nk.bin_tiles(boxes, order, width, height, m2d, con, op, 1 / 255)
+    full_start, full_ids = _box_bins(boxes, order, width, height)
+    tiles_x = -(-width // nk.TILE_W)
+    listed = {(t, int(g)) for t in range(len(start) - 1) for g in ids[start[t] : start[t + 1]]}
+    assert listed <= {
+        (t, int(g)) for t in range(len(full_start) - 1) for g in full_ids[full_start[t] : full_start[t + 1]]
+    }
+    for g in range(len(op)):
+        x0, x1, y0, y1 = boxes[g]
+        if x1 < x0 or y1 < y0:
+            continue
+        xs, ys = np.meshgrid(np.arange(x0, x1 + 1) + 0.5, np.arange(y0, y1 + 1) + 0.5)
+        dx, dy = xs - float(m2d[g, 0]), ys - float(m2d[g, 1])
+        a, b, c = (float(v) for v in con[g])
+        alpha = float(op[g]) * np.exp(-(0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy))
+        used = alpha >= 1 / 255 * (1 - 1e-6)
+        for r, col in zip(*np.nonzero(used)):
+            tile = ((y0 + r) // nk.TILE_H) * tiles_x + (x0 + col) // nk.TILE_W
+            assert (tile, g) in listed, f"{kind}: Gaussian {g} dropped from tile {tile}"
+    if kind == "needles":
+        assert len(ids) < 0.8 * len(full_ids)
+    # compositing from either binning: the same images, transmittances and gradients
+    consts = np.array([0.5, 1 / 255, 0.99, 1.0, 1e-4 * (1 - 1e-9), 0.0, 1e-10], np.float32)
+    xs_, ys_ = (
+        np.arange(n * k) + np.float32(0.5)
+        for n, k in ((tiles_x, nk.TILE_W), (-(-height // nk.TILE_H), nk.TILE_H))
+    )
+    xs_, ys_ = xs_.astype(np.float32), ys_.astype(np.float32)
+    col3, dep = np.ascontiguousarray(colors.numpy()), np.ascontiguousarray(p.depths[0].numpy())
+    tiles = np.arange(len(start) - 1)
+    results = []
+    for st, idl in ((start, ids), (full_start, full_ids)):
+        rng = np.random.default_rng(0)
+        outs = (np.zeros((height, width, 3), np.float32), np.zeros((height, width), np.float32),
+                np.zeros((height, width), np.float32), np.zeros((height, width), np.float32),
+                np.zeros((height, width), np.int32))  # fmt: skip
+        args = (st, idl, boxes, xs_, ys_, m2d, con, op, dep, col3, consts)
+        nk.forward_tiles(tiles, *args, *outs, np.zeros((0, 0, 0), np.float32))
+        g_colour, g_alpha, g_depth = (
+            rng.random(shape, np.float32) for shape in ((height, width, 3),) + ((height, width),) * 2
+        )
+        no_bg = (np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.float32))
+        entry = np.zeros((len(idl), 10))
+        nk.backward_tiles(tiles, *args, outs[3], outs[4], *no_bg, g_colour, g_alpha, g_depth, entry)
+        grads = np.zeros((len(op), 10))
+        nk.sum_entries(idl, entry, grads)
+        results.append((outs[:3], grads))
+    (new_outs, new_grads), (old_outs, old_grads) = results
+    for a, b in zip(new_outs, old_outs):
+        assert np.array_equal(a, b)
+    assert np.allclose(new_grads, old_grads, rtol=1e-6, atol=1e-9)
 
 
 def test_parts_run_once_even_when_the_workers_are_busy():

@@ -354,10 +354,20 @@ def test_compiled_frame_matches_the_pytorch_modules(run: Path, variant: str):
 
 def _reference_real_layer(image: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> np.ndarray:
     """The NumPy formulation data.layer compiles (as it stood before): the oracle of the test below."""
-    from gstalk.data.layer import HEAD_LUT, PIXEL_LUT, UNDER_CHIN
+    import cv2
+
+    from gstalk.data.layer import EDGE, HEAD_LUT, PIXEL_LUT, UNDER_CHIN
     from gstalk.regions import Region
 
     layer = np.where(PIXEL_LUT[labels][..., None], image, plate)
+    edge = max(1, round(EDGE * labels.shape[0]))  # the head's border keeps the frame's pixels
+    head = HEAD_LUT[labels]
+    cols = np.arange(labels.shape[1])
+    first = np.where(head.any(1), head.argmax(1), labels.shape[1])
+    last = np.where(head.any(1), labels.shape[1] - 1 - head[:, ::-1].argmax(1), -1)
+    outer = PIXEL_LUT[labels] & ((cols < first[:, None]) | (cols > last[:, None]))
+    near = cv2.dilate(outer.astype(np.uint8), np.ones((2 * edge + 1,) * 2, np.uint8)) > 0
+    layer[near & head] = image[near & head]
     neck_rows, neck_cols = np.nonzero(labels == Region.NECK)
     if not len(neck_rows):
         return layer
@@ -399,9 +409,10 @@ def test_compiled_real_layer_equals_the_numpy_formulation(demo_dataset: Path):
         labels = rng.integers(0, 9, (h, w), dtype=np.uint8)
         if trial % 4 == 0:
             labels[labels == 7] = 1  # no neck at all
-        elif trial % 4 == 1:  # a neck block under a face block, as in a portrait
+        elif trial % 4 == 1:  # a neck block under a face block with lips, as in a portrait
             labels[:] = 0
             labels[: h // 2, w // 4 : 3 * w // 4] = 1
+            labels[h // 3 : h // 3 + 2, w // 3 : w // 2] = 4
             labels[h // 2 :, w // 3 : 2 * w // 3] = 7
         want = _reference_real_layer(image, labels, plate)
         assert np.array_equal(real_layer(image, labels, plate), want), trial

@@ -120,6 +120,33 @@ def test_dataset_file_names_live_in_data_layout():
     assert not spelled, "dataset file names spelled outside data/layout.py:\n" + "\n".join(spelled)
 
 
+def _path_joins(module: Path) -> set[str]:
+    """The string constants ``module`` joins onto a path (``x / "name"``)."""
+    return {
+        node.right.value
+        for node in ast.walk(ast.parse(module.read_text()))
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+        and isinstance(node.right, ast.Constant) and isinstance(node.right.value, str)
+    }  # fmt: skip
+
+
+def test_run_file_names_live_in_data_run_layout():
+    """A run folder's file names are spelled in data/run_layout.py only: its distinctive names nowhere
+    else, and its generic ones ("model", "stages", "eval", ...) never joined onto a path elsewhere."""
+    from gstalk.data import run_layout as rl
+
+    distinctive = {rl.MODEL_FILE, rl.META_FILE, rl.OPTIMIZER_FILE, rl.RNG_FILE, rl.LOG, rl.LOSS_PLOT,
+                   rl.AUDIO_MOTION, rl.METRICS, rl.REPORT, rl.MOUTH_SHEET, rl.SIDE_BY_SIDE}  # fmt: skip
+    generic = {rl.MODEL, rl.STAGES, rl.CHECKPOINTS, rl.LATEST, rl.LEGACY_CHECKPOINT, rl.EVAL}
+    spelled = [
+        f"{module.relative_to(ROOT)}: {name}"
+        for module in sorted(ROOT.rglob("*.py"))
+        if module != ROOT / "data" / "run_layout.py"
+        for name in sorted((distinctive & _string_constants(module)) | (generic & _path_joins(module)))
+    ]
+    assert not spelled, "run file names spelled outside data/run_layout.py:\n" + "\n".join(spelled)
+
+
 def test_prepare_has_no_cycle_and_short_functions():
     """prepare's modules import each other one way (sources never imports the pipeline), and no function
     in prepare/ is longer than a screen (80 lines)."""

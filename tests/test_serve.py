@@ -180,11 +180,20 @@ def _mouth_motion(page, samples: int = 24) -> float:
     return float(np.mean([np.abs(a - b).mean() for a, b in itertools.pairwise(frames)]))
 
 
+def wait_until(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll ``expression`` in the page until it is true. (Playwright's ``wait_for_function`` compiles its
+    predicate with ``new Function``, which the page's Content-Security-Policy forbids, as it should.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        page.wait_for_timeout(100)
+
+
 def _speak(page, url: str) -> None:
     page.goto(url)
-    page.wait_for_function("document.getElementById('avatar').options.length > 0")
+    wait_until(page, "document.getElementById('avatar').options.length > 0")
     page.click("#mic")
-    page.wait_for_function("window.gstalkStats.frames > 25", timeout=30_000)
+    wait_until(page, "window.gstalkStats.frames > 25")
 
 
 def test_the_page_talks_with_the_microphone(server: str, tmp_path: Path):
@@ -514,7 +523,7 @@ def test_tls_files_are_checked_with_clear_errors(tmp_path: Path):
 
 # --- render replicas on Ray Serve -------------------------------------------------------------------------
 def test_replicas_are_ranked_by_room_and_a_session_stays_on_its_own():
-    from gstalk.serve.cluster import rank_replicas
+    from gstalk.serve.routing import rank_replicas
 
     replicas = [("a", 0), ("b", 2), ("c", None), ("d", 1)]
     assert rank_replicas(replicas, None) == [["b"], ["d"], ["a"], ["c"]]  # most room first; unknown last

@@ -310,19 +310,22 @@ def test_compiled_ssim_matches_pytorch_msssim_in_value_and_gradient(shape, threa
 
 @pytest.mark.parametrize("stage_name", ["static", "fusion"])
 def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
-    """The masked stages compute L1, D-SSIM and the mouth loss on their masks' boxes: the values and the
-    gradients are those of the full-frame formulas (the docstring's definitions)."""
+    """The masked stages compute L1, D-SSIM, the mouth loss, coverage and the detail terms on their masks'
+    boxes: the values and the gradients are those of the full-frame formulas (the docstring's
+    definitions)."""
     from types import SimpleNamespace
 
     from gstalk.config import TrainConfig, resolve_train, stages
     from gstalk.data.frames import Target
     from gstalk.model.talking_head import Composite
-    from gstalk.train.losses import dssim, masked, mouth_mask_loss
-    from gstalk.train.objective import loss_terms
+    from gstalk.regions import HEAD_REGIONS
+    from gstalk.train.losses import dssim, masked, mouth_mask_loss, pyramid_l1
+    from gstalk.train.objective import DETAIL_REGIONS, MOUTH_ROOM, loss_terms
 
     stage = {s.name: s for s in stages(resolve_train(TrainConfig(dataset=Path("."), out=Path("."))))}[
         stage_name
     ]
+    stage = dataclasses.replace(stage, mouth_detail_weight=0.02)  # off in the presets; its formula too
     g = torch.Generator().manual_seed(1)
     h, w = 90, 70
     labels = torch.zeros(h, w, dtype=torch.int64)
@@ -343,18 +346,35 @@ def test_loss_terms_on_boxes_equal_the_full_frame_formulas(stage_name):
     )
     terms = loss_terms(stage, comp, None, target)
     weight = 1.0 + stage.mouth_region_weight * mouth_mask.float()[..., None]
+    detail_weight = (
+        1.0 + stage.detail_region_weight * torch.isin(labels, torch.tensor(DETAIL_REGIONS)).float()
+    )
+    mouth_only = torch.where(mouth_mask[..., None], image, target.image) - target.image
+    mouth_detail = pyramid_l1(mouth_only) / mouth_mask.sum()
     if stage.masked:
         share = head_mask.float().mean()
         pred = masked(image, target.image, head_mask)
         interior = labels == Region.MOUTH_INTERIOR
+        room = max(1, round(MOUTH_ROOM * h))  # the mouth mask, dilated
+        near_mouth = torch.nn.functional.max_pool2d(mouth_mask.float()[None, None], 2 * room + 1, 1, room)
+        near_mouth = near_mouth[0, 0] > 0
+        mouth_outside = (alphas[1][0, ..., 0] * (~near_mouth).float()).sum() / (~near_mouth).sum()
         want = {
             "l1": (weight * (pred - target.image).abs()).mean() / share,
             "dssim": dssim(pred, target.image) / share,
-            "stray": (alphas[0][0, ..., 0] * (~head_mask).float()).mean() / (1 - share),
+            "stray": (alphas[0][0, ..., 0] * (~head_mask).float()).mean() / (1 - share) + mouth_outside,
             "mouth": mouth_mask_loss(comp.mouth_visible, interior, mouth_mask),
+            "coverage": (1 - alphas[0][0, ..., 0])[torch.isin(labels, torch.tensor(HEAD_REGIONS))].mean(),
+            "detail": pyramid_l1(pred - target.image, detail_weight) / (h * w) / share,
+            "mouth_detail": mouth_detail,
         }
     else:
-        want = {"l1": (weight * (image - target.image).abs()).mean(), "dssim": dssim(image, target.image)}
+        want = {
+            "l1": (weight * (image - target.image).abs()).mean(),
+            "dssim": dssim(image, target.image),
+            "detail": pyramid_l1(image - target.image, detail_weight) / (h * w),
+            "mouth_detail": mouth_detail,
+        }
     assert terms.keys() == want.keys()
     for name in want:
         assert float(terms[name]) == pytest.approx(float(want[name]), rel=1e-5), name
@@ -380,3 +400,57 @@ def test_targets_read_ahead_equal_fresh_ones(demo_dataset: Path):
     frames.read_ahead(7)  # 6 was never used
     assert list(frames._ahead) == [7]
     assert torch.equal(frames.target(7).layer, fresh.target(7).layer) and not frames._ahead
+
+
+def test_detail_loss_is_a_laplacian_pyramid_of_the_error():
+    """The detail loss is the L1 of the error's Laplacian at full resolution and over 2 × 2 blocks (the
+    conv2d formulation), zero for an error without detail (constant or linear ramps), and its gradient
+    matches finite differences; on a mask's box it equals the whole image's."""
+    from gstalk.train.losses import detail_loss
+    from gstalk.train.objective import masked_detail
+
+    g = torch.Generator().manual_seed(3)
+    diff = torch.randn(37, 30, 3, generator=g, dtype=torch.float64)
+    kernel = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64).expand(3, 1, 3, 3)
+    chw = diff.permute(2, 0, 1)[None]
+    level0 = torch.nn.functional.conv2d(chw, kernel, groups=3).abs().sum()
+    level1 = torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(chw, 2), kernel, groups=3).abs().sum()
+    assert float(detail_loss(diff)) == pytest.approx(float((level0 + 4 * level1) / 3), rel=1e-12)
+    ys, xs = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in (37, 30)), indexing="ij")
+    ramp = (0.3 + 0.01 * xs - 0.02 * ys)[..., None].expand(37, 30, 3)
+    assert float(detail_loss(ramp)) == pytest.approx(0.0, abs=1e-10)
+    weight = torch.rand(37, 30, generator=g, dtype=torch.float64)
+    x = diff.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: detail_loss(t, weight), (x,), eps=1e-6, atol=1e-6)
+    image, reference = torch.rand(60, 50, 3, generator=g), torch.rand(60, 50, 3, generator=g)
+    mask = torch.zeros(60, 50, dtype=torch.bool)
+    mask[21:40, 13:30] = True  # odd first row and column: the box is aligned to whole 2 × 2 blocks
+    image.requires_grad_()
+    pred = torch.where(mask[..., None], image, reference)
+    weight = 1 + torch.rand(60, 50, generator=g)
+    want = detail_loss(pred - reference, weight)
+    got = masked_detail(image, reference, mask, weight)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    (a,) = torch.autograd.grad(got, image)
+    (b,) = torch.autograd.grad(want, image)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(60, 50, 3), (37, 30, 3), (5, 9, 1), (2, 40, 3)])
+def test_compiled_detail_loss_matches_the_pytorch_one(shape):
+    """train.laplacian (float32 CPU) is losses.pyramid_l1: value and gradient to 1e-5, weighted or not,
+    on odd sizes and on images too small for a second level or for any."""
+    from gstalk.train.laplacian import detail_loss_cpu
+    from gstalk.train.losses import pyramid_l1
+
+    g = torch.Generator().manual_seed(sum(shape))
+    diff = torch.randn(*shape, generator=g)
+    for weight in (None, 1 + torch.rand(*shape[:2], generator=g)):
+        x = diff.clone().requires_grad_()
+        got = detail_loss_cpu(x, weight)
+        (got_grad,) = torch.autograd.grad(2.0 * got, x)
+        y = diff.double().requires_grad_()
+        want = pyramid_l1(y, None if weight is None else weight.double())
+        (want_grad,) = torch.autograd.grad(2.0 * want, y)
+        assert float(got) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+        assert torch.allclose(got_grad.double(), want_grad, atol=1e-5)

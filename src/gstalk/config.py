@@ -331,7 +331,8 @@ class LearningRates:
 
 @dataclass
 class DensifyConfig:
-    """Adaptive density control (3DGS / gsplat's DefaultStrategy rules) plus GaussianSpeech's top-k cap."""
+    """Adaptive density control (3DGS / gsplat's DefaultStrategy rules), grown by AbsGS's absolute gradient,
+    with a top-k cap (by contribution, or GaussianSpeech's volume): see ``train.strategy``."""
 
     start: int = 300
     """First step (within the stage) at which Gaussians are densified or pruned."""
@@ -351,6 +352,15 @@ class DensifyConfig:
     """Reset all opacities to 0.01 this often, in stages of at least reset_min_iterations (0: never)."""
     reset_min_iterations: int = 4000
     """Shorter stages never reset opacities (they would not recover in time)."""
+    score: Literal["grad", "absgrad"] = "absgrad"
+    """What grows a Gaussian: grad, the mean norm of its summed screen-space gradient (3DGS); absgrad, of
+    the per-axis sums of each pixel's |gradient| (AbsGS), which does not cancel where a Gaussian is too
+    large for the detail under it (CPU backends; on gsplat, grad)."""
+    absgrad_threshold: float = 0.0008
+    """Mean absgrad (NDC units, as gsplat's) above which a Gaussian grows, when score is absgrad."""
+    cap_rank: Literal["volume", "weight"] = "weight"
+    """Which Gaussians the cap keeps: the largest opacity-weighted volume (GaussianSpeech), or the largest
+    blending weight in the frames since the last round (their contribution; CPU backends)."""
 
 
 @dataclass
@@ -375,6 +385,18 @@ class StageConfig:
     """Weight of the per-pixel mouth-interior mask loss (the papers' jaw loss role)."""
     mouth_region_weight: float = 0.0
     """Extra weight of the image losses on the lips and mouth interior (the region counts 1 + this)."""
+    stray_weight: float = 1.0
+    """Weight of the head's opacity where the frame shows hair, neck, torso or background (masked stages)."""
+    coverage_weight: float = 0.0
+    """Weight of the render's transparency over the frame's head regions, where the background plate would
+    show through (masked stages): seams and fringes at the ears and along the jaw."""
+    detail_weight: float = 0.0
+    """Weight of the detail loss: the L1 of a two-level Laplacian pyramid of the error (weight-free)."""
+    detail_region_weight: float = 0.0
+    """Extra weight of the detail loss in FG-3DGS's high-frequency regions (eyes, brows, lips, mouth)."""
+    mouth_detail_weight: float = 0.0
+    """Weight of the detail loss inside the mouth's mask alone, averaged there (off in the presets: a
+    sharper mouth scores worse where the speech-driven motion is off; docs/benchmarks.md)."""
     residual_weight: float = 0.0
     """Weight of the mean squared residual motion (mm²): keeps the lips where the mesh puts them."""
     densify: bool = False
@@ -383,22 +405,26 @@ class StageConfig:
     """Multiplies every learning rate of the stage."""
 
 
+#: the detail terms of every render stage (issue 26; docs/benchmarks.md, "Detail")
+_DETAIL = {"detail_weight": 0.05, "detail_region_weight": 1.0, "mouth_detail_weight": 0.0}
+
+
 def _static_stage() -> StageConfig:
     return StageConfig(
         "static", deform=False, masked=True, train=("gaussians",), mouth_weight=0.1, mouth_region_weight=2.0,
-        densify=True,
+        densify=True, coverage_weight=0.5, **_DETAIL,
     )  # fmt: skip
 
 
 def _motion_stage() -> StageConfig:
     return StageConfig(
         "motion", masked=True, train=("gaussians", "networks"), mouth_weight=0.1, mouth_region_weight=2.0,
-        residual_weight=0.01, densify=True, lr_scale=0.5,
+        residual_weight=0.01, densify=True, lr_scale=0.5, coverage_weight=0.5, **_DETAIL,
     )  # fmt: skip
 
 
 def _fusion_stage() -> StageConfig:
-    return StageConfig("fusion", masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5)
+    return StageConfig("fusion", masked=False, train=("colors",), lpips_weight=0.2, lr_scale=0.5, **_DETAIL)
 
 
 @dataclass
@@ -412,9 +438,9 @@ class TrainConfig:
     """The run folder: checkpoints, logs, loss curves and the config."""
     preset: Literal["auto", "cpu", "few", "gpu"] = "auto"
     """auto: few when the dataset trains on less than 20 s of video, else cpu (the log says which); cpu:
-    512², the budget of a few minutes on 2 cores; few: the same for 5–20 s of video, shorter and held
-    closer to the face's mesh and symmetry (few-shot); gpu: 512², the papers' iteration counts and up to
-    100k Gaussians."""
+    512², at most ~15k Gaussians (14k face, 1.4k mouth interior), about 10 min on 2 cores; few: the same
+    budget for 5–20 s of video, fewer iterations (few-shot); gpu: 512², the papers' iteration counts and
+    up to 100k Gaussians."""
     size: int | None = None
     """Training image size (default: the preset's)."""
     max_gaussians: int | None = None
@@ -459,8 +485,8 @@ class TrainConfig:
 
 
 PRESETS = {
-    "cpu": {"size": 512, "max_gaussians": 10_000, "iterations": (1000, 3500, 600)},
-    "few": {"size": 512, "max_gaussians": 10_000, "iterations": (600, 1500, 300)},
+    "cpu": {"size": 512, "max_gaussians": 14_000, "iterations": (1000, 3000, 500)},
+    "few": {"size": 512, "max_gaussians": 14_000, "iterations": (600, 1500, 300)},
     "gpu": {"size": 512, "max_gaussians": 100_000, "iterations": (3000, 47_000, 10_000)},
 }
 #: --preset auto picks few below this many seconds of training frames, cpu from it on
@@ -503,14 +529,26 @@ def stages(config: TrainConfig) -> list[StageConfig]:
 
 @dataclass
 class RenderConfig:
-    """Drive a trained run with new speech: a video of the person saying it, with the audio muxed in."""
+    """Drive a trained run with new speech (or with another person's face, --drive-video): a video of the
+    person saying it, with the sound muxed in."""
 
     run: Path
     """The run folder written by `gstalk train`."""
-    audio: Path
-    """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count."""
     out: Path
-    """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all."""
+    """The video to write: .mp4, .mov or .mkv (H.264 + AAC). Written whole or not at all; its config is
+    saved beside it as NAME.config.json."""
+    audio: Path | None = None
+    """The speech: wav, mp3, flac, m4a or any file with sound, any sample rate and channel count (or give
+    --drive-video instead)."""
+    drive_video: Path | None = None
+    """Drive with another person's face instead of speech: their tracked mouth, jaw, brows and blinks move
+    the avatar (relative to each face's own neutral), and the video's sound is muxed in."""
+    drive_pose: bool = False
+    """With --drive-video: also follow the driving head's pose (its motion from its own mean pose, applied
+    around the avatar's typical frame, or --still-frame with --pose still)."""
+    overwrite: bool = False
+    """Replace --out (and its config) when they exist; only a video gstalk render made (and its config)
+    is ever replaced."""
     size: int | None = None
     """Output size in pixels (default: the training size)."""
     pose: Literal["replay", "still"] = "replay"
@@ -527,7 +565,7 @@ class RenderConfig:
     """The speech-model folder, for runs whose dataset took its features from one (HuBERT, wav2vec 2.0,
     or a Whisper model given by folder); the pinned Whisper weights need none."""
     max_audio_seconds: float = 900.0
-    """Refuse longer audio (a guard against feeding the wrong file)."""
+    """Refuse longer audio or driving video (a guard against feeding the wrong file)."""
     confirm_minutes: float = 10.0
     """When the render is estimated (from its first frames) to take longer than this, stop and ask for
     --yes."""
@@ -583,8 +621,21 @@ class ServeConfig:
     "busy" message (they share the worker's cores)."""
     max_session_seconds: float = 120.0
     """Audio accepted per session; the page is told when the limit is reached."""
+    max_session_minutes: float = 10.0
+    """Longest a session lasts, whatever it sends: then it ends (its frames and download are kept) and the
+    page is told why."""
+    min_audio_rate: float = 0.5
+    """After --audio-grace-seconds, a session that sent less than this many seconds of audio per second
+    over the last --audio-grace-seconds is ended (its place goes to the next visitor) and told why."""
+    audio_grace_seconds: float = 10.0
+    """How long a session may send too little audio before --min-audio-rate applies, and the span it is
+    measured over."""
+    max_queue_seconds: float = 10.0
+    """Audio a session may send ahead of real time; beyond it the oldest is dropped (its frames skipped)
+    and the page is told. Frames come at real-time pace however fast the audio arrives."""
     max_upload_mb: float = 20.0
-    """Largest audio file the page accepts (it is decoded in the browser, never stored on disk)."""
+    """Largest file the page accepts: an audio file is decoded in the browser; a video (whose face then
+    drives the avatar) is sent to the server, kept in memory for one session, never stored on disk."""
     max_avatars: int = 8
     """Runs loaded at start-up at most (each holds its model and dataset index in memory)."""
     jpeg_quality: int = 85
@@ -621,7 +672,8 @@ class EvaluateConfig:
     run: Path
     """The run folder written by `gstalk train`."""
     out: Path | None = None
-    """Where metrics.json and report.html go (default: RUN/eval)."""
+    """Where metrics.json and report.html go (default: RUN/eval; RUN/eval-reference with
+    --reference-video)."""
     dataset: Path | None = None
     """The run's dataset, if it moved since training."""
     size: int | None = None
@@ -644,6 +696,16 @@ class EvaluateConfig:
     sound's energy)."""
     max_frames: int | None = None
     """Evaluate only the first N test frames."""
+    reference_video: Path | None = None
+    """MGGTalk's self-reenactment protocol instead of the held-out frames: a video of the avatar's person
+    (or a dataset `gstalk prepare` made of one); the avatar is rendered at its tracked poses over its real
+    pixels and compared with its frames (PSNR, SSIM, LMD, opening correlation; and driven by silence)."""
+    reference_frames: str = "tail"
+    """Which frames of --reference-video: tail (its last 1/11, the one-shot protocol), all, test (its
+    prepared held-out split), or START:STOP frame indices."""
+    drive_video: bool = False
+    """With --reference-video: also drive the whole face by the reference clip's tracked face
+    (self-reenactment), beside its speech."""
     lpips_weights: Path | None = None
     """Folder with alexnet.pth and alex.pth; without it LPIPS is "not computed"."""
     syncnet_weights: Path | None = None

@@ -80,6 +80,7 @@ def untrained_run(subject: dict[str, Any], work: Path, device: torch.device) -> 
     """A run folder holding an untrained cpu-preset-sized model (a 10 000-Gaussian cap) of the subject."""
     if "run" not in subject:
         from ..config import TrainConfig
+        from ..data.run_layout import model_dir
         from ..model.checkpoint import save_model
         from ..train.trainer import Trainer
 
@@ -89,7 +90,7 @@ def untrained_run(subject: dict[str, Any], work: Path, device: torch.device) -> 
         model = trainer.init_model()
         subject["run"] = work / "run"
         state = {"stage_index": 3, "step": 0, "dataset": str(dataset), "train_size": trainer.config.size}
-        save_model(subject["run"] / "model", model, state)
+        save_model(model_dir(subject["run"]), model, state)
     return subject["run"]
 
 
@@ -165,8 +166,9 @@ def _end_to_end(run: Path, speech: np.ndarray, size: int, device: torch.device, 
     audio = work / f"speech_{size}.wav"
     soundfile.write(audio, speech, 16_000)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
-        figures = render_video(RenderConfig(run=run, audio=audio, out=work / f"e2e_{size}.mp4", size=size,
-                                            device=device.type, progress=False, yes=True))  # fmt: skip
+        config = RenderConfig(run=run, audio=audio, out=work / f"e2e_{size}.mp4", size=size,
+                              device=device.type, progress=False, yes=True, overwrite=True)  # fmt: skip
+        figures = render_video(config)
     core_use = figures["cpu_seconds"] / figures["seconds"] / threads.available_cores()
     return {
         "frames": figures["frames"],

@@ -32,6 +32,7 @@ def train_profile(config: BenchConfig, subject: dict[str, Any], tmp: str) -> dic
     """Profile a training step of every stage of the cpu preset on ``--dataset`` (default: ``--run``'s
     dataset, else the generated subject), starting from ``--run``'s Gaussians when given, else from a
     new model."""
+    from ..data.run_layout import model_dir
     from ..device import pick_device
     from ..model.checkpoint import load_model
     from ..train.trainer import Trainer
@@ -41,7 +42,7 @@ def train_profile(config: BenchConfig, subject: dict[str, Any], tmp: str) -> dic
     dataset = config.dataset
     model = None
     if config.run is not None:
-        model, meta = load_model(config.run / "model", device)
+        model, meta = load_model(model_dir(config.run), device)
         dataset = dataset or Path(meta["dataset"])
     dataset = dataset or generated_subject(subject, work)
     trainer = Trainer(TrainConfig(dataset=dataset, out=work / "train_profile", progress=False,

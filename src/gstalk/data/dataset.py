@@ -106,7 +106,7 @@ def _load_features(path: Path, manifest: Manifest) -> np.ndarray:
         feats = np.load(path, mmap_mode="r")
     except FileNotFoundError:
         raise GstalkError(f"{path} is missing", "the dataset is incomplete: prepare it again") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:
         raise GstalkError(f"{path} is corrupt or truncated ({err})", "prepare the dataset again") from err
     expected = (manifest.n_frames, spec.window, spec.dim)
     if tuple(feats.shape) != expected:

@@ -33,6 +33,9 @@ from .dataset import Dataset, load_dataset
 from .layout import AUDIO, frame_path
 from .writer import write_image
 
+#: what marks an ER-NeRF folder (replaced by ``export_ernerf(overwrite=True)`` only when it holds it)
+TRANSFORMS = "transforms_train.json"
+
 FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 
 #: MediaPipe mesh points standing in for the 68 dlib/face_alignment landmarks (jaw, brows, nose, eyes,
@@ -60,7 +63,7 @@ def export_ernerf(dataset: str | Path | Dataset, out: str | Path, overwrite: boo
     of the transforms). The folder is built under a temporary name and moved into place when complete."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     out = Path(out)
-    with claim_output(out, [ds.root], what="ER-NeRF export"):
+    with claim_output(out, [ds.root], overwrite=overwrite, what="ER-NeRF export", markers=(TRANSFORMS,)):
         if out.exists() and not overwrite:
             raise GstalkError(f"{out} already exists", "choose another --out")
         with atomic_folder(out, overwrite=overwrite) as tmp:

@@ -2,14 +2,16 @@
 the box above its neck.
 
 The layer (uint8, like the frame) is the frame's hair, neck, torso and background pixels, and the
-background plate where its head was, except in a thin band just above the neck, which takes the neck's
-mean colour near its top. When the rendered jaw does not reach as low as the replayed frame's, that band
-shows there: neck-coloured, like the shadow under a chin, rather than a bright seam of background plate.
+background plate where its head was, except in two bands:
 
-Every frame a render replays and every training step makes one, so it is compiled (numba): the NumPy
-formulation (a lookup, ``np.where`` over the image, ``np.nonzero`` of the neck, a dilation by repeated
-shifts) cost about as much as decoding the frame. ``tests/test_drive_and_eval.py`` holds it to that
-formulation exactly.
+- just above the neck, the neck's mean colour near its top. When the rendered jaw does not reach as low as
+  the replayed frame's, that band shows there: neck-coloured, like the shadow under a chin, rather than a
+  bright seam of background plate;
+- along the head's border (``EDGE`` of the image from a hair, neck, torso or background pixel outside the
+  row's span of head pixels: temples, ears, hairline, cheeks, jaw), the frame's own pixels. Where the
+  render's edge is not quite opaque, or the label map's border jitters across an ear, or the rendered jaw
+  (which follows the speech) falls short of the frame's, the frame's own edge shows rather than a line of
+  background plate; the upper face is posed by that frame, so there its silhouette is the frame's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ HEAD_LUT = np.isin(np.arange(256), HEAD_REGIONS)
 MOUTH_LUT = np.isin(np.arange(256), (Region.LIPS, Region.MOUTH_INTERIOR))
 #: rows of neck colour carried up under the chin, as a share of the image size
 UNDER_CHIN = 0.02
+#: width of the head's border that keeps the frame's own pixels, as a share of the image size
+EDGE = 0.015
 
 
 @njit(cache=True, nogil=True)
@@ -77,6 +81,33 @@ def _fill_band(labels, head_lut, neck, band, r0, r1, c0, c1, colour, out) -> Non
                 out[r, c, 0], out[r, c, 1], out[r, c, 2] = colour[0], colour[1], colour[2]
 
 
+@njit(cache=True, nogil=True)
+def _keep_border(image, labels, pixel_lut, head_lut, band, out) -> None:
+    """Head pixels with an outer ``pixel_lut`` pixel within ``band`` rows and columns (a (2·band + 1)²
+    square, clipped to the image) take the frame's own pixel. Outer: outside its row's span of head
+    pixels (specks of hair label inside the face, at a brow, do not count). Separable: per row, how many
+    outer pixels lie within ``band`` columns; per column, whether any row within ``band`` rows has one."""
+    h, w = labels.shape
+    near_row = np.zeros((h, w), np.int32)  # 1: an outer pixel within band columns in this row
+    run = np.zeros(w + 1, np.int32)
+    for r in range(h):
+        first, last = w, -1  # the row's span of head pixels
+        for c in range(w):
+            if head_lut[labels[r, c]]:
+                first, last = min(first, c), c
+        for c in range(w):
+            run[c + 1] = run[c] + (pixel_lut[labels[r, c]] and (c < first or c > last))
+        for c in range(w):
+            near_row[r, c] = run[min(c + band + 1, w)] - run[max(c - band, 0)] > 0
+    column = np.zeros(h + 1, np.int32)
+    for c in range(w):
+        for r in range(h):
+            column[r + 1] = column[r] + near_row[r, c]
+        for r in range(h):
+            if head_lut[labels[r, c]] and column[min(r + band + 1, h)] - column[max(r - band, 0)] > 0:
+                out[r, c, 0], out[r, c, 1], out[r, c, 2] = image[r, c, 0], image[r, c, 1], image[r, c, 2]
+
+
 def real_layer(image: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> np.ndarray:
     """The real-pixel layer (see the module docstring) of ``image`` (H, W, 3) uint8 with its ``labels``
     (H, W) uint8 Region ids over ``plate`` (H, W, 3) uint8, the background plate: (H, W, 3) uint8."""
@@ -85,6 +116,8 @@ def real_layer(image: np.ndarray, labels: np.ndarray, plate: np.ndarray) -> np.n
     out = np.empty_like(image)
     neck = int(Region.NECK)
     top, bottom, c0, c1 = _compose(image, labels, plate, PIXEL_LUT, neck, out)
+    edge = max(1, round(EDGE * labels.shape[0]))
+    _keep_border(image, labels, PIXEL_LUT, HEAD_LUT, edge, out)
     if top < 0:
         return out
     band = max(1, round(UNDER_CHIN * labels.shape[0]))

@@ -7,6 +7,8 @@ surfacing later as a shape error deep in training.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -61,8 +63,11 @@ class Tracks:
         try:
             with np.load(path) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError) as err:
-            raise GstalkError(f"{path} is corrupt ({err})", "prepare the dataset again") from err
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as err:
+            raise GstalkError(f"{path} is corrupt ({type(err).__name__}: {err})",
+                              "prepare the dataset again") from err  # fmt: skip
+        if not isinstance(arrays, dict):
+            raise GstalkError(f"{path} is not a tracks file", "prepare the dataset again")
         known = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is not None}
         missing = sorted(required - arrays.keys())

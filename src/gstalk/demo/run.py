@@ -8,6 +8,7 @@ import soundfile
 from tqdm import tqdm
 
 from ..config import DemoConfig, EvaluateConfig, PrepareConfig, RenderConfig, TrainConfig, save_config
+from ..data.run_layout import METRICS, MODEL_FILE, REPORT, eval_dir, model_dir
 from ..media.audio import AUDIO_RATE
 from ..train.checkpoint import latest_checkpoint
 from .subject import make_demo_subject, speech_like_audio
@@ -43,7 +44,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
                           progress=config.progress))  # fmt: skip
     run = out / "run"
     say("2/4 train")
-    if not (run / "model" / "model.safetensors").is_file():
+    if not (model_dir(run) / MODEL_FILE).is_file():
         from ..train import train
 
         train(
@@ -62,8 +63,11 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     from ..drive import render_video
 
     talking = out / "talking.mp4"
+    # overwrite: the demo's own video of an earlier run (only a video gstalk made is replaced)
     render_video(
-        RenderConfig(run=run, audio=audio, out=talking, device=config.device, progress=config.progress)
+        RenderConfig(
+            run=run, audio=audio, out=talking, device=config.device, progress=config.progress, overwrite=True
+        )
     )
     say("4/4 evaluate")
     from ..eval.evaluate import evaluate
@@ -71,8 +75,8 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     evaluate(EvaluateConfig(run=run, cross_audio=(audio,), device=config.device, progress=config.progress))
     paths = {
         "video": talking,
-        "report": run / "eval" / "report.html",
-        "metrics": run / "eval" / "metrics.json",
+        "report": eval_dir(run) / REPORT,
+        "metrics": eval_dir(run) / METRICS,
     }
     print(f"gstalk demo: video  {paths['video']}")
     print(f"gstalk demo: report {paths['report']}")

@@ -26,12 +26,14 @@ from scipy.spatial.transform import Rotation
 from ..data.dataset import Dataset, load_dataset
 from ..data.frames import Condition, FrameData, context_indices, expression_inputs, to_uint8
 from ..data.layout import MANIFEST
+from ..data.run_layout import model_dir
 from ..device import pick_device
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
 from ..model.checkpoint import load_model
 from ..model.talking_head import Composite, Drive, TalkingHead, render_portrait
 from ..speech import FeatureKind, feature_kind, silence_features
+from ..splat import Camera
 from ..timing import NO_LAPS, Laps
 
 #: source frames whose real-pixel layers a Driver keeps (8-bit): a replay comes back to them
@@ -91,7 +93,7 @@ class Driver:
     ) -> None:
         self.run = Path(run)
         device = pick_device(device)
-        self.model, meta = load_model(self.run / "model", device)
+        self.model, meta = load_model(model_dir(self.run), device)
         self.model.eval().freeze()
         ds_path = Path(dataset) if dataset is not None else Path(meta["dataset"])
         if not (ds_path / MANIFEST).is_file():
@@ -219,6 +221,9 @@ class Driver:
         model: TalkingHead | None = None,
         laps: Laps | None = None,
         read_ahead: int | None = None,
+        drive: Drive | None = None,
+        camera: Camera | None = None,
+        layer: torch.Tensor | None = None,
     ) -> Composite:
         """Frame k of ``speech`` posed by training frame ``source`` (default: the pose's frame for k):
         the lower face from the speech, the upper face, camera and real-pixel layer from the source frame.
@@ -227,21 +232,30 @@ class Driver:
         static baseline of ``gstalk evaluate``). ``read_ahead``: the source frame whose layer to read on
         the reading thread meanwhile, for the next call (default: the pose's frame for k + 1 when
         ``source`` is not given, else none). ``laps``, when given, accumulates the time of each stage
-        (``layer``, ``networks``, ``rasterize``) for ``gstalk bench``."""
+        (``layer``, ``networks``, ``rasterize``) for ``gstalk bench``.
+
+        Another face's motion (``drive.reenact``, ``eval.reference``) replaces what the speech and the
+        source frame give: ``drive`` (a mesh and code, instead of the speech's), ``camera`` (instead of
+        the source frame's, e.g. its pose moved by the driving head), ``layer`` ((H, W, 3) float in
+        [0, 1], another clip's real pixels instead of the source frame's; nothing is then read ahead)."""
         laps = laps or NO_LAPS
         laps.start()
         pose = pose or PoseSource()
         s = self.source(k, pose) if source is None else source
-        layer = self.layer(s)
-        if read_ahead is None and source is None:
-            read_ahead = self.source(k + 1, pose)
-        if read_ahead is not None:
-            self.prefetch(read_ahead)
+        if layer is None:
+            layer = self.layer(s)
+            if read_ahead is None and source is None:
+                read_ahead = self.source(k + 1, pose)
+            if read_ahead is not None:
+                self.prefetch(read_ahead)
         laps.lap("layer")
         model = model or self.model
-        frame = model(self.drive(speech, k, s) if speech is not None else Drive())
+        if drive is None:
+            drive = self.drive(speech, k, s) if speech is not None else Drive()
+        frame = model(drive)
         laps.lap("networks")
-        comp = render_portrait(frame, self.camera(s, pose), layer, backend=self.backend)
+        camera = camera if camera is not None else self.camera(s, pose)
+        comp = render_portrait(frame, camera, layer, backend=self.backend)
         laps.lap("rasterize")
         return comp
 

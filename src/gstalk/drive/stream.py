@@ -18,13 +18,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..data.frames import to_uint8
 from ..media.audio import AUDIO_RATE as RATE
 from ..speech.loudness import loudness_gain, loudness_level
-from .driver import Driver, PoseSource
+from .driver import Driver, PoseSource, Speech
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Frames of a stream whose speech is computed (:meth:`FrameStream.prepare`), ready to render."""
+
+    speech: Speech | None
+    """Features and predicted motion of output frames ``first ..`` (the model's context included); None
+    for a reenactment (``drive.reenact.ReenactStream``), whose face moves the avatar."""
+    first: int
+    """The output frame of ``speech``'s first row."""
+    frames: range
+    """The output frames to render."""
 
 
 def lookahead_seconds(driver: Driver) -> float:
@@ -68,6 +82,7 @@ class FrameStream:
         self.stats: tuple[np.ndarray, np.ndarray] | None = None
         self.next_frame = 0
         self.ended = False
+        self._cache: tuple[int, np.ndarray] | None = None  # (first frame, features): see _features
 
     @property
     def arrived_seconds(self) -> float:
@@ -109,33 +124,71 @@ class FrameStream:
         self.next_frame += skipped
         return skipped
 
+    def end(self) -> None:
+        """The audio has ended: every remaining frame is ready (its lookahead padded with silence)."""
+        self.ended = True
+
     def finish(self) -> Iterator[tuple[int, np.ndarray]]:
         """The audio has ended: yields the remaining frames (their lookahead padded with silence)."""
-        self.ended = True
+        self.end()
         return self._frames()
 
-    def _frames(self) -> Iterator[tuple[int, np.ndarray]]:
+    def prepare(self, until: int | None = None) -> Prepared | None:
+        """The features (and predicted motion) of the next frames the audio so far completes, at most up
+        to frame ``until``; the stream moves past them. None when no frame is complete. This is the speech
+        half of a frame's work (the encoder, the audio → motion model); :meth:`render` is the other, so a
+        server may run them on different threads."""
         driver, kind, fps = self.driver, self.kind, self.driver.fps
         if self.gain is None:
             if self.arrived_seconds < 1.0 and not self.ended:
-                return
+                return None
             self.gain = loudness_gain(loudness_level(self.buffer))
             self.stats = kind.stream_stats(self.buffer * self.gain)  # the utterance so far
-        last = self.last_ready()
+        last = self.last_ready() if until is None else min(self.last_ready(), until)
         if last < self.next_frame:
-            return
+            return None
         # features for frames k_a .. last + future (the model's past context included)
         k_a = max(0, self.next_frame - driver.past - self.margin)
         audio = self.buffer * self.gain if self.gain != 1.0 else self.buffer
         if self.ended:
             audio = np.pad(audio, (0, kind.end_padding(self.ahead)))
         n = last + driver.future - k_a + 1
-        feats = kind.compute_range(audio, self.offset, k_a, n, fps, stats=self.stats)
-        speech = driver.speech(features=feats)
-        for k in range(self.next_frame, last + 1):
-            comp = driver.render_frame(speech, k - k_a, self.pose, source=driver.source(k, self.pose),
-                                       read_ahead=driver.source(k + 1, self.pose))  # fmt: skip
-            self.next_frame = k + 1
-            yield k, to_uint8(comp.image)
+        feats = self._features(audio, k_a, n)
+        prepared = Prepared(driver.speech(features=feats), k_a, range(self.next_frame, last + 1))
+        self.next_frame = last + 1
         keep = max(0, round((self.next_frame - self.keep_frames) / fps * RATE) - self.offset)
         self.buffer, self.offset = self.buffer[keep:], self.offset + keep
+        return prepared
+
+    def _features(self, audio: np.ndarray, first: int, count: int) -> np.ndarray:
+        """Features of frames ``first .. first + count``. Whisper's frames computed on the previous call
+        are reused: each is exact wherever it was computed (its block's window had arrived), so only the
+        new blocks are encoded, not the model's past context again."""
+        kind = self.kind
+        reuse, head = 0, None
+        if kind.exact_frames and self._cache is not None:
+            start, cached = self._cache
+            if start <= first < start + len(cached):
+                reuse = min(count, start + len(cached) - first)
+                head = cached[first - start : first - start + reuse]
+        if head is not None and reuse == count:
+            feats = head
+        else:
+            feats = kind.compute_range(audio, self.offset, first + reuse, count - reuse, self.driver.fps,
+                                       stats=self.stats)  # fmt: skip
+            feats = np.concatenate([head, feats]) if head is not None else feats
+        if kind.exact_frames:
+            self._cache = (first, feats)
+        return feats
+
+    def render(self, prepared: Prepared, k: int) -> np.ndarray:
+        """Frame ``k`` (one of ``prepared.frames``) as (size, size, 3) RGB uint8."""
+        driver, pose = self.driver, self.pose
+        comp = driver.render_frame(prepared.speech, k - prepared.first, pose, source=driver.source(k, pose),
+                                   read_ahead=driver.source(k + 1, pose))  # fmt: skip
+        return to_uint8(comp.image)
+
+    def _frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        prepared = self.prepare()
+        for k in prepared.frames if prepared is not None else ():
+            yield k, self.render(prepared, k)

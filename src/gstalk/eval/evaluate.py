@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..config import EvaluateConfig, save_config
 from ..data.frames import to_uint8
+from ..data.run_layout import EVALUATION_FILES, META_FILE, METRICS, MOUTH_SHEET, REPORT, eval_dir, stage_dir
 from ..drive.driver import Driver, PoseSource, Speech
 from ..errors import GstalkError
 from ..face.mesh import N_MESH, mouth_gap
@@ -114,21 +115,18 @@ def _correlation(a, b) -> float | None:
     return round(float(np.corrcoef(a[ok], b[ok])[0, 1]), 4)
 
 
-#: every file an evaluation folder holds (replacing the folder replaces exactly these)
-EVALUATION_FILES = frozenset(
-    {"metrics.json", "report.html", "mouth_sheet.png", "side_by_side.mp4", "config.json"}
-)
-
-
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate the run into ``config.out`` (default RUN/eval), replaced whole when complete. Raises
+    """Evaluate the run into ``config.out`` (default RUN/eval; RUN/eval-reference with
+    ``--reference-video``), replaced whole when complete. Raises
     :class:`GstalkError` when ``out`` holds anything but an earlier evaluation's files.
 
     Without ``--cross-audio``, the files the previous evaluation there was driven with are used again (a
     re-run keeps the demo's cross-audio row)."""
-    out = Path(config.out) if config.out is not None else Path(config.run) / "eval"
-    with claim_output(out, [config.dataset, *config.cross_audio, *config.cross_video]):
-        if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
+    default = eval_dir(config.run, reference=config.reference_video is not None)
+    out = Path(config.out) if config.out is not None else default
+    inputs = [config.dataset, config.reference_video, *config.cross_audio, *config.cross_video]
+    with claim_output(out, inputs):
+        if out.exists() and any(out.iterdir()) and not (out / METRICS).is_file():
             raise GstalkError(f"{out} exists and is not a gstalk evaluation", "choose another --out")
         kept = sorted(p.name for p in out.iterdir()) if out.exists() else []
         others = [name for name in kept if name not in EVALUATION_FILES]
@@ -137,19 +135,24 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
                 f"{out} holds files gstalk evaluate did not write ({', '.join(others[:5])})",
                 "move them elsewhere, or choose another --out",
             )
-        if not config.cross_audio:
+        if not config.cross_audio and config.reference_video is None:
             config = dataclasses.replace(config, cross_audio=previous_cross_audio(out))
         with atomic_folder(out, overwrite=True) as tmp:
-            metrics = _evaluate(config, tmp)
+            if config.reference_video is not None:
+                from .reference import evaluate_reference
+
+                metrics = evaluate_reference(config, tmp)
+            else:
+                metrics = _evaluate(config, tmp)
     if config.progress:
-        tqdm.write(f"gstalk evaluate: metrics in {out / 'metrics.json'}, report in {out / 'report.html'}")
+        tqdm.write(f"gstalk evaluate: metrics in {out / METRICS}, report in {out / REPORT}")
     return metrics
 
 
 def previous_cross_audio(out: Path) -> tuple[Path, ...]:
     """The cross-audio files of the evaluation in ``out`` that still exist."""
     try:
-        rows = json.loads((out / "metrics.json").read_text()).get("cross_audio") or []
+        rows = json.loads((out / METRICS).read_text()).get("cross_audio") or []
         return tuple(Path(r["path"]) for r in rows if Path(r["path"]).is_file())
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return ()
@@ -208,8 +211,8 @@ def _test_ids(driver: Driver, config: EvaluateConfig) -> np.ndarray:
 
 def _static_model(config: EvaluateConfig, device) -> tuple[Any, str]:
     """The model saved after the static stage (the static baseline), or None for the final model."""
-    folder = Path(config.run) / "stages" / "static"
-    if config.baselines and (folder / "checkpoint.json").is_file():
+    folder = stage_dir(config.run, "static")
+    if config.baselines and (folder / META_FILE).is_file():
         return (load_model(folder, device)[0].eval(),
                 "the model saved after the static stage, on the canonical face (no motion)")  # fmt: skip
     return None, "the final model on the canonical face (no run/stages/static)"
@@ -297,9 +300,9 @@ def add_image_extras(metrics: dict, config: EvaluateConfig, driver: Driver, ids:
 def write_evaluation(out: Path, config: EvaluateConfig, driver: Driver, metrics: dict,
                      results: dict[str, list], sequence: TestSequence) -> dict[str, Any]:  # fmt: skip
     """metrics.json, the config, the mouth sheet and report.html into ``out``; returns the metrics."""
-    mouth_sheet(sequence.rendered, sequence.real, sequence.predicted_gap, out / "mouth_sheet.png")
+    mouth_sheet(sequence.rendered, sequence.real, sequence.predicted_gap, out / MOUTH_SHEET)
     metrics = strict_json(metrics)
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / METRICS, metrics)
     save_config(config, out)
     from .report import write_report
 

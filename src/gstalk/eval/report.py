@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..data.layout import CONTACT_SHEET
+from ..data.run_layout import LOSS_PLOT, MOUTH_SHEET, REPORT, SIDE_BY_SIDE
 from ..fileio import atomic_path, write_text_atomic
 from ..media.audio import AUDIO_RATE
 from ..media.encode import write_video
@@ -102,13 +103,13 @@ def write_report(out: Path, driver, metrics: dict[str, Any], results: dict[str, 
     """``seq``: the evaluated test sequence (``evaluate.TestSequence``)."""
     fps = driver.fps
     ids = seq.ids
-    video = out / "side_by_side.mp4"
+    video = out / SIDE_BY_SIDE
     pairs = (np.concatenate([r, f], axis=1) for r, f in zip(seq.real, seq.rendered))
     seg = seq.speech[int(ids[0] / fps * AUDIO_RATE) : int((ids[-1] + 1) / fps * AUDIO_RATE)]
     with atomic_path(video) as tmp:
         write_video(tmp, pairs, fps, seg, AUDIO_RATE)
     plots = _b64(_plots(results, ids, fps, seq.energy, seq.real_open, seq.rendered_open))
-    loss = _png(Path(driver.run) / "loss.png")
+    loss = _png(Path(driver.run) / LOSS_PLOT)
     sheet = _png(driver.ds.root / CONTACT_SHEET)
     sync = metrics["lip_sync"]
     cross = (
@@ -125,7 +126,7 @@ def write_report(out: Path, driver, metrics: dict[str, Any], results: dict[str, 
         f"{html.escape(art['measures'].get(k, ''))}</td></tr>"
         for k in ("opening_correlation", "opening_range_ratio", "lip_vertex_error_mm", "seam_share")
     )
-    mouth = _png(out / "mouth_sheet.png")
+    mouth = _png(out / MOUTH_SHEET)
     static = metrics.get("static", {}).get("model", "not evaluated")
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>gstalk report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
@@ -157,6 +158,6 @@ driven with silence (what the audio adds); <b>static</b>: {html.escape(static)}.
 <h2>Training losses</h2>{_img(loss, "no loss.png in the run")}
 <h2>Dataset contact sheet</h2>{_img(sheet, "no contact sheet in the dataset")}
 </body></html>"""
-    path = out / "report.html"
+    path = out / REPORT
     write_text_atomic(path, body)
     return path

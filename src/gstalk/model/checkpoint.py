@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import SCHEMA_VERSION, __version__
 from ..config import ModelConfig
+from ..data.run_layout import META_FILE, MODEL_FILE
 from ..errors import GstalkError
 from ..face.mesh import N_MESH
 from ..fileio import atomic_folder, read_json, usual_mode
@@ -32,8 +33,6 @@ from .init import person_motion
 from .talking_head import TalkingHead
 
 FORMAT = "gstalk-checkpoint"
-MODEL_FILE = "model.safetensors"
-META_FILE = "checkpoint.json"
 
 
 def model_meta(model: TalkingHead) -> dict[str, Any]:

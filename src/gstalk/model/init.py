@@ -208,6 +208,7 @@ def init_talking_head(
     motion = None if prior is None else person_motion(prior.info.shape, basis, config)
     audio = np.asarray(ds.audio_features[ds.train_ids], dtype=np.float32)
     expr = expression_inputs(ds)[ds.train_ids]
+    torch.manual_seed(seed)  # the networks' initial weights do not depend on the Gaussian budget
     model = TalkingHead(
         head,
         mouth,

@@ -261,7 +261,12 @@ class Composite:
 
 
 def render_portrait(
-    frame: Frame3D, camera: Camera, layer: Tensor, backend: str = "auto", fused: bool | None = None
+    frame: Frame3D,
+    camera: Camera,
+    layer: Tensor,
+    backend: str = "auto",
+    fused: bool | None = None,
+    stats: bool = False,
 ) -> Composite:
     """Hair-preserving portrait composite (DEGSTalk eq. 7, FG-3DGS eq. 14): the face over the mouth
     interior over ``layer``, the real hair, neck, torso and background pixels (H, W, 3).
@@ -269,15 +274,19 @@ def render_portrait(
     Training renders the two sets in two passes (their separate alphas feed the losses). Rendering
     (``fused``, the default without gradients) makes one pass in which every face Gaussian comes before
     any mouth Gaussian, so where the face is opaque the interior costs nothing. It matches the two passes
-    except in the rare pixels where the early stop (T < 1e-4) falls differently: there by under 1%."""
+    except in the rare pixels where the early stop (T < 1e-4) falls differently: there by under 1%.
+    ``stats``: in the two passes, ask each for densification's statistics (``rasterize(stats=...)``,
+    in ``head.stats`` and ``mouth.stats`` after ``backward()``)."""
     chosen = resolve_backend(backend, frame.head.means.device)
     if fused is None:
         fused = not torch.is_grad_enabled() and chosen != "gsplat"
     if fused:
         both, groups = frame.both()
-        out = rasterize(*both, camera, background=layer, backend=chosen, groups=groups)
+        out = rasterize(*both, camera, background=layer, backend=chosen, groups=groups, depth=False)
         return Composite(out.image[0], out.alpha[0, ..., 0])
-    mouth = rasterize(*frame.mouth.tensors(), camera, background=layer, backend=chosen)
-    head = rasterize(*frame.head.tensors(), camera, background=mouth.image[0], backend=chosen)
+    mouth = rasterize(*frame.mouth.tensors(), camera, background=layer, backend=chosen,
+                      stats={} if stats else None)  # fmt: skip
+    head = rasterize(*frame.head.tensors(), camera, background=mouth.image[0], backend=chosen,
+                     stats={} if stats else None)  # fmt: skip
     alpha = 1 - (1 - head.alpha[0, ..., 0]) * (1 - mouth.alpha[0, ..., 0])
     return Composite(head.image[0], alpha, head, mouth)

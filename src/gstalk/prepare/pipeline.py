@@ -9,6 +9,7 @@ the input (no face, no audio, too short, ...) removes the work folder and names 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from ..errors import GstalkError
 from ..face.expression import EXPLICIT, expression_features
 from ..face.mesh import face_triangles
 from ..face.pose import estimate_poses, known_poses, normalise_landmarks
+from ..fileio import TAG
 from ..media.audio import AUDIO_RATE
 from ..outputs import check_free_space, claim_output
 from ..regions import Region
@@ -71,7 +73,7 @@ def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
         BlockScheme.of(config.whisper)
     digest = config_hash(config, ignore=("overwrite", "progress"))
     inputs = [config.video]
-    with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset", marker=MANIFEST):
+    with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset", markers=(MANIFEST,)):
         if not config.overwrite and prepared_config_hash(config.out) == digest:
             say(config, f"{config.out} is already prepared with this config; nothing to do")
             return config.out
@@ -117,9 +119,7 @@ def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
             "free disk space or fix the folder's permissions, then run the same command to resume",
         ) from err
     if config.out.exists():  # --overwrite: move the old dataset aside, the new one in, then delete the old
-        aside = config.out.parent / f".{config.out.name}.replaced"
-        if aside.exists():
-            shutil.rmtree(aside)
+        aside = config.out.parent / f".{config.out.name}.{TAG}{secrets.token_hex(4)}.old"  # a new name
         os.replace(config.out, aside)
         os.replace(work.dataset, config.out)
         shutil.rmtree(aside)

@@ -179,8 +179,14 @@ class WorkFolder:
     def __init__(self, out: Path, digest: str) -> None:
         self.dir = out.parent / f".{out.name}.partial"
         self.state_path = self.dir / STATE
-        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
-        if state.get("config") != digest:
+        state = _read_state(self.state_path)
+        if state is None and self.dir.exists() and (not self.dir.is_dir() or any(self.dir.iterdir())):
+            raise GstalkError(
+                f"{self.dir} is in the way: prepare keeps its work for {out.name} under that name, and it "
+                "is not a gstalk work folder (gstalk will not delete it)",
+                "move or rename it, or choose another --out",
+            )
+        if state is None or state.get("config") != digest:  # another config's work: cleared
             shutil.rmtree(self.dir, ignore_errors=True)
             state = {"config": digest, "done": {}}
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -204,3 +210,15 @@ class WorkFolder:
 
     def load(self, kind: type[R]) -> R:
         return kind.load(self.dir)
+
+
+def _read_state(path: Path) -> dict | None:
+    """A work folder's state (which config, which steps are done), or None when there is no such file or
+    it is not one gstalk wrote."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("done"), dict) or "config" not in state:
+        return None
+    return state

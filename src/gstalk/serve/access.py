@@ -20,9 +20,12 @@ Three attacks shape it (docs/architecture.md, "Serving"):
   names the operator listed (``--allow-host``); with the port the connection reached, or none (a proxy
   on the default port).
 
-Every request first spends a token from its client address's bucket (``--rate-burst`` requests at once,
-refilled at ``--rate-per-minute``); an empty bucket gets 429. A refused request gets its status and a
-one-line text, never page data or frames.
+Rate limits come after those checks, in two buckets per client address: a request that passes them spends
+a token of the address's bucket (``--rate-burst`` requests at once, refilled at ``--rate-per-minute``); a
+request they refuse spends one of a separate bucket of the same size. An empty bucket gets 429. A page
+on another site, or a DNS-rebinding page, in the user's own browser comes from the user's own address:
+its refused requests empty only the refused bucket, so they never lock the user out of the server. A
+refused request gets its status and a one-line text, never page data or frames.
 """
 
 from __future__ import annotations
@@ -189,6 +192,9 @@ class Access:
     token: str | None = None
     cookie: str = "gstalk_token"
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(30, 60.0))
+    """Requests that passed the checks, per client address."""
+    refused: RateLimiter = field(default_factory=lambda: RateLimiter(30, 60.0))
+    """Requests the checks refused, per client address (never spent by a valid request)."""
     machine_names: frozenset[str] = field(default_factory=_machine_names)
 
     def names_for(self, request: web.Request) -> set[str]:
@@ -236,31 +242,16 @@ class Access:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler) -> web.StreamResponse:
-        """Rate limit, then Host, then Origin, then the token; only then the route."""
+        """Host, then Origin, then the token; then the rate limit of requests that passed them (refused
+        ones are limited in a bucket of their own); only then the route."""
         client = request.remote or "?"
-        if not self.limiter.allow(client):
-            raise web.HTTPTooManyRequests(
-                text="too many connection attempts from this address; wait a little",
-                headers={"Retry-After": str(self.limiter.retry_after(client))},
-            )
-        if not self.host_allowed(request):
-            raise web.HTTPForbidden(
-                text="this server does not answer to that Host (see gstalk serve --allow-host)"
-            )
-        origin = request.headers.get("Origin")
-        if origin is not None and not self.origin_allowed(request, origin):
-            raise web.HTTPForbidden(
-                text="requests from that origin are refused (see gstalk serve --allow-origin)"
-            )
+        refusal = self.refusal(request)
+        if refusal is not None:
+            self._limit(self.refused, client)
+            raise refusal
+        self._limit(self.limiter, client)
         if self.token is None:
             return await handler(request)
-        presented = self.presented_token(request)
-        if not presented:
-            raise web.HTTPUnauthorized(
-                text="this gstalk server needs its token: open the link it printed at start-up"
-            )
-        if not self.token_ok(presented):
-            raise web.HTTPForbidden(text="wrong token")
         if "token" in request.query and request.path == "/":
             # the token leaves the address bar (and history, and Referer) for a cookie
             response = web.HTTPSeeOther("/")
@@ -272,6 +263,37 @@ class Access:
         if isinstance(response, web.HTTPException):
             raise response
         return response
+
+    def refusal(self, request: web.Request) -> web.HTTPException | None:
+        """Why ``request`` is refused (the response to raise), or None when its Host, Origin and token
+        pass."""
+        if not self.host_allowed(request):
+            return web.HTTPForbidden(
+                text="this server does not answer to that Host (see gstalk serve --allow-host)"
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and not self.origin_allowed(request, origin):
+            return web.HTTPForbidden(
+                text="requests from that origin are refused (see gstalk serve --allow-origin)"
+            )
+        if self.token is None:
+            return None
+        presented = self.presented_token(request)
+        if not presented:
+            return web.HTTPUnauthorized(
+                text="this gstalk server needs its token: open the link it printed at start-up"
+            )
+        if not self.token_ok(presented):
+            return web.HTTPForbidden(text="wrong token")
+        return None
+
+    @staticmethod
+    def _limit(limiter: RateLimiter, client: str) -> None:
+        if not limiter.allow(client):
+            raise web.HTTPTooManyRequests(
+                text="too many requests from this address; wait a little",
+                headers={"Retry-After": str(limiter.retry_after(client))},
+            )
 
 
 def access_for(config: ServeConfig) -> tuple[Access, bool]:
@@ -301,5 +323,6 @@ def access_for(config: ServeConfig) -> tuple[Access, bool]:
     access = Access(
         bind_host=config.host, allow_hosts=frozenset(hosts), allow_origins=frozenset(origins), token=token,
         cookie=f"gstalk_token_{config.port}", limiter=RateLimiter(config.rate_burst, config.rate_per_minute),
+        refused=RateLimiter(config.rate_burst, config.rate_per_minute),
     )  # fmt: skip
     return access, generated

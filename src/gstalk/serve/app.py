@@ -12,10 +12,16 @@ under a millisecond to deliver, so the latency is the stream's lookahead plus on
 Messages:
 - page → server: ``{"type": "start", "avatar": NAME}``; then binary float32 audio; ``{"type": "end"}``.
 - server → page: ``{"type": "ready", ...limits}`` or ``{"type": "error", "message": ...}`` (also mid-session,
-  when the session cannot go on; the connection then closes); binary frames (uint32 index, float32 seconds
-  of audio received when it was ready, then the JPEG); ``{"type": "stats"}`` twice a second; ``{"type":
-  "limit"}`` when the session reaches its length; ``{"type": "end", "download": URL}`` when the last frame
-  is sent.
+  when the session cannot go on, or sent too little audio to keep its place; the connection then closes);
+  binary frames (uint32 index, float32 seconds of audio received when it was ready, then the JPEG);
+  ``{"type": "stats"}`` twice a second; ``{"type": "notice", "message": ...}`` (e.g. audio dropped for
+  arriving faster than real time); ``{"type": "limit"}`` when the session reaches its audio or its time
+  limit (its last frames follow); ``{"type": "end", "download": URL}`` when the last frame is sent, and
+  then the server closes the connection.
+
+Limits (``ServeConfig``): audio per session, a session's length in time, a minimum audio rate after a
+grace period (a client trickling a few samples cannot hold a slot), audio queued ahead of real time
+(``serve.render``), and text messages' size and nesting (``serve.messages``).
 
 Nothing the page sends becomes a path: avatars are the runs given on the command line, downloads are looked
 up by a random session id among the sessions this process kept.
@@ -25,11 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import struct
 import sys
 import tempfile
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -41,14 +47,21 @@ from ..config import ServeConfig
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
 from .access import WILDCARD_HOSTS, Access, access_for, is_loopback
+from .headers import add_headers, hide_server_version, page_policy
+from .messages import BadMessage, parse_message
 from .session import Session
 from .tls import server_context
-from .worker import Busy, RenderWorker, SessionLost
+from .upload import CHUNK, Upload, Uploads, upload_sound
+from .worker import Busy, DriveRequest, Notice, RenderWorker, SessionLost
 
 #: finished sessions kept for download (oldest dropped first)
 KEPT_SESSIONS = 8
 #: largest audio message accepted, in samples (the page sends about 20 ms at a time)
 MAX_CHUNK = AUDIO_RATE
+#: how often a session's limits are looked at, seconds
+WATCH_SECONDS = 0.5
+#: after a session's time limit, how long its last frames may take before the connection is closed, seconds
+DRAIN_SECONDS = 30.0
 
 
 class Server:
@@ -62,22 +75,29 @@ class Server:
         self.finished: OrderedDict[str, Session] = OrderedDict()
         self.downloads = Path(tempfile.mkdtemp(prefix="gstalk-serve-"))
         self.encoder = ThreadPoolExecutor(1, thread_name_prefix="gstalk-mp4")
+        self.html = resources.files(__package__).joinpath("page.html").read_text()
+        self.uploads = Uploads()  # driving videos (serve.upload)
 
     def app(self) -> web.Application:
         middlewares = [self.access.middleware] if self.access is not None else []
         app = web.Application(client_max_size=1024**2, middlewares=middlewares)
+        hide_server_version()
+        app.on_response_prepare.append(add_headers)
         app.add_routes([
             web.get("/", self.page),
             web.get("/avatars", self.list_avatars),
             web.get("/ws", self.websocket),
             web.get("/download/{session}", self.download),
+            web.post("/drive", self.upload_drive),
+            web.get("/drive/{upload}.wav", self.drive_sound),
         ])  # fmt: skip
         app.on_shutdown.append(self.shutdown)
         return app
 
     async def page(self, request: web.Request) -> web.Response:
-        html = resources.files(__package__).joinpath("page.html").read_text()
-        return web.Response(text=html, content_type="text/html")
+        policy = page_policy(self.html, request.headers.get("Host", ""))
+        return web.Response(text=self.html, content_type="text/html",
+                            headers={"Content-Security-Policy": policy})  # fmt: skip
 
     async def list_avatars(self, request: web.Request) -> web.Response:
         first = next(iter(self.worker.avatars.values()))
@@ -96,16 +116,17 @@ class Server:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     try:
-                        data = json.loads(msg.data)
-                    except ValueError:
-                        await ws.send_json({"type": "error", "message": "messages must be JSON"})
+                        data = parse_message(msg.data)
+                    except BadMessage as err:
+                        await ws.send_json({"type": "error", "message": str(err)})
                         continue
-                    kind = data.get("type") if isinstance(data, dict) else None
+                    kind = data.get("type")
                     if kind == "start" and session is None:
-                        session = await self._start(ws, data.get("avatar"))
+                        drive = (data["drive"], data.get("drive_pose") is True) if "drive" in data else None
+                        session = await self._start(ws, data.get("avatar"), drive)
                         if session is not None:
                             jobs = (self._pump(ws, session), self._send_frames(ws, session),
-                                    self._send_stats(ws, session))  # fmt: skip
+                                    self._send_stats(ws, session), self._watch(ws, session))  # fmt: skip
                             tasks = [asyncio.create_task(job) for job in jobs]
                     elif kind == "end" and session is not None:
                         await self._end_audio(ws, session)
@@ -124,12 +145,23 @@ class Server:
                     await self.worker.close(session.id)
         return ws
 
-    async def _start(self, ws: web.WebSocketResponse, name) -> Session | None:
+    async def _start(self, ws: web.WebSocketResponse, name, drive: tuple[object, bool] | None = None
+                     ) -> Session | None:  # fmt: skip
+        """Open a session on the worker; ``drive``: (an upload's id, follow the head pose) when a video
+        drives it."""
         if not isinstance(name, str) or name not in self.worker.avatars:
             await ws.send_json({"type": "error", "message": f"unknown avatar {name!r}"})
             return None
+        request = None
+        if drive is not None:
+            upload = self.uploads.take(drive[0])
+            if upload is None:
+                await ws.send_json({"type": "error", "message": "no such video upload (each is used once, "
+                                    "for 10 minutes at most); upload the video again"})  # fmt: skip
+                return None
+            request = DriveRequest(upload.video, drive[1])
         try:
-            opened = await self.worker.open(name)
+            opened = await self.worker.open(name, request)
         except (Busy, SessionLost) as err:
             await ws.send_json({"type": "error", "message": str(err)})
             return None
@@ -166,14 +198,51 @@ class Server:
             await self._lost(ws, session, err)
 
     async def _pump(self, ws: web.WebSocketResponse, session: Session) -> None:
-        """Every frame from the worker: recorded, and offered to the page; then the end."""
+        """Every frame from the worker: recorded, and offered to the page; notices sent on; then the end."""
         try:
-            async for frame in self.worker.frames(session.id):
-                session.record(frame)
-                session.offer(frame)
+            async for item in self.worker.frames(session.id):
+                if isinstance(item, Notice):
+                    with contextlib.suppress(ConnectionResetError, RuntimeError):
+                        await ws.send_json({"type": "notice", "message": item.message})
+                    continue
+                session.record(item)
+                session.offer(item)
             session.offer(None)
         except SessionLost as err:
             await self._lost(ws, session, err)
+
+    async def _watch(self, ws: web.WebSocketResponse, session: Session) -> None:
+        """The session's time limit and its minimum audio rate, looked at every :data:`WATCH_SECONDS`.
+
+        At ``max_session_minutes`` the audio ends (the page is told; its last frames and the download
+        follow), and if the frames have not drained :data:`DRAIN_SECONDS` later the connection is closed.
+        From ``audio_grace_seconds`` on, a session that sent less than ``min_audio_rate`` seconds of audio
+        per second over the last ``audio_grace_seconds`` loses its place (the page is told why)."""
+        c = self.config
+        limit, grace = c.max_session_minutes * 60.0, c.audio_grace_seconds
+        marks: deque[tuple[float, float]] = deque([(time.monotonic(), 0.0)])  # (time, audio seconds then)
+        while not (ws.closed or session.closed or session.complete):
+            await asyncio.sleep(WATCH_SECONDS)
+            now = time.monotonic()
+            age = now - session.opened_at
+            marks.append((now, session.seconds))
+            while len(marks) > 1 and marks[1][0] <= now - grace:
+                marks.popleft()  # marks[0] stays the newest mark at least ``grace`` old
+            if age >= limit + DRAIN_SECONDS:
+                over = f"this session ran past its {c.max_session_minutes:g} min limit and was closed"
+                await self._lost(ws, session, SessionLost(over))
+            elif age >= limit and not session.ending:
+                with contextlib.suppress(ConnectionResetError, RuntimeError):
+                    await ws.send_json({"type": "limit", "message": f"this session reached its "
+                                        f"{c.max_session_minutes:g} min limit"})  # fmt: skip
+                await self._end_audio(ws, session)
+            elif not session.ending and age >= grace and marks[0][0] <= now - grace:
+                sent = session.seconds - marks[0][1]
+                if sent < c.min_audio_rate * grace:
+                    message = (f"this session sent {sent:.1f} s of audio in the last {grace:g} s (at least "
+                               f"{c.min_audio_rate * grace:g} s are needed to keep a place), so it was ended "
+                               "to let others in; start again")  # fmt: skip
+                    await self._lost(ws, session, SessionLost(message))
 
     async def _lost(self, ws: web.WebSocketResponse, session: Session, err: Exception) -> None:
         """The session cannot go on: tell the page why, and close its connection."""
@@ -195,6 +264,7 @@ class Server:
         self.live.discard(session)
         self._keep(session)  # for its download, from now on
         await ws.send_json({**session.stats(), "type": "end", "download": f"/download/{session.id}"})
+        await ws.close()  # one connection, one session
 
     async def _send_stats(self, ws: web.WebSocketResponse, session: Session) -> None:
         while not ws.closed:
@@ -217,6 +287,37 @@ class Server:
         if not path.is_file():
             await asyncio.get_running_loop().run_in_executor(self.encoder, session.write_mp4, path)
         return web.FileResponse(path, headers={"Content-Disposition": 'attachment; filename="gstalk.mp4"'})
+
+    async def upload_drive(self, request: web.Request) -> web.Response:
+        """``POST /drive``: a driving video, at most ``--max-upload-mb`` (see ``serve.upload``); answers
+        its id, length and whether it has sound, or 400/413 with what is wrong."""
+        limit = int(self.config.max_upload_mb * 1e6)
+        too_big = f"the video is over the {self.config.max_upload_mb:g} MB limit"
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, request.content_length, text=too_big)
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(CHUNK):
+            data += chunk
+            if len(data) > limit:
+                raise web.HTTPRequestEntityTooLarge(limit, len(data), text=too_big)
+        if not data:
+            raise web.HTTPBadRequest(text="the upload is empty: send the video file as the request body")
+        loop = asyncio.get_running_loop()
+        try:
+            wav, seconds, sound = await loop.run_in_executor(
+                self.encoder, upload_sound, bytes(data), self.config.max_session_seconds, self.downloads
+            )
+        except GstalkError as err:
+            raise web.HTTPBadRequest(text=f"{err.problem} ({err.fix})" if err.fix else err.problem) from None
+        key = self.uploads.add(Upload(bytes(data), wav, seconds, sound, time.monotonic()))
+        return web.json_response({"drive": key, "seconds": round(seconds, 2), "has_sound": sound})
+
+    async def drive_sound(self, request: web.Request) -> web.Response:
+        """``GET /drive/ID.wav``: the sound of an upload (16 kHz mono), for the page to play and stream."""
+        upload = self.uploads.get(request.match_info["upload"])
+        if upload is None:
+            raise web.HTTPNotFound(text="no such video upload (each is kept for 10 minutes at most)")
+        return web.Response(body=upload.wav, content_type="audio/wav")
 
     async def shutdown(self, app: web.Application) -> None:
         for session in list(self.live) + list(self.finished.values()):

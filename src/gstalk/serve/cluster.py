@@ -20,16 +20,15 @@ import contextlib
 import dataclasses
 import math
 import os
-import random
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ServeConfig
 from ..errors import GstalkError
-from .worker import AvatarInfo, Busy, Frame, Opened, SessionLost
+from .worker import AvatarInfo, Busy, DriveRequest, Frame, Opened, SessionLost
 
 #: what the page is told when its replica stops
 STOPPED = "the render worker for this session stopped; start again"
@@ -45,22 +44,6 @@ def _lost(err: BaseException) -> SessionLost:
     if isinstance(cause, SessionLost) and "rendering failed" in str(cause):
         return SessionLost(str(cause))
     return SessionLost(STOPPED)
-
-
-def rank_replicas(
-    replicas: Sequence[tuple[str, int | None]], pinned: str | None, exclude: Sequence[str] = ()
-) -> list[list[str]]:
-    """Replica ids in the order to try, one per rank: ``replicas`` is (id, free slots or None when not yet
-    reported). A ``pinned`` replica is the only choice while it is there (otherwise any replica will do,
-    to be told the session is gone); else the replicas not excluded, most free slots first (ties in random
-    order), or every replica when all are excluded (one answers "full" again: then all are full)."""
-    ids = [r for r, _ in replicas]
-    if pinned is not None:
-        return [[pinned]] if pinned in ids else [ids]
-    skip = set(exclude)
-    order = [(r, -1 if room is None else room, random.random()) for r, room in replicas if r not in skip]
-    order.sort(key=lambda item: (-item[1], item[2]))
-    return [[r] for r, _, _ in order] or [ids]
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -243,18 +226,21 @@ class RayWorker:
               file=sys.stderr, flush=True)  # fmt: skip
         return cls(handle, avatars, started)
 
-    async def open(self, avatar: str) -> Opened:
-        """Try the replicas, most free slots first; :class:`Busy` only when every one answers "full"."""
+    async def open(self, avatar: str, drive: DriveRequest | None = None) -> Opened:
+        """Try the replicas, most free slots first; :class:`Busy` only when every one answers "full";
+        :class:`SessionLost` with the replica's message when it could not use a ``drive`` video."""
         from ray.exceptions import RayError
 
         tried: set[str] = set()
         for _ in range(MAX_OPEN_TRIES):
             try:
-                answer = await self.handle.open.remote(avatar, exclude=sorted(tried))
+                answer = await self.handle.open.remote(avatar, exclude=sorted(tried), drive=drive)
             except RayError as err:
                 raise SessionLost(
                     f"no render worker answered ({type(err).__name__}); try again shortly"
                 ) from None
+            if answer.get("error"):
+                raise SessionLost(answer["error"])
             opened = answer["opened"]
             if opened is not None:
                 self.placement[opened.session] = (answer["replica"], answer["pid"])

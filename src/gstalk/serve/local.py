@@ -1,8 +1,10 @@
-"""The in-process render worker: sessions rendered by one thread of this process (see ``serve.worker``)."""
+"""The in-process render worker: sessions rendered by this process's speech and render threads (see
+``serve.worker`` for the interface, ``serve.render`` for how the threads share the sessions)."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,11 +14,22 @@ import numpy as np
 
 from ..config import ServeConfig
 from ..drive import Driver, PoseSource
+from ..drive.reenact import ReenactStream, reenact_upload
 from ..drive.stream import lookahead_seconds
 from ..errors import GstalkError
 from ..media.audio import AUDIO_RATE
-from .render import Avatar, RenderSession
-from .worker import AvatarInfo, Busy, Emitted, Frame, Opened, SessionFailed, SessionLost
+from .render import Avatar, RenderSession, Scheduler
+from .worker import (
+    AvatarInfo,
+    Busy,
+    DriveRequest,
+    Emitted,
+    Frame,
+    Notice,
+    Opened,
+    SessionFailed,
+    SessionLost,
+)
 
 #: a session that neither sent audio nor took a frame for this long is closed (its front end is gone)
 IDLE_SECONDS = 60.0
@@ -67,9 +80,12 @@ class _Live:
 
 
 class LocalWorker:
-    """Sessions rendered by one thread in this process, at most ``max_sessions`` at once.
+    """Sessions rendered by this process's :class:`~gstalk.serve.render.Scheduler`, at most
+    ``max_sessions`` at once.
 
-    ``pose``: makes each session's :class:`PoseSource`. Call every method on one asyncio loop."""
+    ``max_seconds``: audio per session; ``max_queue``: seconds of audio a session may send ahead of real
+    time before its oldest is dropped; ``pose``: makes each session's :class:`PoseSource`. Call every
+    method on one asyncio loop."""
 
     def __init__(
         self,
@@ -78,13 +94,16 @@ class LocalWorker:
         max_seconds: float,
         jpeg_quality: int,
         pose: Callable[[], PoseSource] = PoseSource,
+        max_queue: float = 10.0,
     ) -> None:
         self._avatars = avatars
         self.max_sessions = max_sessions
         self.max_seconds = max_seconds
+        self.max_queue = max_queue
         self.jpeg_quality = jpeg_quality
         self.pose = pose
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="gstalk-render")
+        self.scheduler = Scheduler()
+        self.tracker = ThreadPoolExecutor(1, thread_name_prefix="gstalk-track")  # driving videos
         self.sessions: dict[str, _Live] = {}
         self.avatars = {
             name: AvatarInfo(name, a.driver.size, a.driver.fps, lookahead_seconds(a.driver))
@@ -97,7 +116,7 @@ class LocalWorker:
         c = config
         avatars = load_avatars(c.run, c.size, c.device, c.max_avatars, c.speech_model)
         return cls(avatars, config.max_sessions, config.max_session_seconds, config.jpeg_quality,
-                   lambda: PoseSource(config.pose, config.still_frame))  # fmt: skip
+                   lambda: PoseSource(config.pose, config.still_frame), config.max_queue_seconds)  # fmt: skip
 
     @property
     def room(self) -> int:
@@ -108,20 +127,38 @@ class LocalWorker:
         now = time.monotonic()
         for sid, live in list(self.sessions.items()):
             if live.render is not None and now - live.render.last_seen > IDLE_SECONDS:
-                live.render.close()
+                self.scheduler.remove(live.render)
                 del self.sessions[sid]
 
-    async def open(self, avatar: str) -> Opened:
-        """Raises KeyError for an unknown avatar, :class:`Busy` when every slot is taken."""
+    async def open(self, avatar: str, drive: DriveRequest | None = None) -> Opened:
+        """Raises KeyError for an unknown avatar, :class:`Busy` when every slot is taken, and (with a
+        ``drive`` video) :class:`SessionLost` when it cannot be read or shows no face. A driving video is
+        tracked on the worker's tracking thread (one video at a time) before the session opens; its slot
+        is held meanwhile."""
         info = self.avatars[avatar]
         self._reap_idle()
         if not self.room:
             raise Busy(f"the server is busy ({len(self.sessions)} sessions); try again shortly")
         live = _Live(asyncio.get_running_loop())
-        live.render = RenderSession(self._avatars[avatar], self.pool, live.emit, self.max_seconds,
-                                    self.jpeg_quality, self.pose())  # fmt: skip
+        stream = await self._drive_stream(avatar, drive, live) if drive is not None else None
+        live.render = RenderSession(self._avatars[avatar], self.scheduler, live.emit, self.max_seconds,
+                                    self.jpeg_quality, self.pose(), self.max_queue, stream)  # fmt: skip
         self.sessions[live.render.id] = live
+        self.scheduler.add(live.render)
         return Opened(live.render.id, info)
+
+    async def _drive_stream(self, avatar: str, drive: DriveRequest, live: _Live) -> ReenactStream:
+        """The uploaded video tracked and transferred onto the avatar, its slot held meanwhile."""
+        placeholder = f"tracking-{secrets.token_urlsafe(8)}"
+        self.sessions[placeholder] = live
+        try:
+            return await live.loop.run_in_executor(self.tracker, reenact_upload, self._avatars[avatar].driver,
+                                                   drive.video, drive.pose, self.max_seconds,
+                                                   self.pose())  # fmt: skip
+        except GstalkError as err:
+            raise SessionLost(f"{err.problem} ({err.fix})" if err.fix else err.problem) from None
+        finally:
+            self.sessions.pop(placeholder, None)
 
     def _render(self, session: str) -> RenderSession:
         live = self.sessions.get(session)
@@ -138,11 +175,12 @@ class LocalWorker:
     async def close(self, session: str) -> None:
         live = self.sessions.pop(session, None)
         if live is not None and live.render is not None:
-            live.render.close()
+            self.scheduler.remove(live.render)
 
-    async def frames(self, session: str) -> AsyncIterator[Frame]:
-        """Every frame of ``session`` as it is rendered; ends after the last. Leaving early (the caller
-        stops iterating, or is cancelled) closes the session. Raises :class:`SessionLost`."""
+    async def frames(self, session: str) -> AsyncIterator[Frame | Notice]:
+        """Every frame of ``session`` as it is rendered (and its notices); ends after the last. Leaving
+        early (the caller stops iterating, or is cancelled) closes the session. Raises
+        :class:`SessionLost`."""
         render = self._render(session)
         live = self.sessions[session]
         try:
@@ -160,4 +198,5 @@ class LocalWorker:
     async def stop(self) -> None:
         for sid in list(self.sessions):
             await self.close(sid)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.tracker.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.scheduler.stop)

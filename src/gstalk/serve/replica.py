@@ -1,10 +1,11 @@
 """The Ray Serve side of ``gstalk serve --ray``: render replicas, and the router that keeps a session on one.
 
 Each replica (:class:`RenderReplica`) is a :class:`~gstalk.serve.local.LocalWorker` inside a Ray Serve
-deployment: its avatars loaded once and kept warm, one render thread over the cores it reserved, its own
-session cap. A session lives on one replica for its whole life, because its state (the audio stream's
-buffer, its frame counter) lives there; the front end (``serve.cluster.RayWorker``) reaches it through a
-``DeploymentHandle`` whose requests :class:`SessionRouter` routes:
+deployment: its avatars loaded once and kept warm, its speech and render threads over the cores it
+reserved, its own session cap. A session lives on one replica for its whole life, because its state (the
+audio stream's buffer, its frame counter) lives there; the front end (``serve.cluster.RayWorker``)
+reaches it through a ``DeploymentHandle`` whose requests :class:`SessionRouter` routes
+(``serve.routing.rank_replicas``):
 
 - a request naming a ``replica=`` (every call of an open session) goes to exactly that replica. When that
   replica is gone (it died, and Serve is replacing it), the request goes to any other, which answers that
@@ -32,8 +33,8 @@ from ray import serve
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 from ..config import ServeConfig
-from .cluster import rank_replicas
-from .worker import AvatarInfo, Busy, Frame
+from .routing import rank_replicas
+from .worker import AvatarInfo, Busy, DriveRequest, Frame, Notice, SessionLost
 
 
 class SessionRouter(RequestRouter):
@@ -71,12 +72,15 @@ class RenderReplica:
     async def info(self) -> dict[str, AvatarInfo]:
         return self.worker.avatars
 
-    async def open(self, avatar: str, exclude: Sequence[str] = ()) -> dict:
-        """``{"replica": id, "opened": Opened or None (full), "pid": process id}``."""
+    async def open(self, avatar: str, exclude: Sequence[str] = (), drive: DriveRequest | None = None) -> dict:
+        """``{"replica": id, "opened": Opened or None (full), "pid": process id}``, and ``"error"``: the
+        message for the page when a ``drive`` video could not be used (no face, not a video)."""
         try:
-            opened = await self.worker.open(avatar)
+            opened = await self.worker.open(avatar, drive)
         except Busy:
             return {"replica": self.id, "opened": None, "pid": os.getpid()}
+        except SessionLost as err:
+            return {"replica": self.id, "opened": None, "pid": os.getpid(), "error": str(err)}
         return {
             "replica": self.id,
             "opened": opened,
@@ -91,7 +95,7 @@ class RenderReplica:
         if end:
             await self.worker.finish(session)
 
-    async def frames(self, session: str, replica: str | None = None) -> AsyncIterator[Frame]:
+    async def frames(self, session: str, replica: str | None = None) -> AsyncIterator[Frame | Notice]:
         async for frame in self.worker.frames(session):
             yield frame
 

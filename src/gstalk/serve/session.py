@@ -42,6 +42,7 @@ class Session:
         # seconds from the worker's encoding to the front end, per frame (the newest)
         self.transit: collections.deque[float] = collections.deque(maxlen=KEPT_TRANSITS)
         self.started = time.perf_counter()
+        self.opened_at = time.monotonic()  # for the session's time limit and audio rate (serve.app)
         self.closed = False
         self.complete = False  # every frame was rendered and offered to the page
         self.ending = False  # the audio has ended (the page said so, or the length limit was reached)

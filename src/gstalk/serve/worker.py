@@ -3,9 +3,12 @@
 The front end (``serve.app``: the page, the WebSocket, the checks and limits) talks to a render worker
 through five calls, whatever runs it:
 
-- ``open(avatar) → Opened``: a new session, or :class:`Busy` when the worker is full;
+- ``open(avatar, drive=None) → Opened``: a new session, or :class:`Busy` when the worker is full; with a
+  :class:`DriveRequest`, a session whose avatar follows the face in an uploaded video (tracked by the
+  worker before it answers) instead of the audio;
 - ``push(session, audio)``: 16 kHz mono float32 samples as they arrive;
-- ``frames(session)``: every frame the session renders, as it is ready, ending after the last one;
+- ``frames(session)``: every frame the session renders, as it is ready, ending after the last one (and
+  any :class:`Notice` for the page on the way);
 - ``finish(session)``: no more audio (the remaining frames are rendered, then ``frames`` ends);
 - ``close(session)``: the page went away (stop, free the slot).
 
@@ -13,10 +16,11 @@ Frames come back as a stream rather than as ``push``'s answer because a frame co
 clock (one frame's compute after the audio its lookahead needs), not on the 20 ms rhythm of the audio.
 A session that cannot go on ends its ``frames`` with :class:`SessionLost` and a message for the page.
 
-:class:`~gstalk.serve.local.LocalWorker` is today's single process: one render thread, a cap on
-sessions. The Ray Serve replicas (``serve.replica``) each hold a ``LocalWorker``;
-``serve.cluster.RayWorker`` is the front end's side of them. This module holds only the interface and what
-crosses it, so the front end of a Ray cluster imports no model code (no PyTorch).
+:class:`~gstalk.serve.local.LocalWorker` is today's single process: a speech thread and a render thread
+shared fairly by its sessions (``serve.render``), a cap on sessions. The Ray Serve replicas
+(``serve.replica``) each hold a ``LocalWorker``; ``serve.cluster.RayWorker`` is the front end's side of
+them. This module holds only the interface and what crosses it, so the front end of a Ray cluster imports
+no model code (no PyTorch).
 """
 
 from __future__ import annotations
@@ -43,12 +47,19 @@ class Frame:
     ready_at: float
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something the page should show mid-session (e.g. its audio was dropped for arriving too fast)."""
+
+    message: str
+
+
 class SessionFailed(Exception):
     """Rendering failed for one session (the worker goes on)."""
 
 
-#: what a render session hands out: a frame, None (the last frame was emitted), or its failure
-Emitted = Frame | SessionFailed | None
+#: what a render session hands out: a frame, a notice, None (the last frame was emitted), or its failure
+Emitted = Frame | Notice | SessionFailed | None
 
 
 class Busy(Exception):
@@ -71,6 +82,16 @@ class AvatarInfo:
 
 
 @dataclass(frozen=True)
+class DriveRequest:
+    """An uploaded driving video for a session (``serve.app``'s ``POST /drive``): the file's bytes (at most
+    ``--max-upload-mb``), and whether the avatar also follows the driving head's pose. The worker tracks
+    it (``drive.reenact``); the page sends the video's sound as it plays it, which paces the frames."""
+
+    video: bytes
+    pose: bool = False
+
+
+@dataclass(frozen=True)
 class Opened:
     """A session the worker opened: its id and its avatar."""
 
@@ -83,9 +104,9 @@ class RenderWorker(Protocol):
 
     avatars: dict[str, AvatarInfo]
 
-    async def open(self, avatar: str) -> Opened: ...
+    async def open(self, avatar: str, drive: DriveRequest | None = None) -> Opened: ...
     async def push(self, session: str, audio: np.ndarray) -> None: ...
-    def frames(self, session: str) -> AsyncIterator[Frame]: ...
+    def frames(self, session: str) -> AsyncIterator[Frame | Notice]: ...
     async def finish(self, session: str) -> None: ...
     async def close(self, session: str) -> None: ...
     async def stop(self) -> None: ...

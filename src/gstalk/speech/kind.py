@@ -32,6 +32,8 @@ class FeatureKind:
 
     #: a stream scales its audio from its first second (loudness normalisation) before any feature
     loudness_gate: bool = True
+    #: each frame's features are the same whichever range they were computed in (a stream may keep them)
+    exact_frames: bool = False
 
     def __init__(self, spec: AudioSpec, speech_model: Path | None = None, device: str = "cpu") -> None:
         self.spec = spec

@@ -458,6 +458,7 @@ class WhisperKind(FeatureKind):
     made, or the weights differ from the dataset's."""
 
     loudness_gate = False
+    exact_frames = True
 
     def __init__(self, spec: AudioSpec, speech_model: Path | None = None, device: str = "cpu") -> None:
         super().__init__(spec, speech_model, device)

@@ -174,6 +174,21 @@ def _consts(np_dtype) -> np.ndarray:
     return np.array([0.5, ALPHA_MIN, ALPHA_MAX, 1.0, t_stop, 0.0, DEPTH_ALPHA_MIN], np_dtype)
 
 
+def _bin(boxes, order, width, height, means2d, conics, opacities):
+    """``nk.bin_tiles``, its per-Gaussian pass (the ellipses' tile columns, the entry counts and costs) on
+    gstalk's workers in ranges of Gaussians, each with its own counts, summed before the serial fill."""
+    n_tiles = (-(-width // nk.TILE_W)) * (-(-height // nk.TILE_H))
+    first = nk.first_bands(boxes, height)
+    band_cols = np.empty((first[-1], 2), np.int32)
+    parts = split_range(boxes.shape[0], per_worker=1, min_per_part=4000)
+    counts = np.zeros((len(parts), n_tiles), np.int64)
+    costs = np.zeros((len(parts), n_tiles), np.int64)
+    args = (boxes, first, width, means2d, conics, opacities, ALPHA_MIN, band_cols)
+    for_each_part(lambda k: nk.band_tiles(*parts[k], *args, counts[k], costs[k]), range(len(parts)))
+    start, ids = nk.fill_tiles(order, boxes, first, band_cols, counts.sum(0), width)
+    return start, ids, costs.sum(0) + 1  # an empty tile is still written
+
+
 class _Camera:
     """One camera's compositing inputs as NumPy arrays, its tile bins, and the tiles split over workers."""
 
@@ -197,15 +212,17 @@ class _Camera:
                 np.zeros(0, np.int32) if groups is None else _numpy(groups).astype(np.int32, copy=False)
             )
             order = nk.draw_order(_numpy(projected.depths[c]), groups_np)
-            self.start, self.ids, cost = nk.bin_tiles(self.boxes, order, width, height)
+            self.conics = _numpy(projected.conics[c])
+            self.opacities = _numpy(opacities)
+            self.start, self.ids, cost = _bin(
+                self.boxes, order, width, height, self.means2d, self.conics, self.opacities
+            )
             busy = np.flatnonzero(self.start[1:] > self.start[:-1])
             self.parts = split_tiles(np.arange(cost.size), cost)  # every tile: empty ones are written too
             self.busy_parts = split_tiles(busy, cost[busy])
         tiles_x, tiles_y = -(-width // nk.TILE_W), -(-height // nk.TILE_H)
         self.xs = (np.arange(tiles_x * nk.TILE_W) + 0.5).astype(np_dtype)  # pixel centres, whole tiles
         self.ys = (np.arange(tiles_y * nk.TILE_H) + 0.5).astype(np_dtype)
-        self.conics = _numpy(projected.conics[c])
-        self.opacities = _numpy(opacities)
         self.depths = _numpy(projected.depths[c])
         self.colors = _numpy(colors[c])
         self.width, self.height = width, height
@@ -236,15 +253,27 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, means2d, conics, opacities, depths, colors, background, projected, width, height, groups
+        ctx,
+        means2d,
+        conics,
+        opacities,
+        depths,
+        colors,
+        background,
+        projected,
+        width,
+        height,
+        groups,
+        stats,
+        with_depth=True,
     ):
         n_cams, n = depths.shape
         d = colors.shape[-1]
         np_dtype = np.float64 if means2d.dtype == torch.float64 else np.float32
         color = np.empty((n_cams, height, width, d), np_dtype)
         alpha = np.empty((n_cams, height, width), np_dtype)
-        depth = np.empty((n_cams, height, width), np_dtype)
         keep = torch.is_grad_enabled() or any(ctx.needs_input_grad)
+        depth = np.empty((n_cams, height, width) if keep or with_depth else (n_cams, 0, 0), np_dtype)
         size = (n_cams, height, width) if keep else (n_cams, 0, 0)
         trans, last = np.empty(size, np_dtype), np.empty(size, np.int32)
         if background is None:
@@ -259,7 +288,7 @@ class _Composite(torch.autograd.Function):
                 for_each_part(partial(_run_forward, cam=cam, outs=outs), cam.parts)
             cams.append(cam)
         if keep:
-            ctx.cams, ctx.trans, ctx.last, ctx.bg = cams, trans, last, bg
+            ctx.cams, ctx.trans, ctx.last, ctx.bg, ctx.stats = cams, trans, last, bg, stats
             ctx.outs = (alpha, depth) if background is not None else None
             ctx.shapes = (n_cams, n, d)
             ctx.save_for_backward(None if background is None else background)
@@ -273,12 +302,13 @@ class _Composite(torch.autograd.Function):
     def backward(ctx, g_color, g_alpha, g_depth):
         n_cams, n, d = ctx.shapes
         np_dtype = ctx.cams[0].consts.dtype
-        grads = np.zeros((n_cams, n, 7 + d), np.float64)
+        columns = 7 + d + (3 if ctx.stats is not None else 0)  # the statistics after the gradients
+        grads = np.zeros((n_cams, n, columns), np.float64)
         gc = _numpy(g_color).astype(np_dtype, copy=False)
         ga = _numpy(g_alpha[..., 0]).astype(np_dtype, copy=False)
         gd = _numpy(g_depth[..., 0]).astype(np_dtype, copy=False)
         for c, cam in enumerate(ctx.cams):
-            entry = np.empty((cam.ids.shape[0], 7 + d), np.float64)
+            entry = np.empty((cam.ids.shape[0], columns), np.float64)
             if ctx.outs is None:  # raw sums
                 outs = (_empty(np_dtype, 2), _empty(np_dtype, 2), ctx.bg[c])
             else:
@@ -289,11 +319,28 @@ class _Composite(torch.autograd.Function):
             with _stage("gather"):
                 nk.sum_entries(cam.ids, entry, grads[c])
         g = _tensor(grads, g_color)
+        if ctx.stats is not None:
+            ctx.stats["absgrad"] = torch.from_numpy(grads[..., 7 + d : 9 + d]).to(g.device)
+            ctx.stats["weight"] = torch.from_numpy(grads[..., 9 + d]).to(g.device)
         (background,) = ctx.saved_tensors
         g_bg = None
         if background is not None and ctx.needs_input_grad[5]:
             g_bg = (g_color * (1.0 - ctx.alpha)).sum_to_size(background.shape)
-        return g[..., 0:2], g[..., 2:5], g[..., 5].sum(0), g[..., 6], g[..., 7:], g_bg, None, None, None, None
+        g_colors = g[..., 7 : 7 + d]
+        return (
+            g[..., 0:2],
+            g[..., 2:5],
+            g[..., 5].sum(0),
+            g[..., 6],
+            g_colors,
+            g_bg,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def rasterize_pixels_numba(
@@ -303,11 +350,15 @@ def rasterize_pixels_numba(
     width: int,
     height: int,
     groups: Tensor | None = None,
+    stats: dict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Composite projected Gaussians front to back (same contract as ``torch_backend.rasterize_pixels``):
-    colour (C, H, W, D), alpha (C, H, W, 1) and alpha-weighted depth (C, H, W, 1), without a background."""
+    colour (C, H, W, D), alpha (C, H, W, 1) and alpha-weighted depth (C, H, W, 1), without a background.
+    ``stats``: see ``rasterize``."""
     p = projected
-    return _Composite.apply(p.means2d, p.conics, opacities, p.depths, colors, None, p, width, height, groups)
+    return _Composite.apply(
+        p.means2d, p.conics, opacities, p.depths, colors, None, p, width, height, groups, stats
+    )
 
 
 def rasterize_image_numba(
@@ -318,14 +369,29 @@ def rasterize_image_numba(
     width: int,
     height: int,
     groups: Tensor | None = None,
+    stats: dict | None = None,
+    with_depth: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``rasterize``'s final outputs from one compiled pass, differentiable: the image composited over
     ``background`` (C, H, W, D), alpha (C, H, W, 1), and the expected depth (C, H, W, 1), the weighted
     depth divided by ``max(alpha, 1e-10)``, as ``rasterize`` computes them.
 
     background: broadcastable to (C, H, W, D), in the projection's dtype (a scalar, a colour (1, 1, 1, D)
-    or per camera (C, 1, 1, D), or images); it receives a gradient when it requires one."""
+    or per camera (C, 1, 1, D), or images); it receives a gradient when it requires one. ``stats``: see
+    ``rasterize``. ``with_depth`` False: without gradients, the depth is not computed (an empty (C, 0, 0, 1)
+    tensor stands for it)."""
     p = projected
     return _Composite.apply(
-        p.means2d, p.conics, opacities, p.depths, colors, background, p, width, height, groups
+        p.means2d,
+        p.conics,
+        opacities,
+        p.depths,
+        colors,
+        background,
+        p,
+        width,
+        height,
+        groups,
+        stats,
+        with_depth,
     )

@@ -197,40 +197,124 @@ def draw_order(depths, groups):
     return scratch
 
 
-@njit(cache=True, nogil=True)
-def bin_tiles(boxes: np.ndarray, order: np.ndarray, width: int, height: int):
-    """Per-tile lists of Gaussian ids, front to back, and each tile's estimated cost.
+#: slack added to the ellipse's threshold when binning (σ units): the culling must keep every pair the
+#: compositing could use, whatever the float32 rounding of σ there
+CULL_SLACK = 0.05
 
-    boxes (N, 4) int32: first col, last col, first row, last row of the pixels a Gaussian covers (empty
-    when last < first); order (N,): ids front to back. Returns ``start`` (tiles + 1,) int64 offsets into
-    ``ids`` (entries,) int32, and ``cost`` (tiles,) int64 in tile rows of lane work."""
+
+@njit(cache=True, nogil=True, inline="always")
+def _band_columns(mx, my, ca, cb, cc, det, tau, q, ya, yb):
+    """The x range [left, right] of the ellipse ``σ(x, y) ≤ tau`` (σ = ½(ca dx² + cc dy²) + cb dx dy,
+    dx = x − mx, dy = y − my, det = ca·cc − cb² > 0) over ya ≤ y ≤ yb, in float64; left > right when the
+    ellipse misses the band. ``q`` = √(2τ / (cc·det)).
+
+    The ellipse's rightmost point lies at dy = −cb·q, its leftmost at dy = cb·q; over a band, the extreme
+    x is at the band's y nearest to it, where the ellipse spans dx = (−cb·dy ± √(2·ca·τ − det·dy²)) / ca."""
+    da, db = ya - my, yb - my
+    dy = min(max(-cb * q, da), db)
+    room = 2.0 * ca * tau - det * dy * dy
+    if room < 0.0:
+        return np.inf, -np.inf
+    right = mx + (-cb * dy + np.sqrt(room)) / ca
+    dy = min(max(cb * q, da), db)
+    room = max(2.0 * ca * tau - det * dy * dy, 0.0)
+    left = mx + (-cb * dy - np.sqrt(room)) / ca
+    return left, right
+
+
+@njit(cache=True, nogil=True)
+def first_bands(boxes, height):
+    """(N + 1,) int64 offsets: Gaussian g's tile-row bands are ``first[g] .. first[g + 1] - 1`` (none
+    when its box is empty), in the (bands, 2) arrays :func:`band_tiles` fills."""
+    n = boxes.shape[0]
+    first = np.zeros(n + 1, np.int64)
+    for g in range(n):
+        empty = boxes[g, 1] < boxes[g, 0] or boxes[g, 3] < boxes[g, 2]
+        first[g + 1] = first[g] + (0 if empty else boxes[g, 3] // TILE_H - boxes[g, 2] // TILE_H + 1)
+    return first
+
+
+@njit(cache=True, nogil=True)
+def band_tiles(lo, hi, boxes, first, width, means2d, conics, opacities, alpha_min, band_cols, counts, cost):
+    """For Gaussians lo..hi-1: in each tile-row band of its box, the tile columns its alpha ellipse
+    (``alpha >= alpha_min``, widened by CULL_SLACK) reaches, into ``band_cols`` (bands, 2) (first, last;
+    last < first when none); and for each tile reached, one more entry in ``counts`` (tiles,) and its
+    estimated cost (rows of lane work plus ENTRY_COST) in ``cost`` (tiles,). A conic that is not an
+    ellipse keeps its whole box."""
     tiles_x = (width + TILE_W - 1) // TILE_W
-    tiles_y = (height + TILE_H - 1) // TILE_H
-    start = np.zeros(tiles_x * tiles_y + 1, np.int64)
-    cost = np.ones(tiles_x * tiles_y, np.int64)  # an empty tile is still written
-    for g in range(boxes.shape[0]):
-        x0, x1, y0, y1 = boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3]
-        if x1 < x0 or y1 < y0:
+    for g in range(lo, hi):
+        if first[g + 1] == first[g]:
             continue
+        x0, x1, y0, y1 = boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3]
+        mx, my = np.float64(means2d[g, 0]), np.float64(means2d[g, 1])
+        ca, cb, cc = np.float64(conics[g, 0]), np.float64(conics[g, 1]), np.float64(conics[g, 2])
+        det = ca * cc - cb * cb
+        tau = np.log(max(np.float64(opacities[g]), alpha_min) / alpha_min) + CULL_SLACK
+        ellipse = ca > 0.0 and cc > 0.0 and det > 0.0 and tau < 1e30 and x1 // TILE_W > x0 // TILE_W
+        q = np.sqrt(2.0 * tau / (cc * det)) if ellipse else 0.0
         for ty in range(y0 // TILE_H, y1 // TILE_H + 1):
-            rows = min(y1, ty * TILE_H + TILE_H - 1) - max(y0, ty * TILE_H) + 1
-            for tx in range(x0 // TILE_W, x1 // TILE_W + 1):
-                start[ty * tiles_x + tx + 1] += 1
-                cost[ty * tiles_x + tx] += rows + ENTRY_COST
-    for t in range(tiles_x * tiles_y):
-        start[t + 1] += start[t]
+            r0, r1 = max(y0, ty * TILE_H), min(y1, ty * TILE_H + TILE_H - 1)
+            c0, c1 = x0, x1
+            if ellipse:
+                left, right = _band_columns(mx, my, ca, cb, cc, det, tau, q, r0 + 0.5, r1 + 0.5)
+                if left > x0 + 0.5:
+                    c0 = x1 + 1 if left > x1 + 0.5 else int(np.ceil(left - 0.5))
+                if right < x1 + 0.5:
+                    c1 = x0 - 1 if right < x0 + 0.5 else int(np.floor(right - 0.5))
+            band = first[g] + ty - y0 // TILE_H
+            if c1 < c0:
+                band_cols[band, 0], band_cols[band, 1] = 0, -1
+                continue
+            band_cols[band, 0], band_cols[band, 1] = c0 // TILE_W, c1 // TILE_W
+            for tx in range(c0 // TILE_W, c1 // TILE_W + 1):
+                counts[ty * tiles_x + tx] += 1
+                cost[ty * tiles_x + tx] += r1 - r0 + 1 + ENTRY_COST
+
+
+@njit(cache=True, nogil=True)
+def fill_tiles(order, boxes, first, band_cols, counts, width):
+    """Per-tile lists of Gaussian ids, front to back (``order``: ids front to back), from
+    :func:`band_tiles`' columns and entry counts: ``start`` (tiles + 1,) int64 offsets into ``ids``
+    (entries,) int32."""
+    tiles_x = (width + TILE_W - 1) // TILE_W
+    start = np.zeros(counts.shape[0] + 1, np.int64)
+    for t in range(counts.shape[0]):
+        start[t + 1] = start[t] + counts[t]
     fill = start[:-1].copy()
     ids = np.empty(start[-1], np.int32)
     for k in range(order.shape[0]):
         g = order[k]
-        x0, x1, y0, y1 = boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3]
-        if x1 < x0 or y1 < y0:
-            continue
-        for ty in range(y0 // TILE_H, y1 // TILE_H + 1):
-            for tx in range(x0 // TILE_W, x1 // TILE_W + 1):
-                t = ty * tiles_x + tx
-                ids[fill[t]] = g
-                fill[t] += 1
+        ty0 = boxes[g, 2] // TILE_H
+        for band in range(first[g], first[g + 1]):
+            row = (ty0 + band - first[g]) * tiles_x
+            for tx in range(band_cols[band, 0], band_cols[band, 1] + 1):
+                ids[fill[row + tx]] = g
+                fill[row + tx] += 1
+    return start, ids
+
+
+@njit(cache=True, nogil=True)
+def bin_tiles(boxes, order, width, height, means2d, conics, opacities, alpha_min):
+    """Per-tile lists of Gaussian ids, front to back, and each tile's estimated cost, on one thread
+    (``numba_backend`` runs :func:`band_tiles` on the workers).
+
+    boxes (N, 4) int32: first col, last col, first row, last row of the pixels a Gaussian covers (empty
+    when last < first); order (N,): ids front to back; means2d (N, 2), conics (N, 3) and opacities (N,)
+    as the compositing reads them. A Gaussian is listed in the tiles of its box that its alpha ellipse
+    (where ``alpha >= alpha_min``) reaches, row band by row band of tiles (the idea of Speedy-Splat's
+    AccuTile): a tile it misses would find ``alpha < alpha_min`` at every pixel, so the images and
+    gradients are those of the whole box, with fewer entries for rotated and elongated Gaussians.
+
+    Returns ``start`` (tiles + 1,) int64 offsets into ``ids`` (entries,) int32, and ``cost`` (tiles,)
+    int64 in tile rows of lane work."""
+    n_tiles = ((width + TILE_W - 1) // TILE_W) * ((height + TILE_H - 1) // TILE_H)
+    first = first_bands(boxes, height)
+    band_cols = np.empty((first[-1], 2), np.int32)
+    counts = np.zeros(n_tiles, np.int64)
+    cost = np.ones(n_tiles, np.int64)  # an empty tile is still written
+    band_tiles(0, boxes.shape[0], boxes, first, width, means2d, conics, opacities, alpha_min, band_cols,
+               counts, cost)  # fmt: skip
+    start, ids = fill_tiles(order, boxes, first, band_cols, counts, width)
     return start, ids, cost
 
 
@@ -281,6 +365,39 @@ def _blend(la, trans, lw, last, e, consts):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _live_rows(r0, r1, stopped, row_width):
+    """Tile rows r0..r1 less those at either end where every pixel has stopped (``stopped[r]`` of
+    ``row_width``): no pair there is used, so the lanes need not be computed (the images and gradients
+    are unchanged). Returns (r0, r1), r1 < r0 when none is left."""
+    while r0 <= r1 and stopped[r0] == row_width:
+        r0 += 1
+    while r1 >= r0 and stopped[r1] == row_width:
+        r1 -= 1
+    return r0, r1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _used_rows(r0, r1, row_last, e):
+    """Tile rows r0..r1 less those at either end none of whose pixels used an entry as late as ``e``
+    (``row_last[r]``: the last entry a pixel of row r used): the backward pass's :func:`_live_rows`."""
+    while r0 <= r1 and row_last[r0] < e:
+        r0 += 1
+    while r1 >= r0 and row_last[r1] < e:
+        r1 -= 1
+    return r0, r1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count_stopped(trans, r0, r1, stopped):
+    """Recount the stopped pixels (transmittance kept as −T < 0) of tile rows r0..r1."""
+    for r in range(r0, r1 + 1):
+        k = 0
+        for j in range(r * TILE_W, (r + 1) * TILE_W):
+            k += trans[j] < 0
+        stopped[r] = k
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _add_scaled(acc, lw, v):
     for j in range(acc.shape[0]):
         acc[j] += lw[j] * v
@@ -295,16 +412,19 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
     (after its last pair) and the tile entry of its last pair (-1: none), which the backward pass starts
     from. ``background``: empty to output the raw sums (colour, alpha, alpha-weighted depth); else an
     (H, W, D) array (strides may be 0) to output the image over it, alpha, and the depth divided by alpha
-    (``rasterize``'s final values in one pass)."""
+    (``rasterize``'s final values in one pass). An empty ``out_depth`` (only without ``out_trans``) skips
+    the depth altogether."""
     height, width = out_alpha.shape
     tiles_x = (width + TILE_W - 1) // TILE_W
     d = colors.shape[1]
     one = consts[3]
+    with_depth = out_depth.shape[0] > 0
     lane_x, lane_y = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     trans = np.empty(AREA, consts.dtype)
     last = np.empty(AREA, np.int32)
     la, lg, lw = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     acc = np.empty((d + 2) * AREA, consts.dtype)
+    stopped = np.empty(TILE_H, np.int32)  # per tile row: its pixels that have stopped
     for t in tiles:
         ty = t // tiles_x
         tx0, ty0 = (t - ty * tiles_x) * TILE_W, ty * TILE_H
@@ -316,21 +436,29 @@ def forward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities, 
         trans[:] = one
         last[:] = -1
         acc[:] = 0
-        n_left = (tx1 - tx0 + 1) * (ty1 - ty0 + 1)
+        stopped[:] = 0
+        row_width = tx1 - tx0 + 1
+        n_left = row_width * (ty1 - ty0 + 1)
         for e in range(start[t], start[t + 1]):
             g = ids[e]
-            p0 = (max(boxes[g, 2], ty0) - ty0) * TILE_W
-            p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE_W
+            r0, r1 = _live_rows(max(boxes[g, 2], ty0) - ty0, min(boxes[g, 3], ty1) - ty0, stopped, row_width)
+            if r1 < r0:  # every row it covers has stopped
+                continue
+            p0, p1 = r0 * TILE_W, (r1 + 1) * TILE_W
             n = p1 - p0
             lo, hi = xs[max(boxes[g, 0], tx0)], xs[min(boxes[g, 1], tx1)]  # box columns in the tile
             mx, my, o = means2d[g, 0], means2d[g, 1], opacities[g]
             ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
             _alphas(lane_x[p0:p1], lane_y[p0:p1], mx, my, ca, cb, cc, o, lo, hi, consts, la[:n], lg[:n])
-            n_left -= _blend(la[:n], trans[p0:p1], lw[:n], last[p0:p1], e - start[t], consts)
+            n_done = _blend(la[:n], trans[p0:p1], lw[:n], last[p0:p1], e - start[t], consts)
+            if n_done:
+                n_left -= n_done
+                _count_stopped(trans, r0, r1, stopped)
             for k in range(d):
                 _add_scaled(acc[k * AREA + p0 : k * AREA + p1], lw[:n], colors[g, k])
             _add_scaled(acc[d * AREA + p0 : d * AREA + p1], lw[:n], one)
-            _add_scaled(acc[(d + 1) * AREA + p0 : (d + 1) * AREA + p1], lw[:n], depths[g])
+            if with_depth:
+                _add_scaled(acc[(d + 1) * AREA + p0 : (d + 1) * AREA + p1], lw[:n], depths[g])
             if n_left == 0:
                 break
         _write_tile(
@@ -345,12 +473,14 @@ def _write_empty(tx0, tx1, ty0, ty1, out_color, out_alpha, out_depth, out_trans,
     d = out_color.shape[2]
     final = background.shape[0] > 0
     keep = out_trans.shape[0] > 0
+    with_depth = out_depth.shape[0] > 0
     for py in range(ty0, ty1 + 1):
         for px in range(tx0, tx1 + 1):
             for k in range(d):
                 out_color[py, px, k] = background[py, px, k] if final else 0
             out_alpha[py, px] = 0
-            out_depth[py, px] = 0
+            if with_depth:
+                out_depth[py, px] = 0
             if keep:
                 out_trans[py, px] = 1
                 out_last[py, px] = -1
@@ -361,6 +491,7 @@ def _write_tile(acc, trans, last, tx0, tx1, ty0, ty1, d, consts, out_color, out_
                 out_last, background):  # fmt: skip
     keep = out_trans.shape[0] > 0
     final = background.shape[0] > 0
+    with_depth = out_depth.shape[0] > 0
     one, tiny = consts[3], consts[6]
     for py in range(ty0, ty1 + 1):
         for px in range(tx0, tx1 + 1):
@@ -371,11 +502,13 @@ def _write_tile(acc, trans, last, tx0, tx1, ty0, ty1, d, consts, out_color, out_
             if final:  # the torch code's `color + (1 - alpha) * bg` and `depth / alpha.clamp(min=1e-10)`
                 for k in range(d):
                     out_color[py, px, k] = acc[k * AREA + p] + (one - alpha) * background[py, px, k]
-                out_depth[py, px] = depth / max(alpha, tiny)
+                if with_depth:
+                    out_depth[py, px] = depth / max(alpha, tiny)
             else:
                 for k in range(d):
                     out_color[py, px, k] = acc[k * AREA + p]
-                out_depth[py, px] = depth
+                if with_depth:
+                    out_depth[py, px] = depth
             if keep:
                 out_trans[py, px] = abs(trans[p])
                 out_last[py, px] = last[p]
@@ -422,6 +555,28 @@ def _entry_gradients(lx, ly, la, lg, lt, gv, behind, mx, my, o, consts):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _entry_stats(lx, ly, la, lg, lt, gv, behind, mx, my, o, ca, cb, cc, consts):
+    """Densification statistics of one Gaussian over its lanes in one tile: the sums over pixels of
+    |∂L/∂mean2d x| and |∂L/∂mean2d y| (each pixel's gradient on its own, so that opposite pulls do not
+    cancel: AbsGS, Ye et al. 2024), and of its blending weight alpha · T (its contribution to the image).
+    The per-pixel gradients are those :func:`_entry_gradients` sums."""
+    alpha_max, one, zero = consts[2], consts[3], consts[5]
+    ax = ay = w = zero
+    for j in range(la.shape[0]):
+        raw = o * lg[j]
+        tr = lt[j]
+        g_alpha = gv[j] * tr - behind[j] / (one - la[j])
+        g_alpha = g_alpha if (tr > zero) & (raw <= alpha_max) else zero
+        g_sigma = -g_alpha * raw
+        dx = lx[j] - mx
+        dy = ly[j] - my
+        ax += abs(g_sigma * (ca * dx + cb * dy))
+        ay += abs(g_sigma * (cc * dy + cb * dx))
+        w += la[j] * tr
+    return ax, ay, w
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _weighted_sum(g, la, lt, zero):
     """Σ g · w over the lanes, w = alpha · T (0 where unused, as T is)."""
     s = zero
@@ -441,7 +596,9 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
                    trans_final, last_entry, out_alpha, out_depth, background, g_color, g_alpha, g_depth,
                    entry_grads):  # fmt: skip
     """Per (tile, Gaussian) entry of the given tiles: gradients of mean2d x, y; conic a, b, c; opacity;
-    depth; colour (D), into ``entry_grads`` (entries, 7 + D) float64 (unused entries: 0).
+    depth; colour (D), into ``entry_grads`` (entries, 7 + D) float64 (unused entries: 0). When it has
+    10 + D columns, the last three get :func:`_entry_stats`: Σ|∂L/∂mean2d x|, Σ|∂L/∂mean2d y| and the
+    Gaussian's summed blending weight over the tile's pixels.
 
     ``trans_final``, ``last_entry``: what ``forward_tiles`` kept. With a ``background`` (not empty) the
     gradients are those of its final outputs (image over the background, alpha, depth divided by alpha,
@@ -456,18 +613,21 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
     d = colors.shape[1]
     zero, tiny = consts[5], consts[6]
     final = background.shape[0] > 0
+    stats = entry_grads.shape[1] == 10 + d
     lane_x, lane_y = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     trans, behind = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     last = np.full(AREA, -1, np.int32)
     la, lg = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     lt, gv = np.empty(AREA, consts.dtype), np.empty(AREA, consts.dtype)
     gbuf = np.zeros((d + 2) * AREA, consts.dtype)  # per lane: g of colour (D), alpha, depth sums
+    row_last = np.empty(TILE_H, np.int32)  # per tile row: the last entry any of its pixels used
     for t in tiles:
         ty = t // tiles_x
         tx0, ty0 = (t - ty * tiles_x) * TILE_W, ty * TILE_H
         tx1, ty1 = min(tx0 + TILE_W, width) - 1, min(ty0 + TILE_H, height) - 1
         _tile_lanes(xs, ys, tx0, ty0, lane_x, lane_y)
         last_used = -1
+        row_last[:] = -1
         for py in range(ty0, ty1 + 1):
             for px in range(tx0, tx1 + 1):
                 p = (py - ty0) * TILE_W + px - tx0
@@ -486,12 +646,18 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
                 trans[p] = trans_final[py, px]
                 last[p] = last_entry[py, px]
                 last_used = max(last_used, last_entry[py, px])
+                row_last[py - ty0] = max(row_last[py - ty0], last_entry[py, px])
         behind[:] = zero
         entry_grads[start[t] + last_used + 1 : start[t + 1]] = 0
         for e in range(start[t] + last_used, start[t] - 1, -1):
             g = ids[e]
-            p0 = (max(boxes[g, 2], ty0) - ty0) * TILE_W
-            p1 = (min(boxes[g, 3], ty1) - ty0 + 1) * TILE_W
+            r0, r1 = _used_rows(
+                max(boxes[g, 2], ty0) - ty0, min(boxes[g, 3], ty1) - ty0, row_last, e - start[t]
+            )
+            if r1 < r0:  # every pixel of its rows stopped before it: it has no gradient here
+                entry_grads[e] = 0
+                continue
+            p0, p1 = r0 * TILE_W, (r1 + 1) * TILE_W
             n = p1 - p0
             mx, my, o = means2d[g, 0], means2d[g, 1], opacities[g]
             ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
@@ -503,6 +669,11 @@ def backward_tiles(tiles, start, ids, boxes, xs, ys, means2d, conics, opacities,
             s1, s2, s3, s4, s5, s6 = _entry_gradients(
                 lx, ly, la[:n], lg[:n], lt[:n], gv[:n], behind[p0:p1], mx, my, o, consts
             )
+            if stats:
+                ax, ay, w = _entry_stats(
+                    lx, ly, la[:n], lg[:n], lt[:n], gv[:n], behind[p0:p1], mx, my, o, ca, cb, cc, consts
+                )
+                entry_grads[e, 7 + d], entry_grads[e, 8 + d], entry_grads[e, 9 + d] = ax, ay, w
             _add_behind(behind[p0:p1], la[:n], lt[:n], gv[:n])
             entry_grads[e, 0] = -(ca * s1 + cb * s2)
             entry_grads[e, 1] = -(cc * s2 + cb * s1)

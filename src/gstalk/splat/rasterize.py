@@ -25,21 +25,24 @@ class RenderOutput:
 
     image: (C, H, W, D) colour composited over the background.
     alpha: (C, H, W, 1) accumulated opacity.
-    depth: (C, H, W, 1) expected camera-space z of the visible Gaussians (0 where alpha is 0).
+    depth: (C, H, W, 1) expected camera-space z of the visible Gaussians (0 where alpha is 0); None when
+        ``rasterize(depth=False)`` rendered without gradients on the compiled backend.
     means2d: (C, N, 2) screen-space centres in pixels. When the inputs need gradients it retains its
         gradient after ``backward()``: the signal densification uses.
     radii: (C, N, 2) int32 half extents of each Gaussian's screen box; 0 when culled.
     visible: (C, N) bool, the Gaussians that touched the image.
     backend: which backend produced it.
+    stats: the ``stats`` dict given to ``rasterize`` (filled by ``backward()``), or None.
     """
 
     image: Tensor
     alpha: Tensor
-    depth: Tensor
+    depth: Tensor | None
     means2d: Tensor
     radii: Tensor
     visible: Tensor
     backend: str
+    stats: dict | None = None
 
 
 def resolve_backend(backend: Backend, device: torch.device) -> str:
@@ -71,6 +74,8 @@ def rasterize(
     backend: Backend = "auto",
     max_pairs: int = DEFAULT_MAX_PAIRS,
     groups: Tensor | None = None,
+    stats: dict | None = None,
+    depth: bool = True,
 ) -> RenderOutput:
     """Render N Gaussians into C cameras.
 
@@ -82,6 +87,13 @@ def rasterize(
     groups: optional (N,) integers: Gaussians of a lower group are composited in front of every one of a
         higher group whatever their depths (a face over its mouth interior in one pass). Not supported by
         gsplat.
+    stats: an empty dict for densification's statistics (CPU backends; gsplat leaves it empty), which the
+        backward pass fills: ``absgrad`` (C, N, 2) float64, the sums over pixels of |∂L/∂mean2d| per axis
+        (each pixel's pull on its own, so opposite pulls on a Gaussian too large for the detail under it
+        do not cancel: AbsGS, Ye et al. 2024), and ``weight`` (C, N) float64, the sum over pixels of each
+        Gaussian's blending weight alpha · T (its contribution to the image, LightGaussian's importance).
+    depth: False skips the depth where it can (the compiled backend without gradients): ``depth`` is then
+        None. A render that only shows the image (``render_portrait``) saves that work.
     """
     n_cams = len(cameras)
     colors = _check_inputs(means, quats, scales, opacities, colors, n_cams)
@@ -90,22 +102,46 @@ def rasterize(
     if chosen == "gsplat":
         if groups is not None:
             raise ValueError("the gsplat backend composites by depth only; render each group separately")
-        color, alpha, depth, means2d, radii = rasterize_gsplat(
+        color, alpha, depth_out, means2d, radii = rasterize_gsplat(
             means, quats, scales, opacities, colors, cameras
         )
         image = color + (1.0 - alpha) * _background(background, tuple(color.shape), color.dtype, color.device)
     else:
-        image, alpha, depth, proj = _rasterize_cpu(
-            means, quats, scales, opacities, colors, cameras, background, chosen, max_pairs, groups
+        image, alpha, depth_out, proj = _rasterize_cpu(
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            cameras,
+            background,
+            chosen,
+            max_pairs,
+            groups,
+            stats,
+            depth,
         )
+        if depth_out.shape[1] == 0:
+            depth_out = None
         means2d, radii = proj.means2d, proj.radii
     if means2d.requires_grad:
         means2d.retain_grad()
-    return RenderOutput(image, alpha, depth, means2d, radii, _visible(radii), chosen)
+    return RenderOutput(image, alpha, depth_out, means2d, radii, _visible(radii), chosen, stats)
 
 
 def _rasterize_cpu(
-    means, quats, scales, opacities, colors, cameras: Camera, background, chosen: str, max_pairs: int, groups
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    cameras: Camera,
+    background,
+    chosen: str,
+    max_pairs: int,
+    groups,
+    stats=None,
+    depth: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Projected]:
     """The numba and torch backends: image, alpha, depth and the projection. The numba backend projects
     with its compiled copy of the projection and composites to the final image in one pass."""
@@ -124,8 +160,8 @@ def _rasterize_cpu(
     if chosen == "numba":  # one compiled pass to the final image, alpha and depth
         from .numba_backend import rasterize_image_numba
 
-        return (*rasterize_image_numba(proj, opacities, colors, bg, *size, groups), proj)
-    color, alpha, depth_sum = rasterize_pixels(proj, opacities, colors, *size, max_pairs, groups)
+        return (*rasterize_image_numba(proj, opacities, colors, bg, *size, groups, stats, depth), proj)
+    color, alpha, depth_sum = rasterize_pixels(proj, opacities, colors, *size, max_pairs, groups, stats)
     return color + (1.0 - alpha) * bg, alpha, depth_sum / alpha.clamp(min=1e-10), proj
 
 

@@ -36,11 +36,14 @@ def rasterize_pixels(
     height: int,
     max_pairs: int = DEFAULT_MAX_PAIRS,
     groups: Tensor | None = None,
+    stats: dict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Composite projected Gaussians front to back.
 
     opacities: (N,) in [0, 1]. colors: (C, N, D). groups: optional (N,) integers; every Gaussian of a lower
     group is composited in front of every one of a higher group, whatever their depths.
+    stats: see ``rasterize`` (filled by the backward pass, per pair: the reference for the compiled
+    backend's statistics).
     Returns accumulated colour (C, H, W, D), alpha (C, H, W, 1) and alpha-weighted depth (C, H, W, 1),
     all without a background.
     """
@@ -55,6 +58,11 @@ def rasterize_pixels(
     out_color = torch.zeros(n_pix, d, dtype=dtype, device=device)
     out_alpha = torch.zeros(n_pix, dtype=dtype, device=device)
     out_depth = torch.zeros(n_pix, dtype=dtype, device=device)
+    sink = None
+    if stats is not None:  # per (camera, Gaussian): Σ|∂L/∂mean2d| per axis, Σ weight; filled by backward
+        sink = (torch.zeros(n_cams * n, 3, dtype=torch.float64, device=device), flat)
+        stats["absgrad"] = sink[0].view(n_cams, n, 3)[..., :2]
+        stats["weight"] = sink[0].view(n_cams, n, 3)[..., 2]
     if flat.numel() > 0:
         # one row per visible (camera, Gaussian): mean2d(2) conic(3) opacity, 1, depth, colour(D)
         table = torch.cat(
@@ -91,10 +99,10 @@ def rasterize_pixels(
             if not needs_grad:  # inference: reuse the alphas the filter computed
                 color, alpha, depth = _composite_values(pix, gid, pair_alpha, table[:, 6:].detach(), n_pix)
             elif len(bands) > 1:
-                args = (pix, gid, table, width, height, n_pix)
+                args = (pix, gid, table, width, height, n_pix, sink)
                 color, alpha, depth = checkpoint(_composite, *args, use_reentrant=False)
             else:
-                color, alpha, depth = _composite(pix, gid, table, width, height, n_pix)
+                color, alpha, depth = _composite(pix, gid, table, width, height, n_pix, sink)
             out_color = out_color + color
             out_alpha = out_alpha + alpha
             out_depth = out_depth + depth
@@ -215,8 +223,8 @@ def _composite_values(pix: Tensor, gid: Tensor, alpha: Tensor, values: Tensor, n
     return acc[:, 2:], acc[:, 0], acc[:, 1]
 
 
-def _composite(pix: Tensor, gid: Tensor, table: Tensor, width: int, height: int, n_pix: int):
-    acc = _Composite.apply(pix, gid, table, width, height, n_pix)
+def _composite(pix: Tensor, gid: Tensor, table: Tensor, width: int, height: int, n_pix: int, sink=None):
+    acc = _Composite.apply(pix, gid, table, width, height, n_pix, sink)
     return acc[:, 2:], acc[:, 0], acc[:, 1]
 
 
@@ -237,11 +245,12 @@ class _Composite(torch.autograd.Function):
 
     ``table`` has one row per visible Gaussian: mean2d x, y; conic a, b, c; opacity; 1; depth; colour (D).
     Returns (n_pix, D + 2): accumulated alpha, alpha-weighted depth and colour (the weighted sums of the
-    table's last D + 2 columns).
+    table's last D + 2 columns). ``sink``: None, or (sums (C·N, 3), the table rows' flat indices), to which
+    the backward pass adds each pair's |∂/∂mean2d x|, |∂/∂mean2d y| and weight.
     """
 
     @staticmethod
-    def forward(ctx, pix, gid, table, width, height, n_pix):
+    def forward(ctx, pix, gid, table, width, height, n_pix, sink=None):
         packed = table.index_select(0, gid)
         px = (pix % width).to(table.dtype) + 0.5
         py = ((pix // width) % height).to(table.dtype) + 0.5
@@ -255,6 +264,7 @@ class _Composite(torch.autograd.Function):
         acc.index_add_(0, pix, packed[:, 6:] * weight[:, None])
         ctx.save_for_backward(pix, gid, packed, dx, dy, raw, alpha, trans, last)
         ctx.n_rows = table.shape[0]
+        ctx.sink = sink
         return acc
 
     @staticmethod
@@ -283,4 +293,8 @@ class _Composite(torch.autograd.Function):
         grads[:, 6:] = go * weight[:, None]  # the constant column's gradient is never used
         g_table = torch.zeros(ctx.n_rows, grads.shape[1], dtype=grads.dtype, device=grads.device)
         g_table.index_add_(0, gid, grads)
-        return None, None, g_table, None, None, None
+        if ctx.sink is not None:
+            sums, flat = ctx.sink
+            per_pair = torch.stack([grads[:, 0].abs(), grads[:, 1].abs(), weight], 1).to(sums.dtype)
+            sums.index_add_(0, flat.index_select(0, gid), per_pair)
+        return None, None, g_table, None, None, None, None

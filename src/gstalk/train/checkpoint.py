@@ -30,17 +30,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..data.run_layout import CHECKPOINTS as FOLDER
+from ..data.run_layout import LATEST as POINTER
+from ..data.run_layout import LEGACY_CHECKPOINT as LEGACY
+from ..data.run_layout import META_FILE, OPTIMIZER_FILE, RNG_FILE
 from ..errors import GstalkError
 from ..fileio import usual_mode, write_text_atomic
-from ..model.checkpoint import META_FILE, write_model_files
+from ..model.checkpoint import write_model_files
 from ..model.talking_head import TalkingHead
 
-OPTIMIZER_FILE = "optimizer.safetensors"
-RNG_FILE = "rng.safetensors"
-FOLDER = "checkpoints"
-POINTER = "latest"
 VERSION = re.compile(r"\d{2}-\d{7}")
-LEGACY = "checkpoint"  # the single folder of gstalk ≤ 0.2: still resumed from
 
 
 def fault_point(name: str) -> None:

@@ -10,12 +10,14 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from ..errors import GstalkError
 from ..fileio import atomic_path
 
 #: columns of log.csv: the stage and step, the total and every loss term, PSNR, the size of the model and
 #: the step's seconds
 LOG_FIELDS = [
     "stage", "step", "loss", "l1", "dssim", "lpips", "mouth", "residual", "psnr", "gaussians", "seconds",
+    "detail", "mouth_detail", "coverage", "stray",
 ]  # fmt: skip
 
 
@@ -30,11 +32,32 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 def read_log(path: Path) -> list[dict[str, str]]:
     """log.csv's rows, one per (stage, step): where a resumed run logged a step again, its last row, in
-    training order. A row cut short by a crash is skipped."""
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("seconds") not in (None, "") and r["stage"] != "stage"]
+    training order. A row cut short by a crash, or whose numbers do not read as numbers, is skipped.
+    Raises GstalkError when the file is not text (damaged)."""
+    try:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if _complete(r)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise GstalkError(
+            f"the training log {path} is damaged ({type(err).__name__}: {err})",
+            f"move {Path(path).name} away: training goes on and starts a new log (the checkpoints hold the "
+            "model)",
+        ) from None
     latest = {(r["stage"], r["step"]): r for r in rows}
     return list(latest.values())
+
+
+def _complete(row: dict[str, str | None]) -> bool:
+    """A logged row with its stage, an integer step and the numbers the plot reads."""
+    if row.get("seconds") in (None, "") or row.get("stage") in (None, "stage"):
+        return False
+    try:
+        int(row["step"] or "")
+        for key in ("loss", "l1", "dssim", "mouth", "psnr"):
+            float(row.get(key) or 0)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def plot_losses(log: Path, out: Path) -> None:
@@ -57,8 +80,9 @@ def plot_losses(log: Path, out: Path) -> None:
             last_stage = r["stage"]
         last_step = int(r["step"]) + 1
         x.append(offset + int(r["step"]))
-    for key in ("loss", "l1", "dssim", "mouth"):
-        axes[0].plot(x, [float(r[key] or 0) for r in rows], label=key, lw=0.8)
+    for key in ("loss", "l1", "dssim", "mouth", "detail"):
+        if any(r.get(key) for r in rows):
+            axes[0].plot(x, [float(r.get(key) or 0) for r in rows], label=key, lw=0.8)
     axes[0].set_yscale("log")
     axes[0].set_title("losses")
     axes[1].plot(x, [float(r["psnr"]) for r in rows], color="k", lw=0.8)

@@ -3,8 +3,23 @@
 The same rules as gsplat's ``DefaultStrategy`` (3DGS's adaptive density control), on any device:
 accumulate the screen-space gradient of each Gaussian's centre; every ``every`` steps clone small Gaussians
 with large gradients, split large ones into two smaller, prune nearly transparent or oversized ones, and
-periodically reset opacities. On top, GaussianSpeech's compact-avatar rule: a volume-based top-k cap keeps
-the ``max_gaussians`` with the largest opacity-weighted volume.
+periodically reset opacities. On top, a cap of ``max_gaussians``.
+
+Two choices decide where the detail goes (``DensifyConfig``):
+
+- ``score``: ``grad``, the norm of the summed gradient (3DGS), or ``absgrad``, the norm of the per-axis
+  sums of each pixel's |gradient| (AbsGS, Ye et al. 2024; gsplat's ``absgrad``). Where a Gaussian is too
+  large for the detail under it (an eyelid crease, a lip line, a brow), its pixels pull its centre in
+  opposite directions and the summed gradient cancels, so 3DGS's rule leaves exactly the high-frequency
+  regions blurred; the absolute sum does not cancel. Candidates grow in the order of their score.
+- ``cap_rank``: when the set exceeds its cap, keep the Gaussians with the largest ``volume`` (opacity-
+  weighted; GaussianSpeech's compact-avatar rule), or the largest ``weight``: the blending weight each
+  contributed to the frames since the last round (LightGaussian's importance), a copy or half of a split
+  taking half its parent's. The volume rule removes the smallest Gaussians first, which are the ones the
+  detail needs; the weight rule removes those whose loss changes the frames least (hidden or faint).
+
+The statistics come from ``rasterize(stats=...)`` (the CPU backends); without them (gsplat) ``grad`` and
+``volume`` are used.
 
 Optimizer state follows the Gaussians: Adam moments are gathered with the same indices (zero for new
 ones), so training continues smoothly after every change.
@@ -41,9 +56,18 @@ class DensifyStrategy:
         self.caps = {name: max_gaussians if name == "head" else max(64, max_gaussians // 10) for name in sets}
         self._reset_stats()
 
+    @property
+    def wants_stats(self) -> bool:
+        """Whether the renders should carry ``rasterize``'s statistics (``render_portrait(stats=True)``)."""
+        return self.config.score == "absgrad" or self.config.cap_rank == "weight"
+
     def _reset_stats(self) -> None:
-        self.grad = {k: torch.zeros(len(s), device=s.means.device) for k, s in self.sets.items()}
-        self.count = {k: torch.zeros(len(s), device=s.means.device) for k, s in self.sets.items()}
+        zeros = {k: (len(s), s.means.device) for k, s in self.sets.items()}
+        self.grad = {k: torch.zeros(n, device=d) for k, (n, d) in zeros.items()}
+        self.count = {k: torch.zeros(n, device=d) for k, (n, d) in zeros.items()}
+        self.absgrad = {k: torch.zeros(n, device=d) for k, (n, d) in zeros.items()}
+        self.weight = {k: torch.zeros(n, device=d) for k, (n, d) in zeros.items()}
+        self.has_stats = {k: False for k in zeros}
 
     @torch.no_grad()
     def step_post_backward(
@@ -64,6 +88,12 @@ class DensifyStrategy:
             vis = out.visible[0]
             self.grad[name][vis] += g[vis].norm(dim=-1)
             self.count[name][vis] += 1
+            if out.stats and "absgrad" in out.stats:
+                a = out.stats["absgrad"][0].to(g)
+                scale = torch.tensor([width / 2, height / 2], dtype=a.dtype, device=a.device)
+                self.absgrad[name][vis] += (a[vis] * scale).norm(dim=-1)
+                self.weight[name] += out.stats["weight"][0].to(self.weight[name])
+                self.has_stats[name] = True
         changed = False
         if step >= c.start and step % c.every == 0:
             for name, s in self.sets.items():
@@ -82,16 +112,23 @@ class DensifyStrategy:
         p = s.params
         n = len(s)
         scale = torch.exp(p["log_scales"]).max(-1).values
-        avg = self.grad[name] / self.count[name].clamp(min=1)
+        stats = self.has_stats[name]
+        if c.score == "absgrad" and stats:
+            avg, threshold = self.absgrad[name] / self.count[name].clamp(min=1), c.absgrad_threshold
+        else:
+            avg, threshold = self.grad[name] / self.count[name].clamp(min=1), c.grad_threshold
         src = torch.arange(n, device=scale.device)
         new = {k: p[k].detach() for k in PER_GAUSSIAN}
+        weight = self.weight[name].clone()
         if grow:
-            big_grad = avg > c.grad_threshold
-            clone = big_grad & (scale <= c.scale_threshold * self.extent)
-            split = big_grad & (scale > c.scale_threshold * self.extent)
-            room = self.caps[name] * 2 - n
-            clone_idx = clone.nonzero().squeeze(1)[: max(room, 0)]
-            split_idx = split.nonzero().squeeze(1)[: max(room - clone_idx.numel(), 0) // 2]
+            big_grad = avg > threshold
+            room = max(self.caps[name] * 2 - n, 0)
+            # the highest scores first: a clone adds one Gaussian, a split two for the one it removes
+            ranked = big_grad.nonzero().squeeze(1)
+            ranked = ranked[torch.argsort(avg[ranked], descending=True, stable=True)][:room]
+            small = scale[ranked] <= c.scale_threshold * self.extent
+            clone_idx, split_idx = ranked[small].sort().values, ranked[~small].sort().values
+            weight[clone_idx] *= 0.5  # the copy takes half the parent's weight (below)
             if split_idx.numel():
                 # two samples from each split Gaussian, 1.6× smaller; the original goes
                 rot = quat_to_rotmat(p["quats"][split_idx])
@@ -99,6 +136,7 @@ class DensifyStrategy:
                 offsets = [torch.einsum("nij,nj->ni", rot, torch.randn_like(std) * std) for _ in range(2)]
                 keep = torch.ones(n, dtype=torch.bool, device=scale.device)
                 keep[split_idx] = False
+                weight[split_idx] *= 0.5  # each half of a split takes half the parent's weight
                 src = torch.cat([src[keep], clone_idx, split_idx, split_idx])
                 new = {k: v[src] for k, v in new.items()}
                 k0 = int(keep.sum()) + clone_idx.numel()
@@ -107,13 +145,17 @@ class DensifyStrategy:
             elif clone_idx.numel():
                 src = torch.cat([src, clone_idx])
                 new = {k: v[src] for k, v in new.items()}
+        weight = weight[src]
         opacity = torch.sigmoid(new["opacity_logits"])
         scales = torch.exp(new["log_scales"])
         alive = (opacity > c.prune_opacity) & (scales.max(-1).values < c.prune_scale * self.extent)
         alive_idx = alive.nonzero().squeeze(1)
         cap = self.caps[name]
-        if alive_idx.numel() > cap:  # GaussianSpeech: keep the top-k by opacity-weighted volume
-            score = opacity[alive_idx] * scales[alive_idx].prod(-1)
+        if alive_idx.numel() > cap:  # keep the top-k by contribution, or by opacity-weighted volume
+            if c.cap_rank == "weight" and stats:
+                score = weight[alive_idx]
+            else:
+                score = opacity[alive_idx] * scales[alive_idx].prod(-1)
             alive_idx = alive_idx[torch.topk(score, cap).indices.sort().values]
         src = src[alive_idx]
         new = {k: v[alive_idx] for k, v in new.items()}

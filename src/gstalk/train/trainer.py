@@ -34,6 +34,7 @@ from ..config import (
 from ..data.check import check_dataset
 from ..data.dataset import load_dataset
 from ..data.frames import FrameData
+from ..data.run_layout import AUDIO_MOTION, LOG, LOSS_PLOT, model_dir, stage_dir
 from ..device import pick_device
 from ..errors import GstalkError
 from ..fileio import strict_json, write_json_atomic
@@ -196,7 +197,7 @@ class Trainer:
                     f"resuming stage {self.stages[start_stage].name} at step {start_step} ({latest.name})"
                 )
         else:
-            if latest is not None or (self.out / "model").exists():
+            if latest is not None or model_dir(self.out).exists():
                 raise GstalkError(
                     f"{self.out} already holds a training run",
                     "pass --resume to continue it, or choose another --out",
@@ -217,7 +218,7 @@ class Trainer:
                 resume_from = latest if (index == start_stage and start_step > 0) else None
                 self._run_stage(index, first, gen, resume_from)
                 if not self._stop:  # each finished stage's model, e.g. the static baseline of evaluate
-                    save_model(self.out / "stages" / self.stages[index].name, model, self._final_state())
+                    save_model(stage_dir(self.out, self.stages[index].name), model, self._final_state())
                 if self._stop:
                     self._say(
                         f"interrupted: checkpoint saved in {latest_checkpoint(self.out)}; "
@@ -227,9 +228,9 @@ class Trainer:
                     raise KeyboardInterrupt
         finally:
             signal.signal(signal.SIGINT, previous)
-        save_model(self.out / "model", model, self._final_state())
+        save_model(model_dir(self.out), model, self._final_state())
         self.plot()
-        self._say(f"done: model in {self.out / 'model'}")
+        self._say(f"done: model in {model_dir(self.out)}")
         return self.out
 
     def fit_audio_motion(self) -> dict[str, float]:
@@ -246,7 +247,7 @@ class Trainer:
             figures = fit_audio_motion(self.ds, model.basis.cpu(), model.motion, self.config.audio_motion,
                                        progress=self.config.progress)  # fmt: skip
         model.to(self.device)
-        write_json_atomic(self.out / "audio_motion.json", strict_json(figures))
+        write_json_atomic(self.out / AUDIO_MOTION, strict_json(figures))
         self._say(
             f"audio → motion: held-out lip error {figures['lip_error_mm']:.2f} mm, mouth-gap correlation "
             f"{figures['gap_correlation']:.2f}, in {figures['seconds']:.0f} s"
@@ -313,7 +314,10 @@ class Trainer:
             ahead = torch.Generator().set_state(gen.get_state())  # the next step's frame, gen untouched
             after = int(train_ids[torch.randint(len(train_ids), (1,), generator=ahead)])
             self._check_parameters(stage, step, bar)
-            terms, renders = self.step(stage, i, optimizer, read_ahead=after)  # render → loss → step
+            stats = strategy is not None and strategy.wants_stats and step <= strategy.stop
+            terms, renders = self.step(
+                stage, i, optimizer, read_ahead=after, stats=stats
+            )  # render → loss → step
             self._check_loss(stage, step, terms["loss"], bar)
             if strategy is not None:  # densify and prune
                 strategy.step_post_backward(step, renders, optimizer)
@@ -335,7 +339,7 @@ class Trainer:
         """A row of log.csv, and the progress bar's figures."""
         n = len(self.model.head) + len(self.model.mouth)
         row = {"stage": stage.name, "step": step, **terms, "gaussians": n, "seconds": round(seconds, 4)}
-        append_row(self.out / "log.csv", row)
+        append_row(self.out / LOG, row)
         bar.set_postfix(loss=f"{terms['loss']:.4f}", psnr=f"{terms['psnr']:.2f}", n=n)
 
     def _check_parameters(self, stage: StageConfig, step: int, bar: tqdm) -> None:
@@ -369,13 +373,14 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         laps: Laps | None = None,
         read_ahead: int | None = None,
+        stats: bool = False,
     ) -> tuple[dict[str, float], dict[str, RenderOutput]]:
         """One optimisation step of ``stage`` on training frame ``i``: render, loss, step. Returns the loss
         terms (``objective.loss_terms``, their total as ``loss``, and ``psnr``), and the head's and mouth
         interior's renders (their ``means2d`` gradients feed densification). ``read_ahead``: the next
         step's frame, read on a background thread meanwhile. ``laps``, when given, accumulates the time
         of each part (``target``, ``forward``, ``render``, ``loss``, ``backward``, ``optimizer``,
-        ``figures``) for ``gstalk bench``."""
+        ``figures``) for ``gstalk bench``. ``stats``: the renders carry densification's statistics."""
         laps = laps or NO_LAPS
         laps.start()
         target = self.data.target(i)
@@ -389,7 +394,9 @@ class Trainer:
         )
         frame = self.model(drive)
         laps.lap("forward")
-        comp = render_portrait(frame, self.data.camera(i), target.layer, backend=self.config.backend)
+        comp = render_portrait(
+            frame, self.data.camera(i), target.layer, backend=self.config.backend, stats=stats
+        )
         laps.lap("render")
         terms = loss_terms(stage, comp, frame, target, self.lpips)
         loss = total_loss(stage, terms)
@@ -408,7 +415,7 @@ class Trainer:
         return values, {"head": comp.head, "mouth": comp.mouth}
 
     def plot(self) -> None:
-        plot_losses(self.out / "log.csv", self.out / "loss.png")
+        plot_losses(self.out / LOG, self.out / LOSS_PLOT)
 
 
 def train(config: TrainConfig) -> Path:
