@@ -337,12 +337,13 @@ def test_a_burst_client_neither_starves_a_realtime_one_nor_gets_ahead_of_real_ti
     (plus the 0.5 s lead). Features are computed on the speech thread only, frames on the render thread."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from gstalk.data.manifest import AudioSpec
     from gstalk.drive.driver import Driver
+    from gstalk.speech.kind import FeatureKind, WindowedKind
+    from gstalk.speech.whisper import WhisperKind
 
     server = _serve(runs, max_sessions=2, max_queue_seconds=2.0)
     threads = {"features": set(), "frames": set()}
-    compute, render = AudioSpec.compute_range, Driver.render_frame
+    render = Driver.render_frame
 
     def spy(kind, fn):
         def wrapped(*args, **kwargs):
@@ -351,7 +352,9 @@ def test_a_burst_client_neither_starves_a_realtime_one_nor_gets_ahead_of_real_ti
 
         return wrapped
 
-    monkeypatch.setattr(AudioSpec, "compute_range", spy("features", compute))
+    for kind in (FeatureKind, WindowedKind, WhisperKind):  # every kind's own compute_range
+        if "compute_range" in vars(kind):
+            monkeypatch.setattr(kind, "compute_range", spy("features", vars(kind)["compute_range"]))
     monkeypatch.setattr(Driver, "render_frame", spy("frames", render))
     speech = speech_like_audio(8.0, seed=6).audio.astype(np.float32)
 

@@ -34,6 +34,8 @@ from gstalk.media import probe_video, read_audio, read_frames
 from gstalk.media.encode import write_video
 from gstalk.train import train
 
+from .pages import wait_until
+
 FPS = 25.0
 
 
@@ -451,9 +453,9 @@ def test_the_page_drives_the_avatar_with_a_dropped_video(run: Path, driver_clip:
             browser = _browser(p, silence)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.getElementById('avatar').options.length > 0")
+            wait_until(page, "document.getElementById('avatar').options.length > 0")
             page.set_input_files("#file", str(driver_clip))
-            page.wait_for_function("window.gstalkStats.ended === true", timeout=90_000)
+            wait_until(page, "window.gstalkStats.ended === true", timeout=90)
             stats = page.evaluate("window.gstalkStats")
             page.screenshot(path=str(tmp_path / "serve_drive.png"))
             assert stats["frames"] + stats["dropped"] >= 70 and not stats["errors"], stats

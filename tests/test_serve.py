@@ -27,6 +27,8 @@ from gstalk.config import AudioMotionConfig, ServeConfig, TrainConfig
 from gstalk.demo import speech_like_audio
 from gstalk.train import train
 
+from .pages import wait_until
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -178,15 +180,6 @@ def _mouth_motion(page, samples: int = 24) -> float:
         frames.append(np.array(page.evaluate(MOUTH_SAMPLE), float))
         page.wait_for_timeout(120)
     return float(np.mean([np.abs(a - b).mean() for a, b in itertools.pairwise(frames)]))
-
-
-def wait_until(page, expression: str, timeout: float = 30.0) -> None:
-    """Poll ``expression`` in the page until it is true. (Playwright's ``wait_for_function`` compiles its
-    predicate with ``new Function``, which the page's Content-Security-Policy forbids, as it should.)"""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        page.wait_for_timeout(100)
 
 
 def _speak(page, url: str) -> None:

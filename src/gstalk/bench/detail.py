@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data.run_layout import model_dir
 from ..splat import numba_backend, rasterize, threads
 
 #: luminance weights (ITU-R BT.601) of the grey image the detail measures are taken on
@@ -212,7 +213,7 @@ def end_to_end(run: Path, size: int, seconds: float, work: Path) -> dict[str, An
     from ..media import AUDIO_RATE, read_audio
     from ..model.checkpoint import load_model
 
-    _, meta = load_model(Path(run) / "model", "cpu")
+    _, meta = load_model(model_dir(run), "cpu")
     speech = read_audio(load_dataset(meta["dataset"]).audio_path)[: int(seconds * AUDIO_RATE)]
     audio = work / "speech.wav"
     soundfile.write(audio, speech, AUDIO_RATE)

@@ -143,6 +143,7 @@ def _scan(config: RenderConfig):
 
 def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
     scan = _scan(config)
+    from ..speech.features import check_computable
     from .driver import Driver, PoseSource
 
     driver = Driver(config.run, config.dataset, config.size, config.device, config.backend,
@@ -156,7 +157,7 @@ def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
     needed = (n * size * size * VIDEO_BITS_PER_PIXEL + n / driver.fps * AUDIO_BITS_PER_SECOND) / 8
     check_free_space(out.parent, needed, "the video")
     _confirm_duration(config, driver, pose, n)
-    driver.ds.audio_spec.check_computable(driver.speech_model)
+    check_computable(driver.ds.audio_spec, driver.speech_model)
     bar = tqdm(total=n, desc="render", unit="frame", disable=not config.progress)
 
     def frames():

@@ -49,6 +49,7 @@ from ..config import EvaluateConfig, PrepareConfig, save_config
 from ..data.dataset import Dataset, load_dataset
 from ..data.frames import FrameData, to_uint8
 from ..data.layout import MANIFEST
+from ..data.run_layout import METRICS, MOUTH_SHEET, REPORT, SIDE_BY_SIDE
 from ..data.writer import write_image
 from ..drive.driver import Driver
 from ..drive.reenact import dataset_neutral
@@ -321,15 +322,15 @@ def _evaluate_on(config: EvaluateConfig, out: Path, driver: Driver, ds: Dataset,
         }
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     metrics = strict_json(metrics)
-    _sheet(out / "mouth_sheet.png", real, renders, real_open)
+    _sheet(out / MOUTH_SHEET, real, renders, real_open)
     seg = speech[round(ids[0] / ds.fps * AUDIO_RATE) : round((ids[-1] + 1) / ds.fps * AUDIO_RATE)]
     shown = [m for m in ("speech", "face") if m in renders]
-    with atomic_path(out / "side_by_side.mp4") as tmp:
+    with atomic_path(out / SIDE_BY_SIDE) as tmp:
         pairs = (
             np.concatenate([real[j], *(renders[m].images[j] for m in shown)], 1) for j in range(len(ids))
         )
         write_video(tmp, pairs, ds.fps, seg, AUDIO_RATE)
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / METRICS, metrics)
     save_config(config, out)
     _report(out, metrics, modes, shown)
     if config.progress:
@@ -378,8 +379,8 @@ def _report(out: Path, metrics: dict[str, Any], modes: list[str], shown: list[st
         f"<tr><th>{k}</th>" + "".join(f"<td>{metrics[m].get(k)}</td>" for m in modes) + "</tr>" for k in keys
     )
     meaning = "".join(f"<li><b>{m}</b>: {html.escape(MODE_MEANING[m])}</li>" for m in modes)
-    sheet = base64.b64encode((out / "mouth_sheet.png").read_bytes()).decode("ascii")
-    video = base64.b64encode((out / "side_by_side.mp4").read_bytes()).decode("ascii")
+    sheet = base64.b64encode((out / MOUTH_SHEET).read_bytes()).decode("ascii")
+    video = base64.b64encode((out / SIDE_BY_SIDE).read_bytes()).decode("ascii")
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>gstalk reference evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
@@ -394,4 +395,4 @@ frames {metrics["frames"][0]}–{metrics["frames"][1]} ({metrics["test_frames"]}
 <h2>Real | {" | ".join(html.escape(m) for m in shown)}</h2>
 <video controls loop preload="auto" src="data:video/mp4;base64,{video}"></video>
 </body></html>"""
-    write_text_atomic(out / "report.html", body)
+    write_text_atomic(out / REPORT, body)
