@@ -66,6 +66,8 @@ class Args:
     pause_audio: Path | None = Path("../shared/data/cases/speech_with_2s_digital_silence.wav")
     """Speech with digital silence inside: the mouth must close there (None: skip)."""
     max_lag: int = 3
+    variants: tuple[str, ...] = ("without_prior", "with_prior")
+    """Which models to measure (the per-person network takes minutes per clip)."""
 
 
 @dataclasses.dataclass
@@ -195,7 +197,7 @@ def main(args: Args) -> dict:
     priors = {person: fold_priors[k] for person, k in folds.items()}
     whole = load_prior(args.work / PRIOR_FILE)
     clips = [load_clip(p, set(folds)) for p in args.datasets]
-    variants = {"without_prior": ([], []), "with_prior": ([], [])}
+    variants = {name: ([], []) for name in args.variants}
     for clip in clips:
         others = [c for c in clips if c is not clip]
         for name, (rows, cross) in variants.items():

@@ -91,8 +91,8 @@ def fit_readout_toward_prior(person: PersonMotion, data: MotionData, ridge: floa
     ΔW = (X̃ᵀX̃ + λI)⁻¹ X̃ᵀ(R − R̄), R what the readout must give for the targets (their distance from the
     origin over the gain, plus the origin) minus the prior's readout, X̃ the features
     standardised as the prior's are; the bias takes R̄. ``silence``: features of digital silence, whose
-    frames aim at the origin (the rest), weighted :data:`SILENCE_SHARE` of the usable frames in all. In
-    float64."""
+    frames aim at the origin (the rest), weighted :data:`SILENCE_SHARE` of the usable frames in all (with
+    no usable frame, as for a photo, they alone set the bias: silence gives the rest). In float64."""
     readout = person.readout
     gain = person.gain.double().numpy()
     origin = person.origin.double().numpy()
@@ -108,11 +108,12 @@ def fit_readout_toward_prior(person: PersonMotion, data: MotionData, ridge: floa
             wanted = origin + (targets[idx] - origin) / gain
             rows.append((x, wanted - (x @ weight_p.T + bias_p), 1.0))
         count = sum(len(x) for x, _, _ in rows)
-        if not count:
-            return
-        if silence is not None and len(silence):
+        if silence is not None and len(silence):  # with no clip (a photo), silence alone moves the bias
             x = readout.standardise(torch.from_numpy(np.asarray(silence, np.float32))).double().numpy()
-            rows.append((x, origin - (x @ weight_p.T + bias_p), SILENCE_SHARE * count / len(x)))
+            share = SILENCE_SHARE * count / len(x) if count else 1.0
+            rows.append((x, origin - (x @ weight_p.T + bias_p), share))
+        if not rows:
+            return
     total_w = sum(w * len(x) for x, _, w in rows)
     mean_x = sum(w * x.sum(0) for x, _, w in rows) / total_w
     mean_r = sum(w * r.sum(0) for _, r, w in rows) / total_w
