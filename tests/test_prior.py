@@ -277,3 +277,41 @@ def test_runs_with_and_without_the_prior_train_save_load_and_render(demo_dataset
     other = save_prior(tmp_path / "other.safetensors", _tiny_prior())
     with pytest.raises(GstalkError, match="does not fit this dataset"):
         _tiny_run(demo_dataset, tmp_path / "other", str(other))
+
+
+def test_few_shot_trains_on_the_first_seconds_keeps_the_tail_and_picks_its_preset(
+    demo_clip: Path, tmp_path: Path, capsys
+):
+    """prepare --seconds S trains on the clip's first S seconds and keeps the same held-out tail as
+    without it; --preset auto picks few under 15 s of training frames (and cpu from it on), says so in
+    the log, and fills only what the user left unset."""
+    from gstalk.config import PRESETS, PrepareConfig, TrainConfig, auto_preset, resolve_train
+    from gstalk.data.dataset import load_dataset
+    from gstalk.prepare import prepare
+    from gstalk.prepare.pipeline import _splits
+
+    valid = np.ones(100, bool)
+    valid[3] = False
+    whole = PrepareConfig(video=demo_clip, out=tmp_path / "x")
+    train_all, test_all = _splits(whole, 100, valid)
+    train_2s, test_2s = _splits(dataclasses.replace(whole, seconds=2.0), 100, valid)
+    assert np.array_equal(test_2s, test_all) and test_all[0] > train_all[-1]
+    assert np.array_equal(train_2s, [k for k in range(50) if k != 3])
+
+    assert auto_preset(10.0) == "few" and auto_preset(15.0) == "cpu" and auto_preset(None) == "cpu"
+    base = TrainConfig(dataset=tmp_path, out=tmp_path / "run")
+    few = resolve_train(base, 10.0)
+    assert few.preset == "few" and few.max_gaussians == PRESETS["few"]["max_gaussians"]
+    assert (few.static.iterations, few.motion.iterations, few.fusion.iterations) == PRESETS["few"][
+        "iterations"
+    ]
+    assert resolve_train(base, 60.0).preset == "cpu"
+    assert resolve_train(dataclasses.replace(base, max_gaussians=123), 10.0).max_gaussians == 123
+
+    ds = prepare(PrepareConfig(video=demo_clip, out=tmp_path / "ds", size=64, seconds=2.0, progress=False))
+    loaded = load_dataset(ds)
+    assert len(loaded.train_ids) <= 50 and loaded.train_ids.max() < 50
+    assert loaded.test_ids.min() >= loaded.n_frames - round(loaded.n_frames * whole.test_fraction)
+    capsys.readouterr()
+    _tiny_run(ds, tmp_path / "run", "builtin")
+    assert "gstalk train: preset few: " in capsys.readouterr().err

@@ -437,9 +437,9 @@ class TrainConfig:
     out: Path
     """The run folder: checkpoints, logs, loss curves and the config."""
     preset: Literal["auto", "cpu", "few", "gpu"] = "auto"
-    """auto: few when the dataset trains on less than 20 s of video, else cpu (the log says which); cpu:
+    """auto: few when the dataset trains on less than 15 s of video, else cpu (the log says which); cpu:
     512², at most ~15k Gaussians (14k face, 1.4k mouth interior), about 10 min on 2 cores; few: the same
-    budget for 5–20 s of video, fewer iterations (few-shot); gpu: 512², the papers' iteration counts and
+    budget for 5–15 s of video, fewer iterations (few-shot); gpu: 512², the papers' iteration counts and
     up to 100k Gaussians."""
     size: int | None = None
     """Training image size (default: the preset's)."""
@@ -490,7 +490,7 @@ PRESETS = {
     "gpu": {"size": 512, "max_gaussians": 100_000, "iterations": (3000, 47_000, 10_000)},
 }
 #: --preset auto picks few below this many seconds of training frames, cpu from it on
-FEW_SHOT_SECONDS = 20.0
+FEW_SHOT_SECONDS = 15.0
 
 
 def auto_preset(train_seconds: float | None) -> str:
