@@ -315,3 +315,37 @@ def test_few_shot_trains_on_the_first_seconds_keeps_the_tail_and_picks_its_prese
     capsys.readouterr()
     _tiny_run(ds, tmp_path / "run", "builtin")
     assert "gstalk train: preset few: " in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prior_train_makes_resumes_and_refuses_to_replace_what_it_did_not_make(tmp_path: Path, capsys):
+    """`gstalk prior train` on a corpus of three generated people: a loadable prior with its model card,
+    config and leave-person-out figures; a second run with the same config does nothing; --overwrite
+    replaces only a prior it made."""
+    import json
+
+    from gstalk.config import PriorTrainConfig
+    from gstalk.demo import make_demo_subject
+    from gstalk.train.prior import train_prior
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for seed, person in enumerate(("ann", "bob", "cy")):
+        make_demo_subject(corpus / f"{person}_en_3s.mp4", seconds=3.0, seed=seed + 1)
+    out = tmp_path / "prior"
+    config = PriorTrainConfig(corpus=corpus, out=out, folds=3, augmented_copies=1, progress=False)
+    train_prior(config)
+    prior = load_prior(str(out))
+    assert prior.check_features(build_spec("whisper", WhisperConfig())) is None
+    assert (out / "MODEL_CARD.md").is_file() and (out / "config.json").is_file()
+    figures = json.loads((out / "figures.json").read_text())
+    assert set(figures["folds"]) == {"ann", "bob", "cy"} and len(figures["clips"]) == 3
+    capsys.readouterr()
+    train_prior(dataclasses.replace(config, progress=True))
+    assert "nothing to do" in capsys.readouterr().err
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(GstalkError, match="not a gstalk motion prior"):
+        train_prior(dataclasses.replace(config, out=other, overwrite=True))
+    assert (other / "notes.txt").read_text() == "mine"

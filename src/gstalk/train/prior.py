@@ -137,6 +137,8 @@ def fit_readout(sums: Sums, space: PriorSpace, ridge: float, window: int, channe
         prior.readout.std.copy_(torch.from_numpy(std.reshape(window, channels)))
         prior.readout.weight.copy_(torch.from_numpy(weight.T))
         prior.readout.bias.copy_(torch.from_numpy(zbar))
+        # the rest (motion zero), about which the gain scales: every prior made here has it, the folds' too
+        prior.origin.copy_(prior.space.project(torch.zeros(N_MESH, 3).to(prior.space.mean)))
     return prior
 
 
@@ -297,7 +299,7 @@ class PriorTrainer:
         videos = corpus_videos(config.corpus)
         digest = config_hash(config, ignore=("overwrite", "progress", "out"))
         with claim_output(self.out, [config.corpus], overwrite=config.overwrite, what="motion prior",
-                          marker=PRIOR_FILE):  # fmt: skip
+                          markers=(PRIOR_FILE,)):  # fmt: skip
             state = self.work / "state.json"
             done = json.loads(state.read_text()).get("config_hash") if state.is_file() else None
             if (self.out / PRIOR_FILE).is_file():
@@ -343,6 +345,8 @@ class PriorTrainer:
                  f"{summary['min_correlation']}, {summary['people_below_0.3']} below 0.3, peaks "
                  f"{summary['peak_lags']}; output gain {gain:.2f}")  # fmt: skip
         prior = self._final(prepared, weights, spec, gain, clips, summary, rows, offsets)
+        for fold_prior in self.fold_priors.values():  # saved for benchmarks: each as the final one is made
+            fold_prior.gain.fill_(gain)
         return self._write(prior, summary, rows, offsets, clips)
 
     def _prepare(self, clips, norms, offsets, kind) -> list[Prepared]:
@@ -450,8 +454,6 @@ class PriorTrainer:
         final = MotionPrior(info)
         final.load_state_dict(prior.state_dict())
         final.gain.fill_(gain)
-        with torch.no_grad():  # the rest: motion zero
-            final.origin.copy_(final.space.project(torch.zeros(N_MESH, 3).to(final.space.mean)))
         return final
 
     def _write(self, prior: MotionPrior, summary: dict, rows: list[dict], offsets: dict, clips) -> Path:
