@@ -3,7 +3,7 @@
 picks ``few``) at 256², then its held-out tail rendered from the tail's own speech. Writes a strip:
 the real tail frames on top, the avatar's below.
 
-    python benchmarks/fewshot_picture.py --work /tmp/fewshot-picture --out docs/fewshot.png
+    python benchmarks/fewshot_picture.py --work /tmp/fewshot-picture --out docs/fewshot.jpg
 """
 
 from __future__ import annotations

@@ -201,7 +201,10 @@ def test_guards_come_before_any_work(capsys, monkeypatch, runs, speech, tmp_path
         soundfile.write(nan, samples, 48_000, subtype="FLOAT")
         refused(*gstalk(capsys, "render", "--run", run, "--audio", nan, "--out", out),
                 "10 samples that are not numbers", "48000 Hz")  # fmt: skip
-    monkeypatch.setattr(whisper, "load_encoder", loaded)
+        # longer than --confirm-minutes even at the fastest speed gstalk reaches: refused unloaded
+        refused(*gstalk(capsys, "render", "--run", run, "--audio", speech, "--out", out, "--confirm-minutes",
+                        "0.00001", "--no-progress"), "minutes or more", "--yes")  # fmt: skip
+    monkeypatch.setattr(whisper, "load_encoder", loaded)  # the timed estimate loads the run, not Whisper
     refused(*gstalk(capsys, "render", "--run", run, "--audio", speech, "--out", out, "--confirm-minutes",
                     "0.00001", "--no-progress"), "--yes")  # fmt: skip
     assert not out.exists()

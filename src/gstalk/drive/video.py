@@ -33,6 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import RenderConfig, save_config
+from ..data.layout import MANIFEST
+from ..data.run_layout import META_FILE, model_dir
 from ..errors import GstalkError
 from ..fileio import atomic_path
 from ..media.audio import AUDIO_RATE, SILENT_DB, AudioReader, probe_audio, scan_audio
@@ -141,8 +143,37 @@ def _scan(config: RenderConfig):
     return scan
 
 
+#: an optimistic bound on render speed, megapixels a second (61 frames/s at 512², 244 at 256²; measured on
+#: 2 cores: 36–41 and 61–70): a render longer than --confirm-minutes even at this speed is refused before
+#: the run is loaded (timing a few frames needs the model: about 560 MB)
+FASTEST_MEGAPIXELS_PER_S = 16.0
+
+
+def _refuse_before_loading(config: RenderConfig, seconds: float) -> None:
+    """Refuse, without loading the run, a render of ``seconds`` of audio that would take longer than
+    ``confirm_minutes`` even at :data:`FASTEST_MEGAPIXELS_PER_S` (unless ``yes``). The run's size and
+    frame rate come from its model's ``checkpoint.json`` and its dataset's manifest; when they cannot be
+    read here, the timed estimate decides."""
+    if config.yes:
+        return
+    try:
+        meta = json.loads((model_dir(config.run) / META_FILE).read_text())
+        size = int(config.size or meta["train_size"])
+        fps = float(json.loads((Path(config.dataset or meta["dataset"]) / MANIFEST).read_text())["fps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    fastest = seconds * fps * size * size / (FASTEST_MEGAPIXELS_PER_S * 1e6)
+    if fastest > config.confirm_minutes * 60:
+        raise GstalkError(
+            f"rendering {seconds:.0f} s of audio at {size}² will take about {fastest / 60:.1f} minutes or "
+            "more here",
+            "pass --yes to go ahead, or --size with a smaller value, or a shorter audio file",
+        )
+
+
 def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
     scan = _scan(config)
+    _refuse_before_loading(config, scan.seconds)
     from ..speech.features import check_computable
     from .driver import Driver, PoseSource
 
