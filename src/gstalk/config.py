@@ -85,10 +85,13 @@ class WhisperConfig:
 class PrepareConfig:
     """Turn a talking-head video into a training dataset (offline: every model ships with the packages)."""
 
-    video: Path
-    """The input video (mp4, mov, mkv, webm; any frame rate or resolution) with the person's speech."""
     out: Path
     """The dataset folder to write. Built under a temporary name and moved into place when complete."""
+    video: Path | None = None
+    """The input video (mp4, mov, mkv, webm; any frame rate or resolution) with the person's speech."""
+    image: Path | None = None
+    """Instead of --video, one photo of the person (JPEG, PNG, WebP; one face, at least 80 px from
+    forehead to chin): a one-shot avatar (its motion from the motion prior, its hidden side by symmetry)."""
     fps: float = 25.0
     """Frame rate of the dataset; the video is resampled by timestamps (variable frame rate is fine)."""
     size: int = 512
