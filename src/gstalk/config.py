@@ -573,10 +573,12 @@ class RenderConfig:
     is ever replaced."""
     size: int | None = None
     """Output size in pixels (default: the training size)."""
-    pose: Literal["replay", "still"] = "replay"
-    """Head pose, torso and background: the training clip played back and forth, or one still frame."""
+    pose: Literal["replay", "still", "idle"] = "replay"
+    """Head pose, torso and background: the training clip played back and forth, or one still frame, or
+    that frame with a gentle idle head motion and blinks (idle). A photo's avatar has one frame: still
+    unless idle."""
     still_frame: int = 0
-    """The training frame held with --pose still."""
+    """The training frame held with --pose still or idle."""
     yaw_deg: float = 0.0
     """Free-viewpoint offset: turn the head left/right by this many degrees."""
     pitch_deg: float = 0.0

@@ -35,6 +35,7 @@ from ..model.talking_head import Composite, Drive, TalkingHead, render_portrait
 from ..speech import FeatureKind, feature_kind, silence_features
 from ..splat import Camera
 from ..timing import NO_LAPS, Laps
+from .idle import blink, blink_amount, idle_rotation
 
 #: source frames whose real-pixel layers a Driver keeps (8-bit): a replay comes back to them
 LAYER_CACHE = 256
@@ -54,7 +55,7 @@ def pingpong(k: int, ids: np.ndarray) -> int:
 
 @dataclass
 class PoseSource:
-    mode: str = "replay"  # "replay" (back and forth) or "still"
+    mode: str = "replay"  # "replay" (back and forth), "still", or "idle" (still, with drive.idle's motion)
     still_frame: int = 0
     yaw_deg: float = 0.0
     pitch_deg: float = 0.0
@@ -122,7 +123,7 @@ class Driver:
 
     def source(self, k: int, pose: PoseSource) -> int:
         """The training frame that poses output frame ``k``."""
-        if pose.mode == "still":
+        if pose.mode in ("still", "idle"):
             return int(np.clip(pose.still_frame, 0, self.ds.n_frames - 1))
         return pingpong(k, self.source_ids)
 
@@ -158,11 +159,15 @@ class Driver:
             image = self.frames.layer_uint8(s)
         return image, self.frames.to_float(image)
 
-    def camera(self, s: int, pose: PoseSource):
-        """Source frame ``s``'s camera, turned by the pose's free-viewpoint offset."""
+    def camera(self, s: int, pose: PoseSource, k: int = 0):
+        """Source frame ``s``'s camera, turned by the pose's free-viewpoint offset (and, idle, by output
+        frame ``k``'s idle motion, ``drive.idle``)."""
         cam = self.frames.camera(s)
-        if pose.yaw_deg or pose.pitch_deg:
+        idle = pose.mode == "idle"
+        if pose.yaw_deg or pose.pitch_deg or idle:
             turn = Rotation.from_euler("yx", [pose.yaw_deg, pose.pitch_deg], degrees=True).as_matrix()
+            if idle:
+                turn = turn @ idle_rotation(k, self.fps)
             offset = torch.eye(4, dtype=cam.world_to_cam.dtype, device=cam.device)
             offset[:3, :3] = torch.from_numpy(turn).to(offset)
             cam = cam.__class__(cam.world_to_cam @ offset, cam.intrinsics, cam.width, cam.height)
@@ -205,9 +210,13 @@ class Driver:
         a = torch.from_numpy(np.asarray(audio[idx], dtype=np.float32)).to(self.device)
         return Condition(a, self.expression[torch.from_numpy(sidx).to(self.device)])
 
-    def drive(self, speech: Speech, k: int, s: int) -> Drive:
-        """Output frame k of ``speech`` posed by source frame s: its mesh, condition and code."""
-        mesh = self.model.compose_mesh(speech.codes[k], self.frames.mesh(s))
+    def drive(self, speech: Speech, k: int, s: int, pose: PoseSource | None = None) -> Drive:
+        """Output frame k of ``speech`` posed by source frame s: its mesh, condition and code (an idle
+        ``pose`` blinks: ``drive.idle``)."""
+        upper = self.frames.mesh(s)
+        if pose is not None and pose.mode == "idle":
+            upper = blink(upper, blink_amount(k, self.fps))
+        mesh = self.model.compose_mesh(speech.codes[k], upper)
         return Drive(mesh, self.condition(speech.features, k, s), speech.codes[k])
 
     # --- the one frame-render path -----------------------------------------------------------------
@@ -251,10 +260,10 @@ class Driver:
         laps.lap("layer")
         model = model or self.model
         if drive is None:
-            drive = self.drive(speech, k, s) if speech is not None else Drive()
+            drive = self.drive(speech, k, s, pose) if speech is not None else Drive()
         frame = model(drive)
         laps.lap("networks")
-        camera = camera if camera is not None else self.camera(s, pose)
+        camera = camera if camera is not None else self.camera(s, pose, k)
         comp = render_portrait(frame, camera, layer, backend=self.backend)
         laps.lap("rasterize")
         return comp

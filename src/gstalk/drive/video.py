@@ -38,6 +38,7 @@ from ..fileio import atomic_path
 from ..media.audio import AUDIO_RATE, SILENT_DB, AudioReader, probe_audio, scan_audio
 from ..media.encode import container_comment, write_video
 from ..outputs import check_free_space, check_replaceable_file, claim_output
+from ..speech import check_computable
 
 if TYPE_CHECKING:  # imported where used: the checks before the work need no PyTorch
     from .driver import Driver, PoseSource
@@ -156,7 +157,7 @@ def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
     needed = (n * size * size * VIDEO_BITS_PER_PIXEL + n / driver.fps * AUDIO_BITS_PER_SECOND) / 8
     check_free_space(out.parent, needed, "the video")
     _confirm_duration(config, driver, pose, n)
-    driver.ds.audio_spec.check_computable(driver.speech_model)
+    check_computable(driver.ds.audio_spec, driver.speech_model)
     bar = tqdm(total=n, desc="render", unit="frame", disable=not config.progress)
 
     def frames():
