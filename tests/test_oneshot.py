@@ -133,11 +133,10 @@ def test_the_photo_avatar_opens_its_mouth_with_speech_and_closes_it_in_silence(p
     meshes = [driver.model.compose_mesh(c, driver.frames.mesh(0)).numpy() for c in speech.codes]
     gap = np.array([m[14, 1] - m[13, 1] for m in meshes])  # inner lips, head frame (y down), metres
     photo_gap = float(driver.ds.tracks.mesh[0, 14, 1] - driver.ds.tracks.mesh[0, 13, 1])
+    assert photo_gap > 0.008  # the photo was taken mid-word: its lips 1 cm apart
     talking, silent = gap[:n_speech], gap[n_speech + 25 :]  # the last second is silence
-    assert talking.max() > photo_gap + 0.004  # opens by more than 4 mm while she speaks
-    assert np.ptp(talking) > 0.004
-    assert np.all(np.abs(silent - photo_gap) < 0.0025)  # and rests near the photo's mouth in silence
-    assert np.ptp(silent) < 0.001
+    assert np.all(silent < 0.0025) and np.ptp(silent) < 0.001  # at rest in silence: the lips (nearly) meet
+    assert talking.max() > silent.max() + 0.004 and np.ptp(talking) > 0.004  # speech opens them
     # rendered: where the mouth is open, nothing behind the head (background, the plate) shows through
     k_open, k_silent = int(np.argmax(talking)), len(gap) - 1
     w2c, size = driver.ds.world_to_cam[0].astype(np.float64), driver.size
@@ -185,7 +184,7 @@ def test_idle_pose_sways_gently_and_blinks(photo_run: Path):
     assert 8 <= len(np.unique(closed // 25)) <= 25  # a blink every few seconds over a minute
     assert (amounts == 0).mean() > 0.85
     driver = Driver(photo_run)
-    speech = driver.speech(np.zeros(16000, np.float32))
+    speech = driver.speech(np.zeros(16000 * 8, np.float32))
     idle, still = PoseSource("idle"), PoseSource("still")
     k = int(closed[0])
     shut = driver.drive(speech, k, 0, idle).mesh.numpy()

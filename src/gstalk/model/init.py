@@ -26,7 +26,7 @@ from ..regions import Region
 from ..speech.motion import AudioMotion, LowerFaceBasis
 from ..speech.person import PersonMotion, basis_from_prior
 from ..speech.prior import MotionPrior, PriorShape
-from ..speech.space import Normalisation
+from ..speech.space import Normalisation, PriorSpace
 from .binding import Binding, face_pose, frame_index, localise
 from .gaussians import GaussianSet, ModelRegion
 from .talking_head import TalkingHead
@@ -134,12 +134,35 @@ def fit_motion_basis(ds: Dataset, components: int) -> LowerFaceBasis:
     return basis
 
 
+#: the inner lips' vertical gap (metres) of a face at rest: they just meet (the CNN, Lieu and German
+#: clips' most closed tenth of frames: 0.1–0.4 mm)
+REST_GAP = 0.0
+
+
+def photo_rest(space: PriorSpace, face: np.ndarray, amplitude: float) -> np.ndarray:
+    """(468, 3) the face of a photo, ``face`` (>=468, 3, head frame), with its lips brought to rest: a
+    photo is often taken mid-word (the first frames of the CNN and Lieu clips part the lips by 6 and 12 mm).
+    The opening removed is the most likely motion under the prior's components (standardised over the
+    corpus, so the minimum-norm change of coefficients) that parts the lips by the photo's gap beyond
+    ``REST_GAP``: Δz = b·g / (amplitude·|b|²), b the coefficients' lip-gap directions. A closed or pressed
+    mouth is its own rest."""
+    face = np.asarray(face[:N_MESH], np.float64)
+    gap = float(face[14, 1] - face[13, 1]) - REST_GAP
+    if gap <= 0:
+        return face
+    b = space.gap_direction().double().cpu().numpy()
+    dz = b * gap / (amplitude * float(b @ b))
+    opening = np.einsum("k,knc->nc", dz, space.basis.double().cpu().numpy())
+    return face - amplitude * opening
+
+
 def prior_basis(ds: Dataset, prior: MotionPrior) -> LowerFaceBasis:
     """A photo's lower-face basis (no clip to fit one): the prior's components, scaled by the corpus's
-    median amplitude, about the photo's own face as its rest (``speech.person.basis_from_prior``)."""
-    rest = np.asarray(ds.tracks.mesh[ds.train_ids[0], :N_MESH], np.float64)
-    norm = Normalisation(rest, float(prior.space.amplitude))
-    return basis_from_prior(prior.space, norm, ds.tracks.canonical_shape)
+    median amplitude, about the photo's face at rest (:func:`photo_rest`;
+    ``speech.person.basis_from_prior``)."""
+    amplitude = float(prior.space.amplitude)
+    rest = photo_rest(prior.space, ds.tracks.mesh[ds.train_ids[0]], amplitude)
+    return basis_from_prior(prior.space, Normalisation(rest, amplitude), ds.tracks.canonical_shape)
 
 
 def person_motion(shape: PriorShape, basis: LowerFaceBasis, config: ModelConfig) -> PersonMotion:

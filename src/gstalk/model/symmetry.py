@@ -26,9 +26,9 @@ PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (70, 300), (107, 336), (1
 MIDLINE = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 2, 164, 0, 13, 14, 17, 18, 200, 199, 175, 152)
 
 #: screen cells of the z-occlusion rule, in pixels of the photo
-CELL_PX = 6
+CELL_PX = 4
 #: a point deeper than the front-most point of its cell by more than this (metres) is hidden
-DEPTH_TOLERANCE = 0.006
+DEPTH_TOLERANCE = 0.012
 
 
 def symmetry_plane(vertices: np.ndarray) -> tuple[np.ndarray, float]:
@@ -92,19 +92,27 @@ def symmetric_fill(model, world_to_cam: np.ndarray, intrinsics) -> dict[str, flo
     return {"hidden_fraction": float((seen < 0.5).mean()), "mean_fill": float(amount.mean())}
 
 
+def _forward(v: np.ndarray) -> np.ndarray:
+    """Unit vector from the face's mean toward the nose tip (vertex 1): out of the face."""
+    d = v[1] - v.mean(0)
+    return d / np.linalg.norm(d)
+
+
 def _normals(model, points: np.ndarray) -> np.ndarray:
     """(N, 3) outward unit normals of the canonical mesh at ``points`` (the nearest vertex's), zero for
     points farther than 1.5 cm from the mesh (hair, ears: visibility by occlusion alone)."""
     v = model.canonical_mesh.double().cpu().numpy()
     t = model.triangles.long().cpu().numpy()
     face_n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+    # outward, each triangle on its own: away from a centre well behind the face (the triangles' winding
+    # is not relied on)
+    centre = v.mean(0) - 0.1 * _forward(v)
+    flip = np.einsum("ij,ij->i", face_n, v[t].mean(1) - centre) < 0
+    face_n[flip] *= -1
     vert_n = np.zeros_like(v)
     for k in range(3):
         np.add.at(vert_n, t[:, k], face_n)
     vert_n /= np.maximum(np.linalg.norm(vert_n, axis=1, keepdims=True), 1e-12)
-    centre = v.mean(0)  # outward: away from the head's centre (the triangles' winding is not relied on)
-    flip = np.einsum("ij,ij->i", vert_n, v - centre) < 0
-    vert_n[flip] *= -1
     dist, nearest = cKDTree(v).query(points)
     out = vert_n[nearest]
     out[dist > 0.015] = 0.0
