@@ -172,7 +172,7 @@ def test_symmetry_fills_the_hidden_side_from_the_seen_one():
 
 
 def test_idle_pose_sways_gently_and_blinks(photo_run: Path):
-    from gstalk.drive.driver import Driver, PoseSource
+    from gstalk.drive.driver import Driver, PoseSource, Speech
     from gstalk.drive.idle import LOWER_LIDS, UPPER_LIDS, blink_amount, idle_angles
 
     fps = 25.0
@@ -196,3 +196,6 @@ def test_idle_pose_sways_gently_and_blinks(photo_run: Path):
     assert np.allclose(turned[:3, 3], held[:3, 3]) and not np.allclose(turned[:3, :3], held[:3, :3])
     a, b = (driver.render_frame(speech, k, p).image.numpy() for p in (idle, still))
     assert np.abs(a - b).mean() > 0.002
+    # a stream renders blocks of the speech: the idle motion follows the whole render's clock
+    block = Speech(speech.features[k - 5 :], speech.codes[k - 5 :])
+    assert np.array_equal(driver.render_frame(block, 5, idle, frame=k).image.numpy(), a)

@@ -636,10 +636,11 @@ class ServeConfig:
     """Requests per minute a client address regains after its burst."""
     size: int | None = 256
     """Frame size in pixels (256² keeps 25 frames/s on 2 cores; None: each run's training size)."""
-    pose: Literal["replay", "still"] = "replay"
-    """Head pose, torso and background: the training clip played back and forth, or one still frame."""
+    pose: Literal["replay", "still", "idle"] = "replay"
+    """Head pose, torso and background: the training clip played back and forth, or one still frame, or
+    that frame with a gentle idle head motion and blinks (idle)."""
     still_frame: int = 0
-    """The training frame held with --pose still."""
+    """The training frame held with --pose still or idle."""
     max_sessions: int = 2
     """Sessions rendering at once per render worker (this process, or each Ray replica); more get a
     "busy" message (they share the worker's cores)."""

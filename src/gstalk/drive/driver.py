@@ -210,12 +210,14 @@ class Driver:
         a = torch.from_numpy(np.asarray(audio[idx], dtype=np.float32)).to(self.device)
         return Condition(a, self.expression[torch.from_numpy(sidx).to(self.device)])
 
-    def drive(self, speech: Speech, k: int, s: int, pose: PoseSource | None = None) -> Drive:
+    def drive(
+        self, speech: Speech, k: int, s: int, pose: PoseSource | None = None, frame: int | None = None
+    ) -> Drive:
         """Output frame k of ``speech`` posed by source frame s: its mesh, condition and code (an idle
-        ``pose`` blinks: ``drive.idle``)."""
+        ``pose`` blinks, by ``frame``, the frame's index in the whole render, default k: ``drive.idle``)."""
         upper = self.frames.mesh(s)
         if pose is not None and pose.mode == "idle":
-            upper = blink(upper, blink_amount(k, self.fps))
+            upper = blink(upper, blink_amount(k if frame is None else frame, self.fps))
         mesh = self.model.compose_mesh(speech.codes[k], upper)
         return Drive(mesh, self.condition(speech.features, k, s), speech.codes[k])
 
@@ -233,6 +235,7 @@ class Driver:
         drive: Drive | None = None,
         camera: Camera | None = None,
         layer: torch.Tensor | None = None,
+        frame: int | None = None,
     ) -> Composite:
         """Frame k of ``speech`` posed by training frame ``source`` (default: the pose's frame for k):
         the lower face from the speech, the upper face, camera and real-pixel layer from the source frame.
@@ -246,7 +249,9 @@ class Driver:
         Another face's motion (``drive.reenact``, ``eval.reference``) replaces what the speech and the
         source frame give: ``drive`` (a mesh and code, instead of the speech's), ``camera`` (instead of
         the source frame's, e.g. its pose moved by the driving head), ``layer`` ((H, W, 3) float in
-        [0, 1], another clip's real pixels instead of the source frame's; nothing is then read ahead)."""
+        [0, 1], another clip's real pixels instead of the source frame's; nothing is then read ahead).
+        ``frame``: the frame's index in the whole render when ``speech`` is a part of it (a stream's
+        block), for what follows the clock (``--pose idle``); default k."""
         laps = laps or NO_LAPS
         laps.start()
         pose = pose or PoseSource()
@@ -260,10 +265,10 @@ class Driver:
         laps.lap("layer")
         model = model or self.model
         if drive is None:
-            drive = self.drive(speech, k, s, pose) if speech is not None else Drive()
+            drive = self.drive(speech, k, s, pose, frame) if speech is not None else Drive()
         frame = model(drive)
         laps.lap("networks")
-        camera = camera if camera is not None else self.camera(s, pose, k)
+        camera = camera if camera is not None else self.camera(s, pose, k if frame is None else frame)
         comp = render_portrait(frame, camera, layer, backend=self.backend)
         laps.lap("rasterize")
         return comp
