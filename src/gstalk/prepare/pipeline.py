@@ -242,7 +242,9 @@ def _step_pose(job: _Job) -> None:
             reprojection_px=poses.reprojection_px,
             crop=crop,
             jitter=poses.jitter,
-            focal_fit=poses.focal_fit,
+            focal_fit=poses.focal_fit
+            if not (job.photo and config.fov_deg is None)
+            else {"method": f"one photo: a {PHOTO_FOV_DEG:g}° field of view assumed (--fov-deg sets it)"},
         )
     )
 
