@@ -83,7 +83,8 @@ class WhisperConfig:
 
 @dataclass
 class PrepareConfig:
-    """Turn a talking-head video into a training dataset (offline: every model ships with the packages)."""
+    """Turn a talking-head video (--video), or one photo (--image: a one-shot avatar), into a training
+    dataset (offline: every model ships with the packages)."""
 
     out: Path
     """The dataset folder to write. Built under a temporary name and moved into place when complete."""
