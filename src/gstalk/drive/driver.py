@@ -255,6 +255,7 @@ class Driver:
         laps = laps or NO_LAPS
         laps.start()
         pose = pose or PoseSource()
+        clock = k if frame is None else frame
         s = self.source(k, pose) if source is None else source
         if layer is None:
             layer = self.layer(s)
@@ -265,11 +266,11 @@ class Driver:
         laps.lap("layer")
         model = model or self.model
         if drive is None:
-            drive = self.drive(speech, k, s, pose, frame) if speech is not None else Drive()
-        frame = model(drive)
+            drive = self.drive(speech, k, s, pose, clock) if speech is not None else Drive()
+        posed = model(drive)
         laps.lap("networks")
-        camera = camera if camera is not None else self.camera(s, pose, k if frame is None else frame)
-        comp = render_portrait(frame, camera, layer, backend=self.backend)
+        camera = camera if camera is not None else self.camera(s, pose, clock)
+        comp = render_portrait(posed, camera, layer, backend=self.backend)
         laps.lap("rasterize")
         return comp
 
