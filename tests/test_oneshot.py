@@ -45,7 +45,9 @@ def photo_run(photo_dataset: Path, tmp_path_factory) -> Path:
     from gstalk.train.trainer import train
 
     out = tmp_path_factory.mktemp("photo-run") / "run"
-    return train(TrainConfig(dataset=photo_dataset, out=out, iterations=(60, 0, 10), progress=False))
+    return train(
+        TrainConfig(dataset=photo_dataset, out=out, size=128, iterations=(60, 0, 10), progress=False)
+    )
 
 
 def _prepare_error(image: np.ndarray, tmp_path: Path) -> GstalkError:
@@ -122,7 +124,7 @@ def _inner_lips_mask(mesh: np.ndarray, w2c: np.ndarray, intrinsics, size: int) -
 
 def test_the_photo_avatar_opens_its_mouth_with_speech_and_closes_it_in_silence(photo_run: Path,
                                                                               demo_clip: Path):  # fmt: skip
-    from gstalk.drive.driver import Driver
+    from gstalk.drive.driver import Driver, PoseSource
     from gstalk.media import AUDIO_RATE, read_audio
 
     driver = Driver(photo_run)
@@ -139,9 +141,13 @@ def test_the_photo_avatar_opens_its_mouth_with_speech_and_closes_it_in_silence(p
     assert talking.max() > silent.max() + 0.004 and np.ptp(talking) > 0.004  # speech opens them
     # rendered: where the mouth is open, nothing behind the head (background, the plate) shows through
     k_open, k_silent = int(np.argmax(talking)), len(gap) - 1
-    w2c, size = driver.ds.world_to_cam[0].astype(np.float64), driver.size
-    open_mask = _inner_lips_mask(meshes[k_open].astype(np.float64), w2c, driver.ds.intrinsics, size)
-    silent_mask = _inner_lips_mask(meshes[k_silent].astype(np.float64), w2c, driver.ds.intrinsics, size)
+    cam = driver.camera(0, PoseSource("still"))  # the render's camera (its size and intrinsics)
+    w2c, intrinsics = (
+        cam.world_to_cam.numpy().reshape(4, 4).astype(np.float64),
+        cam.intrinsics.numpy().ravel(),
+    )
+    open_mask = _inner_lips_mask(meshes[k_open].astype(np.float64), w2c, intrinsics, cam.width)
+    silent_mask = _inner_lips_mask(meshes[k_silent].astype(np.float64), w2c, intrinsics, cam.width)
     assert open_mask.sum() > 1.5 * max(silent_mask.sum(), 1)
     comp = driver.render_frame(speech, k_open)
     # one pixel in from the lips' edge
