@@ -83,12 +83,16 @@ class WhisperConfig:
 
 @dataclass
 class PrepareConfig:
-    """Turn a talking-head video into a training dataset (offline: every model ships with the packages)."""
+    """Turn a talking-head video (--video), or one photo (--image: a one-shot avatar), into a training
+    dataset (offline: every model ships with the packages)."""
 
-    video: Path
-    """The input video (mp4, mov, mkv, webm; any frame rate or resolution) with the person's speech."""
     out: Path
     """The dataset folder to write. Built under a temporary name and moved into place when complete."""
+    video: Path | None = None
+    """The input video (mp4, mov, mkv, webm; any frame rate or resolution) with the person's speech."""
+    image: Path | None = None
+    """Instead of --video, one photo of the person (JPEG, PNG, WebP; one face, at least 80 px from
+    forehead to chin): a one-shot avatar (its motion from the motion prior, its hidden side by symmetry)."""
     fps: float = 25.0
     """Frame rate of the dataset; the video is resampled by timestamps (variable frame rate is fine)."""
     size: int = 512
@@ -401,6 +405,9 @@ class StageConfig:
     """Weight of the mean squared residual motion (mm²): keeps the lips where the mesh puts them."""
     densify: bool = False
     """Grow and prune Gaussians during the stage (see --densify.*)."""
+    frozen_mouth: bool = False
+    """Keep the mouth interior's Gaussians as they were made (one photo, its mouth closed, never shows
+    them: teeth, tongue and the dark cavity stay the generic ones)."""
     lr_scale: float = 1.0
     """Multiplies every learning rate of the stage."""
 
@@ -436,8 +443,9 @@ class TrainConfig:
     """A dataset folder made by `gstalk prepare`."""
     out: Path
     """The run folder: checkpoints, logs, loss curves and the config."""
-    preset: Literal["auto", "cpu", "few", "gpu"] = "auto"
-    """auto: few when the dataset trains on less than 15 s of video, else cpu (the log says which); cpu:
+    preset: Literal["auto", "cpu", "few", "gpu", "photo"] = "auto"
+    """auto: photo for a dataset made from one photo, few when the dataset trains on less than 15 s of
+    video, else cpu (the log says which); photo: one frame, a few minutes on 2 cores; cpu:
     512², at most ~15k Gaussians (14k face, 1.4k mouth interior), about 10 min on 2 cores; few: the same
     budget for 5–15 s of video, fewer iterations (few-shot); gpu: 512², the papers' iteration counts and
     up to 100k Gaussians."""
@@ -488,21 +496,36 @@ PRESETS = {
     "cpu": {"size": 512, "max_gaussians": 14_000, "iterations": (1000, 3000, 500)},
     "few": {"size": 512, "max_gaussians": 14_000, "iterations": (600, 1500, 300)},
     "gpu": {"size": 512, "max_gaussians": 100_000, "iterations": (3000, 47_000, 10_000)},
+    # one photo: appearance on its one frame (no motion stage: nothing moves in a photo), no densification
+    "photo": {"size": 512, "max_gaussians": 14_000, "iterations": (800, 0, 150)},
 }
 #: --preset auto picks few below this many seconds of training frames, cpu from it on
 FEW_SHOT_SECONDS = 15.0
 
 
-def auto_preset(train_seconds: float | None) -> str:
-    """The preset ``--preset auto`` picks for ``train_seconds`` of training frames (None: unknown → cpu)."""
+def auto_preset(train_seconds: float | None, photo: bool = False) -> str:
+    """The preset ``--preset auto`` picks for ``train_seconds`` of training frames (None: unknown → cpu),
+    or for a dataset made from one photo."""
+    if photo:
+        return "photo"
     return "few" if train_seconds is not None and train_seconds < FEW_SHOT_SECONDS else "cpu"
 
 
-def resolve_train(config: TrainConfig, train_seconds: float | None = None) -> TrainConfig:
+def resolve_train(
+    config: TrainConfig, train_seconds: float | None = None, photo: bool = False
+) -> TrainConfig:
     """Fill the preset's defaults into the fields left unset, and the iterations into the stages;
-    ``--preset auto`` becomes :func:`auto_preset` of ``train_seconds``."""
+    ``--preset auto`` becomes :func:`auto_preset` of ``train_seconds`` (and ``photo``). The photo preset
+    also keeps the mouth interior as made and does not densify."""
     if config.preset == "auto":
-        config = dataclasses.replace(config, preset=auto_preset(train_seconds))
+        config = dataclasses.replace(config, preset=auto_preset(train_seconds, photo))
+    if config.preset == "photo":
+        config = dataclasses.replace(
+            config,
+            static=dataclasses.replace(config.static, densify=False, frozen_mouth=True, mouth_weight=0.0),
+            motion=dataclasses.replace(config.motion, frozen_mouth=True),
+            fusion=dataclasses.replace(config.fusion, frozen_mouth=True),
+        )
     preset = PRESETS[config.preset]
     values = {k: getattr(config, k) if getattr(config, k) is not None else v for k, v in preset.items()}
     static, motion, fusion = values["iterations"]
@@ -551,10 +574,12 @@ class RenderConfig:
     is ever replaced."""
     size: int | None = None
     """Output size in pixels (default: the training size)."""
-    pose: Literal["replay", "still"] = "replay"
-    """Head pose, torso and background: the training clip played back and forth, or one still frame."""
+    pose: Literal["replay", "still", "idle"] = "replay"
+    """Head pose, torso and background: the training clip played back and forth, or one still frame, or
+    that frame with a gentle idle head motion and blinks (idle). A photo's avatar has one frame: still
+    unless idle."""
     still_frame: int = 0
-    """The training frame held with --pose still."""
+    """The training frame held with --pose still or idle."""
     yaw_deg: float = 0.0
     """Free-viewpoint offset: turn the head left/right by this many degrees."""
     pitch_deg: float = 0.0
@@ -612,10 +637,11 @@ class ServeConfig:
     """Requests per minute a client address regains after its burst."""
     size: int | None = 256
     """Frame size in pixels (256² keeps 25 frames/s on 2 cores; None: each run's training size)."""
-    pose: Literal["replay", "still"] = "replay"
-    """Head pose, torso and background: the training clip played back and forth, or one still frame."""
+    pose: Literal["replay", "still", "idle"] = "replay"
+    """Head pose, torso and background: the training clip played back and forth, or one still frame, or
+    that frame with a gentle idle head motion and blinks (idle)."""
     still_frame: int = 0
-    """The training frame held with --pose still."""
+    """The training frame held with --pose still or idle."""
     max_sessions: int = 2
     """Sessions rendering at once per render worker (this process, or each Ray replica); more get a
     "busy" message (they share the worker's cores)."""

@@ -24,6 +24,11 @@ class Dataset:
 
     # --- what the manifest says -------------------------------------------------------------
     @property
+    def is_photo(self) -> bool:
+        """Made from one photo (``gstalk prepare --image``): one frame, no speech."""
+        return self.manifest.extra.get("kind") == "photo"
+
+    @property
     def n_frames(self) -> int:
         return self.manifest.n_frames
 

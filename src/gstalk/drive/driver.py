@@ -35,6 +35,7 @@ from ..model.talking_head import Composite, Drive, TalkingHead, render_portrait
 from ..speech import FeatureKind, feature_kind, silence_features
 from ..splat import Camera
 from ..timing import NO_LAPS, Laps
+from .idle import blink, blink_amount, idle_rotation
 
 #: source frames whose real-pixel layers a Driver keeps (8-bit): a replay comes back to them
 LAYER_CACHE = 256
@@ -54,7 +55,7 @@ def pingpong(k: int, ids: np.ndarray) -> int:
 
 @dataclass
 class PoseSource:
-    mode: str = "replay"  # "replay" (back and forth) or "still"
+    mode: str = "replay"  # "replay" (back and forth), "still", or "idle" (still, with drive.idle's motion)
     still_frame: int = 0
     yaw_deg: float = 0.0
     pitch_deg: float = 0.0
@@ -122,7 +123,7 @@ class Driver:
 
     def source(self, k: int, pose: PoseSource) -> int:
         """The training frame that poses output frame ``k``."""
-        if pose.mode == "still":
+        if pose.mode in ("still", "idle"):
             return int(np.clip(pose.still_frame, 0, self.ds.n_frames - 1))
         return pingpong(k, self.source_ids)
 
@@ -158,11 +159,15 @@ class Driver:
             image = self.frames.layer_uint8(s)
         return image, self.frames.to_float(image)
 
-    def camera(self, s: int, pose: PoseSource):
-        """Source frame ``s``'s camera, turned by the pose's free-viewpoint offset."""
+    def camera(self, s: int, pose: PoseSource, k: int = 0):
+        """Source frame ``s``'s camera, turned by the pose's free-viewpoint offset (and, idle, by output
+        frame ``k``'s idle motion, ``drive.idle``)."""
         cam = self.frames.camera(s)
-        if pose.yaw_deg or pose.pitch_deg:
+        idle = pose.mode == "idle"
+        if pose.yaw_deg or pose.pitch_deg or idle:
             turn = Rotation.from_euler("yx", [pose.yaw_deg, pose.pitch_deg], degrees=True).as_matrix()
+            if idle:
+                turn = turn @ idle_rotation(k, self.fps)
             offset = torch.eye(4, dtype=cam.world_to_cam.dtype, device=cam.device)
             offset[:3, :3] = torch.from_numpy(turn).to(offset)
             cam = cam.__class__(cam.world_to_cam @ offset, cam.intrinsics, cam.width, cam.height)
@@ -205,9 +210,15 @@ class Driver:
         a = torch.from_numpy(np.asarray(audio[idx], dtype=np.float32)).to(self.device)
         return Condition(a, self.expression[torch.from_numpy(sidx).to(self.device)])
 
-    def drive(self, speech: Speech, k: int, s: int) -> Drive:
-        """Output frame k of ``speech`` posed by source frame s: its mesh, condition and code."""
-        mesh = self.model.compose_mesh(speech.codes[k], self.frames.mesh(s))
+    def drive(
+        self, speech: Speech, k: int, s: int, pose: PoseSource | None = None, frame: int | None = None
+    ) -> Drive:
+        """Output frame k of ``speech`` posed by source frame s: its mesh, condition and code (an idle
+        ``pose`` blinks, by ``frame``, the frame's index in the whole render, default k: ``drive.idle``)."""
+        upper = self.frames.mesh(s)
+        if pose is not None and pose.mode == "idle":
+            upper = blink(upper, blink_amount(k if frame is None else frame, self.fps))
+        mesh = self.model.compose_mesh(speech.codes[k], upper)
         return Drive(mesh, self.condition(speech.features, k, s), speech.codes[k])
 
     # --- the one frame-render path -----------------------------------------------------------------
@@ -224,6 +235,7 @@ class Driver:
         drive: Drive | None = None,
         camera: Camera | None = None,
         layer: torch.Tensor | None = None,
+        frame: int | None = None,
     ) -> Composite:
         """Frame k of ``speech`` posed by training frame ``source`` (default: the pose's frame for k):
         the lower face from the speech, the upper face, camera and real-pixel layer from the source frame.
@@ -237,10 +249,13 @@ class Driver:
         Another face's motion (``drive.reenact``, ``eval.reference``) replaces what the speech and the
         source frame give: ``drive`` (a mesh and code, instead of the speech's), ``camera`` (instead of
         the source frame's, e.g. its pose moved by the driving head), ``layer`` ((H, W, 3) float in
-        [0, 1], another clip's real pixels instead of the source frame's; nothing is then read ahead)."""
+        [0, 1], another clip's real pixels instead of the source frame's; nothing is then read ahead).
+        ``frame``: the frame's index in the whole render when ``speech`` is a part of it (a stream's
+        block), for what follows the clock (``--pose idle``); default k."""
         laps = laps or NO_LAPS
         laps.start()
         pose = pose or PoseSource()
+        clock = k if frame is None else frame
         s = self.source(k, pose) if source is None else source
         if layer is None:
             layer = self.layer(s)
@@ -251,11 +266,11 @@ class Driver:
         laps.lap("layer")
         model = model or self.model
         if drive is None:
-            drive = self.drive(speech, k, s) if speech is not None else Drive()
-        frame = model(drive)
+            drive = self.drive(speech, k, s, pose, clock) if speech is not None else Drive()
+        posed = model(drive)
         laps.lap("networks")
-        camera = camera if camera is not None else self.camera(s, pose)
-        comp = render_portrait(frame, camera, layer, backend=self.backend)
+        camera = camera if camera is not None else self.camera(s, pose, clock)
+        comp = render_portrait(posed, camera, layer, backend=self.backend)
         laps.lap("rasterize")
         return comp
 

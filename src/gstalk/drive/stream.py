@@ -185,7 +185,7 @@ class FrameStream:
         """Frame ``k`` (one of ``prepared.frames``) as (size, size, 3) RGB uint8."""
         driver, pose = self.driver, self.pose
         comp = driver.render_frame(prepared.speech, k - prepared.first, pose, source=driver.source(k, pose),
-                                   read_ahead=driver.source(k + 1, pose))  # fmt: skip
+                                   read_ahead=driver.source(k + 1, pose), frame=k)  # fmt: skip
         return to_uint8(comp.image)
 
     def _frames(self) -> Iterator[tuple[int, np.ndarray]]:

@@ -19,12 +19,14 @@ from scipy.spatial import cKDTree
 from ..config import ModelConfig, resolve_model
 from ..data.dataset import Dataset
 from ..data.frames import expression_inputs
+from ..errors import GstalkError
 from ..face.landmarks import CHIN, LIPS_INNER
 from ..face.mesh import N_MESH, fit_to_landmarks, lower_face_weights, sample_surface
 from ..regions import Region
 from ..speech.motion import AudioMotion, LowerFaceBasis
-from ..speech.person import PersonMotion
+from ..speech.person import PersonMotion, basis_from_prior
 from ..speech.prior import MotionPrior, PriorShape
+from ..speech.space import Normalisation, PriorSpace
 from .binding import Binding, face_pose, frame_index, localise
 from .gaussians import GaussianSet, ModelRegion
 from .talking_head import TalkingHead
@@ -132,6 +134,37 @@ def fit_motion_basis(ds: Dataset, components: int) -> LowerFaceBasis:
     return basis
 
 
+#: the inner lips' vertical gap (metres) of a face at rest: they just meet (the CNN, Lieu and German
+#: clips' most closed tenth of frames: 0.1–0.4 mm)
+REST_GAP = 0.0
+
+
+def photo_rest(space: PriorSpace, face: np.ndarray, amplitude: float) -> np.ndarray:
+    """(468, 3) the face of a photo, ``face`` (>=468, 3, head frame), with its lips brought to rest: a
+    photo is often taken mid-word (the first frames of the CNN and Lieu clips part the lips by 6 and 12 mm).
+    The opening removed is the most likely motion under the prior's components (standardised over the
+    corpus, so the minimum-norm change of coefficients) that parts the lips by the photo's gap beyond
+    ``REST_GAP``: Δz = b·g / (amplitude·|b|²), b the coefficients' lip-gap directions. A closed or pressed
+    mouth is its own rest."""
+    face = np.asarray(face[:N_MESH], np.float64)
+    gap = float(face[14, 1] - face[13, 1]) - REST_GAP
+    if gap <= 0:
+        return face
+    b = space.gap_direction().double().cpu().numpy()
+    dz = b * gap / (amplitude * float(b @ b))
+    opening = np.einsum("k,knc->nc", dz, space.basis.double().cpu().numpy())
+    return face - amplitude * opening
+
+
+def prior_basis(ds: Dataset, prior: MotionPrior) -> LowerFaceBasis:
+    """A photo's lower-face basis (no clip to fit one): the prior's components, scaled by the corpus's
+    median amplitude, about the photo's face at rest (:func:`photo_rest`;
+    ``speech.person.basis_from_prior``)."""
+    amplitude = float(prior.space.amplitude)
+    rest = photo_rest(prior.space, ds.tracks.mesh[ds.train_ids[0]], amplitude)
+    return basis_from_prior(prior.space, Normalisation(rest, amplitude), ds.tracks.canonical_shape)
+
+
 def person_motion(shape: PriorShape, basis: LowerFaceBasis, config: ModelConfig) -> PersonMotion:
     """An empty ``PersonMotion`` for a prior of ``shape`` and ``basis``, with a residual network of
     ``config``'s sizes when ``config.motion_residual``."""
@@ -200,11 +233,16 @@ def init_talking_head(
         torch.from_numpy(_knn_scale(mouth_points)),
         torch.full((len(mouth_points),), int(ModelRegion.MOUTH)),
         config.embedding_dim,
-        opacity=0.6,
+        opacity=0.9 if ds.is_photo else 0.6,  # a photo never trains it: opaque, nothing shows through
         binding=torch.from_numpy(mouth_binding),
     )
     bounds = torch.tensor(np.stack([box_lo - 0.1 * extent, box_hi + 0.1 * extent]))
-    basis = fit_motion_basis(ds, config.motion_components)
+    if ds.is_photo and prior is None:
+        raise GstalkError(
+            f"{ds.root} was made from one photo, whose avatar moves only through the motion prior",
+            "train it with the builtin prior (leave out --prior none) and the default Whisper features",
+        )
+    basis = prior_basis(ds, prior) if ds.is_photo else fit_motion_basis(ds, config.motion_components)
     motion = None if prior is None else person_motion(prior.info.shape, basis, config)
     audio = np.asarray(ds.audio_features[ds.train_ids], dtype=np.float32)
     expr = expression_inputs(ds)[ds.train_ids]

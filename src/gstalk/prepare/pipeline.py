@@ -38,6 +38,7 @@ from ..regions import Region
 from ..speech import build_spec, feature_kind
 from .background import BackgroundAccumulator, sample_indices
 from .crop import Crop, choose_crop
+from .photo import PHOTO_FOV_DEG, PHOTO_KIND, PhotoSource, photo_track_step
 from .progress import bar, say
 from .regions import PersonSegmenter, segment_regions
 from .report import contact_sheet, sheet_ids, timeline
@@ -65,20 +66,49 @@ def _check_output(config: PrepareConfig) -> None:
         )
 
 
+def _digest(config: PrepareConfig) -> str:
+    # a video's config hashes as it did before --image existed, so its datasets stay "already prepared"
+    return config_hash(
+        config, ignore=("overwrite", "progress") + (("image",) if config.image is None else ())
+    )
+
+
+def _check_input(config: PrepareConfig, source: Source | None) -> None:
+    if source is not None:
+        return
+    if (config.video is None) == (config.image is None):
+        raise GstalkError(
+            "prepare needs one input: " + ("--video or --image" if config.video is None else
+                                           "--video and --image were both given"),
+            "pass --video clip.mp4 (a clip of the person talking) or --image photo.jpg (one photo: a "
+            "one-shot avatar)",
+        )  # fmt: skip
+    if config.image is not None and config.seconds is not None:
+        raise GstalkError("--seconds applies to a video, not to --image", "leave out --seconds")
+
+
 def prepare(config: PrepareConfig, source: Source | None = None) -> Path:
-    """Build the dataset at ``config.out`` from ``config.video`` (or another ``source``); returns its path."""
+    """Build the dataset at ``config.out`` from ``config.video`` or ``config.image`` (one photo: a dataset
+    of one frame, ``prepare.photo``), or another ``source``; returns its path."""
+    _check_input(config, source)
     if config.audio_features == "whisper":  # the blocks' numbers are checked before any work
         from ..speech.whisper import BlockScheme
 
         BlockScheme.of(config.whisper)
-    digest = config_hash(config, ignore=("overwrite", "progress"))
-    inputs = [config.video]
+    digest = _digest(config)
+    inputs = [config.image if config.image is not None else config.video]
     with claim_output(config.out, inputs, overwrite=config.overwrite, what="dataset", markers=(MANIFEST,)):
         if not config.overwrite and prepared_config_hash(config.out) == digest:
             say(config, f"{config.out} is already prepared with this config; nothing to do")
             return config.out
         _check_output(config)
-        return _prepare(config, source or VideoSource(config.video), digest)
+        if source is None:
+            source = (
+                PhotoSource(config.image, config.fps)
+                if config.image is not None
+                else VideoSource(config.video)
+            )
+        return _prepare(config, source, digest)
 
 
 def import_ernerf(folder: str | Path, out: str | Path, fps: float = 25.0, **prepare_options) -> Path:
@@ -94,13 +124,15 @@ def import_ernerf(folder: str | Path, out: str | Path, fps: float = 25.0, **prep
 
 def _prepare(config: PrepareConfig, source: Source, digest: str) -> Path:
     info = source.info
-    if not info.has_audio:
+    if isinstance(source, PhotoSource):
+        pass  # a photo has no sound: the avatar's motion comes from the motion prior
+    elif not info.has_audio:
         raise GstalkError(
             f"{source.name} has no audio track",
             "gstalk learns lip motion from the speech: use the clip with its sound",
         )
     n_frames = info.frames_at(config.fps)
-    if n_frames < config.min_seconds * config.fps:
+    if not isinstance(source, PhotoSource) and n_frames < config.min_seconds * config.fps:
         raise GstalkError(
             f"{source.name} is {info.duration:.1f} s long; at least {config.min_seconds:g} s is needed "
             "(a few minutes trains best)",
@@ -140,6 +172,10 @@ class _Job:
     """Frames of the input at the dataset's fps."""
     work: WorkFolder
 
+    @property
+    def photo(self) -> bool:
+        return isinstance(self.source, PhotoSource)
+
     def writer(self) -> DatasetWriter:
         return DatasetWriter(self.work.dataset, self.config.jpeg_quality)
 
@@ -161,7 +197,10 @@ def _run_steps(job: _Job) -> None:
 
 # --- steps ------------------------------------------------------------------------------------------
 def _step_track(job: _Job) -> None:
-    tracked, timing = track_step(job.config, job.source, job.n_video)
+    if job.photo:
+        tracked, timing = photo_track_step(job.config, job.source)
+    else:
+        tracked, timing = track_step(job.config, job.source, job.n_video)
     job.work.save(tracked)
     job.work.save(timing)
 
@@ -178,8 +217,9 @@ def _step_pose(job: _Job) -> None:
     lm = crop.points(landmarks)
     principal = crop.points(np.array([[width / 2, height / 2]]))[0]
     focal = None
-    if config.fov_deg is not None:
-        focal = 0.5 * config.size / np.tan(np.radians(config.fov_deg) / 2)
+    if config.fov_deg is not None or job.photo:  # one photo cannot tell its lens: PHOTO_FOV_DEG
+        fov = config.fov_deg if config.fov_deg is not None else PHOTO_FOV_DEG
+        focal = 0.5 * config.size / np.tan(np.radians(fov) / 2)
     poses = estimate_poses(
         lm,
         valid,
@@ -202,7 +242,9 @@ def _step_pose(job: _Job) -> None:
             reprojection_px=poses.reprojection_px,
             crop=crop,
             jitter=poses.jitter,
-            focal_fit=poses.focal_fit,
+            focal_fit=poses.focal_fit
+            if not (job.photo and config.fov_deg is None)
+            else {"method": f"one photo: a {PHOTO_FOV_DEG:g}° field of view assumed (--fov-deg sets it)"},
         )
     )
 
@@ -281,7 +323,9 @@ def _step_audio(job: _Job) -> None:
 
 def _splits(config: PrepareConfig, n_frames: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tracked training frames (the clip before its held-out tail; with ``--seconds``, only its first
-    seconds) and tracked held-out frames (the last ``test_fraction``)."""
+    seconds) and tracked held-out frames (the last ``test_fraction``). A photo's one frame is both."""
+    if config.image is not None:
+        return np.zeros(1, np.int64), np.zeros(1, np.int64)
     n_test = max(1, round(n_frames * config.test_fraction))
     ids = np.arange(n_frames)
     train, test = ids[: n_frames - n_test], ids[n_frames - n_test :]
@@ -361,8 +405,11 @@ def _manifest(job: _Job, posed: Posed, featured: Featured, expressed: Expressed)
             code_names=tuple(expressed.code_names) if expressed.code_names else None,
         ),
         source=SourceInfo(job.source.name, info.width, info.height, info.fps, info.duration, info.codec),
-        config_hash=config_hash(config, ignore=("overwrite", "progress")),
-        extra={"regions": {int(r): r.name.lower() for r in Region}},
+        config_hash=_digest(config),
+        extra={
+            "regions": {int(r): r.name.lower() for r in Region},
+            **({"kind": PHOTO_KIND} if job.photo else {}),
+        },
     )
 
 

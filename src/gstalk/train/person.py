@@ -154,6 +154,22 @@ def fit_person_motion(
     return {**figures, "seconds": round(time.perf_counter() - start, 1)}
 
 
+def photo_person_motion(ds: Dataset, basis: LowerFaceBasis, person: PersonMotion, prior: MotionPrior) -> dict:
+    """Fill ``person`` for a photo (no speech to move the readout toward): the prior's readout as it is,
+    and, as ``basis`` is the prior's space on the photo's face (``model.init.prior_basis``), the identity
+    retarget; the lips kept from crossing on the photo's face. Returns what ``audio_motion.json`` holds."""
+    start = time.perf_counter()
+    person.start_from(prior)
+    k = basis.components
+    if k != prior.space.basis.shape[0]:
+        raise ValueError("a photo's basis must be the prior's space")
+    person.set_retarget(torch.eye(k), torch.zeros(k))
+    person.set_lip_contact(basis, ds.tracks.canonical_shape)
+    return {"source": "motion prior (one photo: no speech to fit)", "components": k,
+            "amplitude_mm": round(1000 * float(prior.space.amplitude), 3),
+            "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
 def _fit_residual(ds, basis, person, coeffs, data, config, progress) -> None:
     """Fit ``person.residual`` to what the retargeted readout leaves of the codes, on the clip and its
     copies (their codes: their prior-space targets retargeted), its output penalised toward zero."""
@@ -177,4 +193,10 @@ def _fit_residual(ds, basis, person, coeffs, data, config, progress) -> None:
                progress=progress, desc="residual")  # fmt: skip
 
 
-__all__ = ["fit_person_motion", "fit_readout_toward_prior", "in_prior_space", "person_motion_data"]
+__all__ = [
+    "fit_person_motion",
+    "fit_readout_toward_prior",
+    "in_prior_space",
+    "person_motion_data",
+    "photo_person_motion",
+]

@@ -53,7 +53,7 @@ from .checkpoint import latest_checkpoint, load_training_state, save_training_ch
 from .log import append_row, plot_losses, read_log
 from .losses import psnr
 from .objective import loss_terms, total_loss
-from .person import fit_person_motion
+from .person import fit_person_motion, photo_person_motion
 from .strategy import DensifyStrategy, scene_extent
 
 
@@ -69,7 +69,7 @@ def build_optimizer(
     s = stage.lr_scale
     groups: list[dict[str, Any]] = []
     if "gaussians" in stage.train:
-        for gs in (model.head, model.mouth):
+        for gs in (model.head,) if stage.frozen_mouth else (model.head, model.mouth):
             p = gs.params
             groups += [
                 {"params": [p["means"]], "lr": lr.means * max(extent, 1e-3) * s, "name": "means"},
@@ -80,7 +80,8 @@ def build_optimizer(
                 {"params": [p["embedding"]], "lr": lr.embedding * s, "name": "embedding"},
             ]
     elif "colors" in stage.train:
-        groups.append({"params": model.color_parameters(), "lr": lr.colors_only * s, "name": "colors"})
+        colours = model.color_parameters()[:1] if stage.frozen_mouth else model.color_parameters()
+        groups.append({"params": colours, "lr": lr.colors_only * s, "name": "colors"})
     if "networks" in stage.train:
         groups += [
             {"params": [model.encoder.tables], "lr": lr.hash * s, "name": "hash"},
@@ -109,17 +110,23 @@ class Trainer:
         self.device = pick_device(config.device)
         check_dataset(config.dataset)  # every problem at once, before minutes of training
         self.ds = load_dataset(config.dataset)
-        if len(self.ds.train_ids) < 10:
+        if len(self.ds.train_ids) < 10 and not self.ds.is_photo:
             raise GstalkError(
                 f"{config.dataset} has only {len(self.ds.train_ids)} usable training frames",
                 "prepare a longer clip (5 seconds or more)",
             )
         seconds = len(self.ds.train_ids) / self.ds.fps
-        self.config = resolve_train(config, seconds)
-        if config.preset == "auto":
+        self.config = resolve_train(config, seconds, photo=self.ds.is_photo)
+        if config.preset == "auto" and self.ds.is_photo:
+            self._say("preset photo: one photo (a one-shot avatar: appearance from the photo, its hidden "
+                      "side by symmetry, its motion from the motion prior)", always=True)  # fmt: skip
+        elif config.preset == "auto":
             self._say(f"preset {self.config.preset}: {seconds:.1f} s of training frames "
                       f"({'under' if self.config.preset == 'few' else 'at least'} {FEW_SHOT_SECONDS:g} s)",
                       always=True)  # fmt: skip
+        if self.ds.is_photo:  # the basis is the prior's space itself (model.init.prior_basis)
+            motion = dataclasses.replace(config.model, motion_components=self._photo_components())
+            self.config = dataclasses.replace(self.config, model=motion)
         m = resolve_model(self.config.model, self.ds.audio_spec.features)
         self.config = dataclasses.replace(self.config, model=m)
         silence = partial(silence_features, self.ds.audio_spec)
@@ -214,6 +221,8 @@ class Trainer:
         previous = signal.signal(signal.SIGINT, self._interrupt)
         try:
             for index in range(start_stage, len(self.stages)):
+                if self.stages[index].iterations == 0:  # (the photo preset has no motion stage)
+                    continue
                 first = start_step if index == start_stage else 0
                 resume_from = latest if (index == start_stage and start_step > 0) else None
                 self._run_stage(index, first, gen, resume_from)
@@ -228,16 +237,45 @@ class Trainer:
                     raise KeyboardInterrupt
         finally:
             signal.signal(signal.SIGINT, previous)
+        if self.ds.is_photo:
+            self.fill_by_symmetry()
         save_model(model_dir(self.out), model, self._final_state())
         self.plot()
         self._say(f"done: model in {model_dir(self.out)}")
         return self.out
 
+    def _photo_components(self) -> int:
+        if self.prior is None:
+            raise GstalkError(
+                f"{self.config.dataset} was made from one photo, whose avatar moves only through the motion "
+                "prior",
+                "train it with the builtin prior (leave out --prior none); prepare it with the default "
+                "Whisper features",
+            )
+        return int(self.prior.space.basis.shape[0])
+
+    def fill_by_symmetry(self) -> dict[str, float]:
+        """A photo's run: what the photo did not show, filled from the face's other side
+        (``model.symmetry``)."""
+        from ..model.symmetry import symmetric_fill
+
+        i = int(self.ds.train_ids[0])
+        figures = symmetric_fill(self.model, self.ds.world_to_cam[i], self.ds.intrinsics)
+        self._say(f"symmetry: {figures['hidden_fraction']:.0%} of the head's Gaussians hidden in the photo, "
+                  "filled from their mirror images")  # fmt: skip
+        return figures
+
     def fit_audio_motion(self) -> dict[str, float]:
         """Stage 0: fit the audio → motion model (no rendering); its held-out figures go to
-        ``audio_motion.json`` in the run folder."""
+        ``audio_motion.json`` in the run folder. A photo has no speech: its motion is the prior's."""
         model = self.model
         model.motion.cpu()
+        if self.ds.is_photo:
+            self._say("audio → motion: one photo, so the motion prior as it is, on the photo's face")
+            figures = photo_person_motion(self.ds, model.basis.cpu(), model.motion, self.prior.cpu())
+            model.to(self.device)
+            write_json_atomic(self.out / AUDIO_MOTION, strict_json(figures))
+            return figures
         if isinstance(model.motion, PersonMotion):
             self._say(f"audio → motion: the motion prior ({self.config.prior}) moved toward this clip")
             figures = fit_person_motion(self.ds, model.basis.cpu(), model.motion, self.prior.cpu(),
