@@ -40,7 +40,6 @@ from ..fileio import atomic_path
 from ..media.audio import AUDIO_RATE, SILENT_DB, AudioReader, probe_audio, scan_audio
 from ..media.encode import container_comment, write_video
 from ..outputs import check_free_space, check_replaceable_file, claim_output
-from ..speech import check_computable
 
 if TYPE_CHECKING:  # imported where used: the checks before the work need no PyTorch
     from .driver import Driver, PoseSource
