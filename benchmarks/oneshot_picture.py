@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--audio", type=Path, default=None, help="speech (default: generated)")
-    parser.add_argument("--times", type=float, nargs="+", default=[0.6, 1.3, 2.1, 2.9], help="seconds shown")
+    parser.add_argument("--times", type=float, nargs="+", default=[1.0, 3.2, 3.8, 5.8], help="seconds shown")
     args = parser.parse_args()
     from skimage.data import astronaut
 
