@@ -117,6 +117,13 @@ class Driver:
         self._prefetched: dict[int, Future] = {}
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="gstalk-frames")
 
+    @classmethod
+    def for_config(cls, config) -> Driver:
+        """The driver a command's config asks for: its ``run``, ``dataset``, ``size``, ``device``,
+        ``backend`` and ``speech_model`` (``RenderConfig``, ``EvaluateConfig``). Raises as ``Driver``."""
+        return cls(config.run, config.dataset, config.size, config.device, config.backend,
+                   speech_model=config.speech_model)  # fmt: skip
+
     @property
     def fps(self) -> float:
         return self.ds.fps

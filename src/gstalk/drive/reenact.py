@@ -71,6 +71,7 @@ from .video import (
     VIEW_MARGIN_DEG,
     check_viewpoint,
     config_path,
+    seconds_per_frame,
 )
 
 #: a driving video whose face is lost in more than this share of its frames gets a warning
@@ -247,14 +248,7 @@ def render_reenactment(config: RenderConfig, out: Path, fmt: str) -> dict:
             f"{video} is longer than the limit of {config.max_audio_seconds:g} s ({info.duration:.0f} s)",
             "cut the video, or raise the limit (--max-audio-seconds)",
         )
-    driver = Driver(
-        config.run,
-        config.dataset,
-        config.size,
-        config.device,
-        config.backend,
-        speech_model=config.speech_model,
-    )
+    driver = Driver.for_config(config)
     fps, size = driver.fps, driver.size
     n = video_frames(info, fps)
     if n < 1:
@@ -328,12 +322,7 @@ def _confirm_duration(config: RenderConfig, reenact: Reenactment, n: int, fps: f
     """Time a few frames; a render estimated to take longer than ``confirm_minutes`` needs ``--yes``."""
     if n <= 10 * PROBE_FRAMES:
         return
-    frames = reenact.frames(stop=PROBE_FRAMES + 1)
-    next(frames)  # warm-up
-    start = time.perf_counter()
-    for _ in frames:
-        pass
-    estimate = n * (time.perf_counter() - start) / PROBE_FRAMES
+    estimate = n * seconds_per_frame(reenact.frames(stop=PROBE_FRAMES + 1))
     if estimate > config.confirm_minutes * 60 and not config.yes:
         raise GstalkError(
             f"rendering {n / fps:.0f} s of driving video will take about {estimate / 60:.0f} minutes here",

@@ -177,8 +177,7 @@ def _render(config: RenderConfig, out: Path, fmt: str) -> dict:
     from ..speech.features import check_computable
     from .driver import Driver, PoseSource
 
-    driver = Driver(config.run, config.dataset, config.size, config.device, config.backend,
-                    speech_model=config.speech_model)  # fmt: skip
+    driver = Driver.for_config(config)
     n = math.floor(scan.samples / AUDIO_RATE * driver.fps + 1e-9)
     if n < 1:
         raise GstalkError(f"{config.audio} is shorter than one video frame", "pass a longer audio file")
@@ -271,6 +270,15 @@ def check_viewpoint(driver: Driver, config: RenderConfig) -> None:
         print(f"gstalk render: warning: {message}; expect blotches and seams", file=sys.stderr, flush=True)
 
 
+def seconds_per_frame(frames: Iterator) -> float:
+    """Seconds per frame of ``frames`` (:data:`PROBE_FRAMES` + 1 of them: the first is a warm-up)."""
+    next(frames)
+    start = time.perf_counter()
+    for _ in frames:
+        pass
+    return (time.perf_counter() - start) / PROBE_FRAMES
+
+
 def _confirm_duration(config: RenderConfig, driver: Driver, pose: PoseSource, n: int) -> None:
     """Time a few frames; a render estimated to take longer than ``confirm_minutes`` needs ``--yes``. The
     frames are driven by features of zeros (a frame's cost does not depend on them), so no speech model
@@ -279,12 +287,7 @@ def _confirm_duration(config: RenderConfig, driver: Driver, pose: PoseSource, n:
         return
     spec = driver.ds.audio_spec
     speech = driver.speech(features=np.zeros((PROBE_FRAMES + 1, spec.window, spec.dim), np.float16))
-    frames = driver.render(speech, pose, stop=PROBE_FRAMES + 1)
-    next(frames)  # warm-up
-    start = time.perf_counter()
-    for _ in frames:
-        pass
-    estimate = n * (time.perf_counter() - start) / PROBE_FRAMES
+    estimate = n * seconds_per_frame(driver.render(speech, pose, stop=PROBE_FRAMES + 1))
     if estimate > config.confirm_minutes * 60 and not config.yes:
         raise GstalkError(
             f"rendering {n / driver.fps:.0f} s of audio will take about {estimate / 60:.0f} minutes here",

@@ -161,8 +161,7 @@ def previous_cross_audio(out: Path) -> tuple[Path, ...]:
 def _evaluate(config: EvaluateConfig, out: Path) -> dict[str, Any]:
     """Render the test frames in every mode, score them, add the extras, write metrics and report."""
     start = time.perf_counter()
-    driver = Driver(config.run, config.dataset, config.size, config.device, config.backend,
-                    speech_model=config.speech_model)  # fmt: skip
+    driver = Driver.for_config(config)
     ids = _test_ids(driver, config)
     modes = MODES if config.baselines else ("full",)
     static_model, static_source = _static_model(config, driver.device)

@@ -231,14 +231,7 @@ def evaluate_reference(config: EvaluateConfig, out: Path) -> dict[str, Any]:
     Raises GstalkError when the reference cannot be prepared (no face, too short, no sound) or its frame
     rate differs from the avatar's."""
     start = time.perf_counter()
-    driver = Driver(
-        config.run,
-        config.dataset,
-        config.size,
-        config.device,
-        config.backend,
-        speech_model=config.speech_model,
-    )
+    driver = Driver.for_config(config)
     source = Path(config.reference_video)
     if (source / MANIFEST).is_file():
         return _evaluate_on(config, out, driver, load_dataset(source), start)

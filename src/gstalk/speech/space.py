@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..face.mesh import N_MESH, lower_face_weights, mouth_gap
-from .motion import LIPS
+from .motion import LIPS, LowerFaceBasis
 
 #: the share of a person's frames, by inner-lip gap, whose mean is their rest shape
 REST_QUANTILE = 0.1
@@ -71,24 +71,16 @@ def motion_of(mesh: np.ndarray, norm: Normalisation) -> np.ndarray:
     return ((np.asarray(mesh[:, :N_MESH], np.float64) - norm.rest) / norm.amplitude).astype(np.float32)
 
 
-class PriorSpace(nn.Module):
+class PriorSpace(LowerFaceBasis):
     """Standardised principal components of the corpus's motion (see the module docstring) ↔ motion
-    (468, 3). Buffers: ``mean`` (468, 3), ``basis`` (K, 468, 3) (a component's one standard deviation),
-    ``weights`` (468,) (the corpus's mean lower-face weights), ``vertex_weights`` ω, ``amplitude`` (1,)
-    (the median amplitude over the corpus's people, metres: the motion of a person whose own amplitude
-    is unknown, as from one photo)."""
+    (468, 3): a ``speech.motion.LowerFaceBasis`` (its ``mean``, ``basis``, ``weights``, ``vertex_weights``,
+    ``project`` and ``reconstruct``) of identity-free motion rather than of one person's displacements,
+    plus ``amplitude`` (1,) (the median amplitude over the corpus's people, metres: the motion of a person
+    whose own amplitude is unknown, as from one photo)."""
 
     def __init__(self, components: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(N_MESH, 3))
-        self.register_buffer("basis", torch.zeros(components, N_MESH, 3))
-        self.register_buffer("weights", torch.zeros(N_MESH))
-        self.register_buffer("vertex_weights", torch.zeros(N_MESH))
+        super().__init__(components)
         self.register_buffer("amplitude", torch.ones(1))
-
-    @property
-    def components(self) -> int:
-        return self.basis.shape[0]
 
     @classmethod
     def fit(cls, motions: list[np.ndarray], weights: np.ndarray, amplitudes: list[float],
@@ -96,37 +88,12 @@ class PriorSpace(nn.Module):
         """The space of ``motions`` (each (T_i, 468, 3), :func:`motion_of`; every frame counts once), with
         lower-face ``weights`` (468,) and the people's ``amplitudes`` (metres). Raises ValueError with
         fewer frames than components."""
-        x = np.concatenate([np.asarray(m, np.float64) for m in motions]).reshape(-1, N_MESH * 3)
+        x = np.concatenate([np.asarray(m, np.float64).reshape(-1, N_MESH, 3) for m in motions])
         if len(x) <= components:
             raise ValueError(f"{len(x)} frames cannot give {components} components")
-        w = omega(weights)
-        root = np.repeat(np.sqrt(w), 3)
-        mean = x.mean(0)
-        _, s, vt = np.linalg.svd((x - mean) * root, full_matrices=False)
-        std = np.maximum(s[:components] / math.sqrt(len(x) - 1), 1e-9)
-        inv_root = np.where(root > 0, 1 / np.where(root > 0, root, 1), 0.0)
-        space = cls(components)
-        space.mean.copy_(torch.from_numpy(mean.reshape(N_MESH, 3)))
-        basis = (vt[:components] * inv_root[None] * std[:, None]).reshape(components, N_MESH, 3)
-        space.basis.copy_(torch.from_numpy(basis))
-        space.weights.copy_(torch.from_numpy(np.asarray(weights, np.float32)))
-        space.vertex_weights.copy_(torch.from_numpy(w))
+        space, _ = super().fit(x, np.asarray(weights, np.float32), components)
         space.amplitude.fill_(float(np.median(amplitudes)))
         return space
-
-    def project(self, motion: Tensor) -> Tensor:
-        """(..., K) standardised coefficients of motions (..., 468, 3)."""
-        weighted = self.basis * self.vertex_weights[:, None]
-        norms = (self.basis * weighted).sum((-1, -2))
-        return torch.einsum("...nc,knc->...k", motion - self.mean, weighted) / norms
-
-    def reconstruct(self, coeffs: Tensor) -> Tensor:
-        """(..., 468, 3) motion of standardised coefficients (..., K)."""
-        return self.mean + torch.einsum("...k,knc->...nc", coeffs, self.basis)
-
-    def component_variances(self) -> Tensor:
-        """(K,) each component's ω-weighted squared norm (its variance, in motion units squared)."""
-        return (self.basis.pow(2).sum(-1) * self.vertex_weights).sum(-1)
 
     def gap_direction(self) -> Tensor:
         """(K,) how each coefficient opens the lips at the middle of the mouth (the vertical distance of
